@@ -1,0 +1,32 @@
+//! Weighted softmax cross-entropy over the vocabulary, with the gradient written over the
+//! logits in the same pass (the llm.c "fused classifier"): the (N,V) probabilities are never
+//! stored on their own.
+
+use rayon::prelude::*;
+
+/// `losses[i] = w[i]·(logsumexp(logits[i]) − logits[i][targets[i]])`; with `backward`,
+/// `logits[i] ← w[i]·(softmax(logits[i]) − onehot(targets[i]))`.
+pub fn cross_entropy(
+    logits: &mut [f32],
+    losses: &mut [f32],
+    targets: &[u32],
+    weights: &[f32],
+    v: usize,
+    backward: bool,
+) {
+    logits.par_chunks_mut(v).zip(losses.par_iter_mut()).enumerate().for_each(|(i, (row, loss))| {
+        let tgt = targets[i] as usize;
+        let w = weights[i];
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+        let lse = max + sum.ln();
+        *loss = w * (lse - row[tgt]);
+        if backward {
+            let inv = 1.0 / sum;
+            for x in row.iter_mut() {
+                *x = w * (*x - max).exp() * inv;
+            }
+            row[tgt] -= w;
+        }
+    });
+}

@@ -1,0 +1,30 @@
+//! GPT-2's GELU: the tanh approximation ("gelu_new" in transformers).
+
+use rayon::prelude::*;
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const COEF: f32 = 0.044715;
+const CHUNK: usize = 4096;
+
+/// `out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
+            *o = 0.5 * x * (1.0 + u.tanh());
+        }
+    });
+}
+
+/// In place: `d *= gelu'(x)`.
+pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
+    d.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(d, x)| {
+        for (d, &x) in d.iter_mut().zip(x) {
+            let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
+            let th = u.tanh();
+            let sech2 = 1.0 - th * th;
+            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * COEF * x * x);
+            *d *= 0.5 * (1.0 + th) + 0.5 * x * sech2 * du;
+        }
+    });
+}

@@ -1,0 +1,92 @@
+//! Layer normalisation over the channel axis.
+
+use rayon::prelude::*;
+
+/// Rows per block when summing parameter gradients: blocks are fixed, so partial sums (and
+/// therefore results) do not depend on the thread count.
+const ROW_BLOCK: usize = 32;
+
+/// `out (N,C) = (x − mean)·rstd·w + b`, storing `mean` and `rstd` (N).
+pub fn layernorm_forward(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    b: &[f32],
+    c: usize,
+    eps: f32,
+) {
+    out.par_chunks_mut(c).zip(inp.par_chunks(c)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).for_each(
+        |((o, x), (mu, rs))| {
+            let m = x.iter().sum::<f32>() / c as f32;
+            let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / c as f32;
+            let r = 1.0 / (var + eps).sqrt();
+            for j in 0..c {
+                o[j] = (x[j] - m) * r * w[j] + b[j];
+            }
+            *mu = m;
+            *rs = r;
+        },
+    );
+}
+
+/// Accumulates `dinp (N,C)`, `dw (C)`, `db (C)` given `dout (N,C)`.
+///
+/// With x̂ = (x − mean)·rstd and g = dout·w: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).
+pub fn layernorm_backward(
+    dinp: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+) {
+    let n = mean.len();
+    // Input gradient: rows are independent.
+    dinp.par_chunks_mut(c).enumerate().for_each(|(i, dx)| {
+        let x = &inp[i * c..(i + 1) * c];
+        let dy = &dout[i * c..(i + 1) * c];
+        let (m, r) = (mean[i], rstd[i]);
+        let mut g_mean = 0.0f32;
+        let mut gx_mean = 0.0f32;
+        for j in 0..c {
+            let g = dy[j] * w[j];
+            g_mean += g;
+            gx_mean += g * (x[j] - m) * r;
+        }
+        g_mean /= c as f32;
+        gx_mean /= c as f32;
+        for j in 0..c {
+            let xhat = (x[j] - m) * r;
+            dx[j] += r * (dy[j] * w[j] - g_mean - xhat * gx_mean);
+        }
+    });
+    // Parameter gradients: per-block partial sums, then an ordered sum over blocks.
+    let partials: Vec<Vec<f32>> = (0..n.div_ceil(ROW_BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let mut acc = vec![0.0f32; 2 * c];
+            for i in blk * ROW_BLOCK..((blk + 1) * ROW_BLOCK).min(n) {
+                let x = &inp[i * c..(i + 1) * c];
+                let dy = &dout[i * c..(i + 1) * c];
+                let (m, r) = (mean[i], rstd[i]);
+                let (aw, ab) = acc.split_at_mut(c);
+                for j in 0..c {
+                    aw[j] += dy[j] * (x[j] - m) * r;
+                    ab[j] += dy[j];
+                }
+            }
+            acc
+        })
+        .collect();
+    for p in &partials {
+        for j in 0..c {
+            dw[j] += p[j];
+            db[j] += p[c + j];
+        }
+    }
+}

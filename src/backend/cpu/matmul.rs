@@ -1,0 +1,110 @@
+//! Matrix products through the `gemm` crate, which picks SIMD kernels for the host CPU and
+//! splits large products across rayon's pool. Each output element is reduced by one thread
+//! in a fixed order, so results do not depend on scheduling.
+
+use crate::backend::Gemm;
+
+/// `out (m,n) = op(a) · op(b) (+ bias) (+ out)` on row-major slices; see [`Gemm`].
+pub fn matmul(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, g: Gemm) {
+    let Gemm { m, n, k, trans_a, trans_b, accumulate } = g;
+    assert_eq!(out.len(), m * n, "matmul: out has {} values, expected m·n = {m}·{n}", out.len());
+    assert_eq!(a.len(), m * k, "matmul: a has {} values, expected m·k = {m}·{k}", a.len());
+    assert_eq!(b.len(), k * n, "matmul: b has {} values, expected k·n = {k}·{n}", b.len());
+    let mut read_dst = accumulate;
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "matmul: bias has {} values, expected n = {n}", bias.len());
+        for row in out.chunks_exact_mut(n) {
+            if accumulate {
+                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            } else {
+                row.copy_from_slice(bias);
+            }
+        }
+        read_dst = true;
+    }
+    if k == 0 {
+        if !read_dst {
+            out.fill(0.0);
+        }
+        return;
+    }
+    // Strides: element (i, j) of a row-major (r, c) matrix is at i·c + j; a transposed
+    // operand swaps the row and column strides.
+    let (a_rs, a_cs) = if trans_a { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let threads = if m * n * k < 64 * 64 * 64 { 1 } else { rayon::current_num_threads() };
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above prove every index the strides reach is inside `out`, `a` and
+    // `b`; `out` is exclusively borrowed, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::rng::Rng;
+
+    fn naive(a: &[f32], b: &[f32], g: Gemm) -> Vec<f32> {
+        let mut out = vec![0.0f32; g.m * g.n];
+        for i in 0..g.m {
+            for j in 0..g.n {
+                let mut s = 0.0f64;
+                for p in 0..g.k {
+                    let x = if g.trans_a { a[p * g.m + i] } else { a[i * g.k + p] };
+                    let y = if g.trans_b { b[j * g.k + p] } else { b[p * g.n + j] };
+                    s += x as f64 * y as f64;
+                }
+                out[i * g.n + j] = s as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn all_transposes_match_naive_product() {
+        let mut rng = Rng::new(3);
+        for &(m, n, k) in &[(1, 1, 1), (7, 5, 3), (33, 65, 17), (70, 90, 80)] {
+            for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+                let bias: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+                let g = Gemm { m, n, k, trans_a: ta, trans_b: tb, accumulate: false };
+                let want = naive(&a, &b, g);
+                let mut out = vec![f32::NAN; m * n];
+                matmul(&mut out, &a, &b, None, g);
+                for (o, w) in out.iter().zip(&want) {
+                    assert!((o - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} {ta} {tb}: {o} vs {w}");
+                }
+                // accumulate + bias: out = old + bias + product
+                let old = out.clone();
+                matmul(&mut out, &a, &b, Some(&bias), g.acc());
+                for (i, o) in out.iter().enumerate() {
+                    let w = old[i] + bias[i % n] + want[i];
+                    assert!((o - w).abs() <= 1e-4 * (1.0 + w.abs()), "acc: {o} vs {w}");
+                }
+            }
+        }
+    }
+}

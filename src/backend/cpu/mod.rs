@@ -1,0 +1,229 @@
+//! The CPU backend: f32 everywhere, multi-threaded with rayon, matmuls through `gemm`.
+//!
+//! It is the numerical oracle the CUDA kernels are checked against, so each op is written to
+//! be read next to its equation (one file per op family). Reductions use fixed blocking, so
+//! for a given thread count results are bit-for-bit reproducible.
+
+mod attention;
+mod cross_entropy;
+mod encoder;
+mod gelu;
+mod layernorm;
+mod matmul;
+mod optim;
+
+use crate::backend::{AdamWStep, Backend, Gemm};
+use std::sync::Arc;
+
+/// The CPU backend. Cloning shares the thread pool.
+#[derive(Clone)]
+pub struct CpuBackend {
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl CpuBackend {
+    /// A backend with its own pool of `threads` workers (default: all cores).
+    pub fn new(threads: Option<usize>) -> Self {
+        let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("dapo-cpu-{i}"))
+            .build()
+            .expect("building a rayon pool only fails if threads cannot be spawned");
+        CpuBackend { pool: Arc::new(pool) }
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Ids = Vec<u32>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", self.threads())
+    }
+
+    fn alloc(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        host.to_vec()
+    }
+    fn write(&self, buf: &mut Vec<f32>, host: &[f32]) {
+        buf.copy_from_slice(host);
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn upload_ids(&self, ids: &[u32]) -> Vec<u32> {
+        ids.to_vec()
+    }
+    fn write_ids(&self, buf: &mut Vec<u32>, ids: &[u32]) {
+        buf.copy_from_slice(ids);
+    }
+    fn zero(&self, buf: &mut Vec<f32>) {
+        buf.fill(0.0);
+    }
+    fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>) {
+        dst.copy_from_slice(src);
+    }
+
+    fn matmul(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, bias: Option<&Vec<f32>>, g: Gemm) {
+        self.run(|| matmul::matmul(out, a, b, bias.map(|v| v.as_slice()), g));
+    }
+    fn bias_backward(&self, dbias: &mut Vec<f32>, dout: &Vec<f32>, rows: usize, cols: usize) {
+        debug_assert_eq!(dout.len(), rows * cols);
+        self.run(|| optim::bias_backward(dbias, dout, cols));
+    }
+
+    fn encoder_forward(
+        &self,
+        out: &mut Vec<f32>,
+        ids: &Vec<u32>,
+        wte: &Vec<f32>,
+        wpe: &Vec<f32>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) {
+        debug_assert_eq!(out.len(), b * t * c);
+        self.run(|| encoder::encoder_forward(out, ids, wte, wpe, t, c));
+    }
+    fn encoder_backward(
+        &self,
+        dwte: &mut Vec<f32>,
+        dwpe: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        ids: &Vec<u32>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) {
+        debug_assert_eq!(dout.len(), b * t * c);
+        self.run(|| encoder::encoder_backward(dwte, dwpe, dout, ids, t, c));
+    }
+    fn layernorm_forward(
+        &self,
+        out: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        rstd: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: &Vec<f32>,
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        debug_assert_eq!(inp.len(), n * c);
+        self.run(|| layernorm::layernorm_forward(out, mean, rstd, inp, w, bias, c, eps));
+    }
+    fn layernorm_backward(
+        &self,
+        dinp: &mut Vec<f32>,
+        dw: &mut Vec<f32>,
+        dbias: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        w: &Vec<f32>,
+        mean: &Vec<f32>,
+        rstd: &Vec<f32>,
+        n: usize,
+        c: usize,
+    ) {
+        debug_assert_eq!(inp.len(), n * c);
+        self.run(|| layernorm::layernorm_backward(dinp, dw, dbias, dout, inp, w, mean, rstd, c));
+    }
+    fn attention_forward(
+        &self,
+        out: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
+        qkv: &Vec<f32>,
+        b: usize,
+        t: usize,
+        nh: usize,
+        c: usize,
+    ) {
+        assert!(
+            out.len() == b * t * c && lse.len() == b * nh * t && qkv.len() == 3 * b * t * c && c % nh == 0,
+            "attention_forward: buffer sizes do not match B={b} T={t} NH={nh} C={c}"
+        );
+        self.run(|| attention::attention_forward(out, lse, qkv, t, nh, c));
+    }
+    fn attention_backward(
+        &self,
+        dqkv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        qkv: &Vec<f32>,
+        out: &Vec<f32>,
+        lse: &Vec<f32>,
+        b: usize,
+        t: usize,
+        nh: usize,
+        c: usize,
+    ) {
+        assert!(
+            dqkv.len() == 3 * b * t * c
+                && dout.len() == b * t * c
+                && out.len() == b * t * c
+                && lse.len() == b * nh * t
+                && qkv.len() == 3 * b * t * c
+                && c % nh == 0,
+            "attention_backward: buffer sizes do not match B={b} T={t} NH={nh} C={c}"
+        );
+        self.run(|| attention::attention_backward(dqkv, dout, qkv, out, lse, b, t, nh, c));
+    }
+    fn gelu_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>) {
+        self.run(|| gelu::gelu_forward(out, inp));
+    }
+    fn gelu_backward(&self, d: &mut Vec<f32>, inp: &Vec<f32>) {
+        self.run(|| gelu::gelu_backward(d, inp));
+    }
+    fn cross_entropy(
+        &self,
+        logits: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+        targets: &Vec<u32>,
+        weights: &Vec<f32>,
+        n: usize,
+        v: usize,
+        backward: bool,
+    ) {
+        assert!(
+            logits.len() == n * v && losses.len() == n && targets.len() == n && weights.len() == n,
+            "cross_entropy: buffer sizes do not match N={n} V={v}"
+        );
+        self.run(|| cross_entropy::cross_entropy(logits, losses, targets, weights, v, backward));
+    }
+    fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamWStep) {
+        self.run(|| optim::adamw(param, grad, m, v, h));
+    }
+    fn global_norm(&self, bufs: &[&Vec<f32>]) -> f32 {
+        self.run(|| bufs.iter().map(|b| optim::sum_squares(b)).sum::<f64>().sqrt() as f32)
+    }
+    fn scale(&self, buf: &mut Vec<f32>, alpha: f32) {
+        self.run(|| optim::scale(buf, alpha));
+    }
+}

@@ -1,0 +1,40 @@
+//! The `dapo` command line: argument parsing and the subcommands.
+
+mod bench;
+mod device;
+mod sft;
+
+use clap::{Parser, Subcommand};
+
+/// Reinforcement-learning (DAPO / GRPO) and supervised fine-tuning of GPT-2-class models.
+#[derive(Parser, Debug)]
+#[command(name = "dapo", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Supervised fine-tuning on a JSONL or text file (or a built-in arithmetic task).
+    Sft(sft::SftArgs),
+    /// Time a GPT-2 forward+backward pass and print tokens/s.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the process arguments, runs the command and returns the exit code: 0 on success,
+/// 1 when the command fails (the error is printed), 2 for usage errors (clap's convention).
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sft(a) => sft::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

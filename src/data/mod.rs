@@ -1,0 +1,14 @@
+//! Datasets and batching.
+//!
+//! Supervised fine-tuning reads JSONL (`{"text"}`, or `{"prompt", "completion" | "answer"}`
+//! with the loss on the completion only) or plain text (one long token stream), and cuts
+//! fixed-shape [`Batch`]es of (input, target, weight) triples for next-token training.
+//! [`arithmetic`] writes the built-in toy task (two-digit addition) as such a JSONL file.
+
+pub mod arithmetic;
+mod batch;
+mod jsonl;
+mod sft;
+
+pub use batch::Batch;
+pub use sft::{Example, SftDataset};

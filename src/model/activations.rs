@@ -1,0 +1,129 @@
+//! Activation and activation-gradient buffers, sized once for a (B, T) and reused every step
+//! so the hot path does not allocate.
+
+use super::config::Gpt2Config;
+use crate::backend::Backend;
+
+/// What one transformer block keeps from its forward pass for the backward pass.
+pub struct BlockActs<K: Backend> {
+    /// ln_1 output (B,T,C).
+    pub ln1: K::Buf,
+    /// ln_1 row means (B·T).
+    pub ln1_mean: K::Buf,
+    /// ln_1 row 1/std (B·T).
+    pub ln1_rstd: K::Buf,
+    /// c_attn output (B,T,3C).
+    pub qkv: K::Buf,
+    /// Attention output before c_proj (B,T,C).
+    pub atty: K::Buf,
+    /// Attention softmax log-sum-exp (B,NH,T).
+    pub lse: K::Buf,
+    /// Residual stream after attention (B,T,C).
+    pub res2: K::Buf,
+    /// ln_2 output (B,T,C).
+    pub ln2: K::Buf,
+    /// ln_2 row means (B·T).
+    pub ln2_mean: K::Buf,
+    /// ln_2 row 1/std (B·T).
+    pub ln2_rstd: K::Buf,
+    /// c_fc output, GELU input (B,T,4C).
+    pub fch: K::Buf,
+    /// GELU output (B,T,4C).
+    pub fch_gelu: K::Buf,
+    /// Residual stream after the MLP: the block's output (B,T,C).
+    pub res3: K::Buf,
+}
+
+/// Buffers for the backward pass (allocated only when a model is trained).
+pub struct GradScratch<K: Backend> {
+    /// Gradient of the residual stream (B,T,C).
+    pub dres: K::Buf,
+    /// A (B,T,C) scratch gradient.
+    pub dbtc: K::Buf,
+    /// Gradient of qkv (B,T,3C).
+    pub dqkv: K::Buf,
+    /// Gradient of the MLP's hidden layer (B,T,4C).
+    pub d4c: K::Buf,
+}
+
+/// Every activation of one forward pass at a fixed (B, T).
+pub struct Activations<K: Backend> {
+    /// B.
+    pub b: usize,
+    /// T.
+    pub t: usize,
+    /// Input token ids (B,T).
+    pub ids: K::Ids,
+    /// Target token ids (B,T).
+    pub targets: K::Ids,
+    /// Per-token loss weights (B,T).
+    pub weights: K::Buf,
+    /// Embeddings (B,T,C).
+    pub encoded: K::Buf,
+    /// Per-block activations.
+    pub blocks: Vec<BlockActs<K>>,
+    /// ln_f output (B,T,C).
+    pub lnf: K::Buf,
+    /// ln_f row means (B·T).
+    pub lnf_mean: K::Buf,
+    /// ln_f row 1/std (B·T).
+    pub lnf_rstd: K::Buf,
+    /// Logits (B,T,V); overwritten by their gradient in the fused loss.
+    pub logits: K::Buf,
+    /// Per-token weighted losses (B·T).
+    pub losses: K::Buf,
+    /// Backward-pass buffers, once the model has been trained at this shape.
+    pub grad: Option<GradScratch<K>>,
+}
+
+impl<K: Backend> Activations<K> {
+    /// Allocates every forward buffer for (B, T).
+    pub fn new(k: &K, cfg: &Gpt2Config, b: usize, t: usize) -> Self {
+        let (n, c, nh) = (b * t, cfg.n_embd, cfg.n_head);
+        let blocks = (0..cfg.n_layer)
+            .map(|_| BlockActs {
+                ln1: k.alloc(n * c),
+                ln1_mean: k.alloc(n),
+                ln1_rstd: k.alloc(n),
+                qkv: k.alloc(n * 3 * c),
+                atty: k.alloc(n * c),
+                lse: k.alloc(b * nh * t),
+                res2: k.alloc(n * c),
+                ln2: k.alloc(n * c),
+                ln2_mean: k.alloc(n),
+                ln2_rstd: k.alloc(n),
+                fch: k.alloc(n * 4 * c),
+                fch_gelu: k.alloc(n * 4 * c),
+                res3: k.alloc(n * c),
+            })
+            .collect();
+        Activations {
+            b,
+            t,
+            ids: k.upload_ids(&vec![0; n]),
+            targets: k.upload_ids(&vec![0; n]),
+            weights: k.alloc(n),
+            encoded: k.alloc(n * c),
+            blocks,
+            lnf: k.alloc(n * c),
+            lnf_mean: k.alloc(n),
+            lnf_rstd: k.alloc(n),
+            logits: k.alloc(n * cfg.vocab_size),
+            losses: k.alloc(n),
+            grad: None,
+        }
+    }
+
+    /// Allocates the backward buffers if they are not there yet.
+    pub fn ensure_grad(&mut self, k: &K, cfg: &Gpt2Config) {
+        if self.grad.is_none() {
+            let (n, c) = (self.b * self.t, cfg.n_embd);
+            self.grad = Some(GradScratch {
+                dres: k.alloc(n * c),
+                dbtc: k.alloc(n * c),
+                dqkv: k.alloc(n * 3 * c),
+                d4c: k.alloc(n * 4 * c),
+            });
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! GPT-2 forward and backward, written once against the [`Backend`] op set (llm.c-style
+//! explicit passes, no autograd).
+
+use super::activations::Activations;
+use super::config::Gpt2Config;
+use super::params::{block, init_params, ln_f, param_specs, BlockParam as P, ParamSpec, WPE, WTE};
+use crate::backend::{Backend, Gemm};
+use crate::error::{Error, Result};
+
+/// A GPT-2 language model whose parameters, gradients and activations live on backend `K`.
+pub struct Gpt2<K: Backend> {
+    backend: K,
+    config: Gpt2Config,
+    specs: Vec<ParamSpec>,
+    params: Vec<K::Buf>,
+    grads: Option<Vec<K::Buf>>,
+    acts: Option<Activations<K>>,
+}
+
+/// Mutable parameters beside read-only gradients, in [`Gpt2::specs`] order.
+pub type ParamsAndGrads<'a, K> = (&'a mut [<K as Backend>::Buf], &'a [<K as Backend>::Buf]);
+
+/// Loss weights that average over the positions whose `mask` is true (all zero if none is).
+pub fn mean_weights(mask: &[bool]) -> Vec<f32> {
+    let n = mask.iter().filter(|&&m| m).count();
+    let w = if n == 0 { 0.0 } else { 1.0 / n as f32 };
+    mask.iter().map(|&m| if m { w } else { 0.0 }).collect()
+}
+
+impl<K: Backend> Gpt2<K> {
+    /// A model holding `host` parameters, one `Vec` per entry of
+    /// [`param_specs`](super::params::param_specs), in that order.
+    pub fn from_host(backend: K, config: Gpt2Config, host: &[Vec<f32>]) -> Result<Self> {
+        config.validate().map_err(Error::Invalid)?;
+        let specs = param_specs(&config);
+        if host.len() != specs.len() {
+            return Err(Error::Invalid(format!("expected {} parameter tensors, got {}", specs.len(), host.len())));
+        }
+        for (s, h) in specs.iter().zip(host) {
+            if h.len() != s.numel() {
+                return Err(Error::Invalid(format!(
+                    "parameter `{}` has {} values, expected {} for shape {:?}",
+                    s.name,
+                    h.len(),
+                    s.numel(),
+                    s.shape
+                )));
+            }
+        }
+        let params = host.iter().map(|h| backend.upload(h)).collect();
+        Ok(Gpt2 { backend, config, specs, params, grads: None, acts: None })
+    }
+
+    /// A freshly initialised model (GPT-2's initialisation, seeded).
+    pub fn random(backend: K, config: Gpt2Config, seed: u64) -> Result<Self> {
+        config.validate().map_err(Error::Invalid)?;
+        let host = init_params(&config, seed);
+        Self::from_host(backend, config, &host)
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    /// The backend the model computes on.
+    pub fn backend(&self) -> &K {
+        &self.backend
+    }
+
+    /// Parameter names and shapes, in storage order.
+    pub fn specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.specs.iter().map(|s| s.numel()).sum()
+    }
+
+    /// The parameter buffers, in [`specs`](Self::specs) order.
+    pub fn params(&self) -> &[K::Buf] {
+        &self.params
+    }
+
+    /// The gradient buffers (allocated at the first backward pass).
+    pub fn grads(&self) -> Option<&[K::Buf]> {
+        self.grads.as_deref()
+    }
+
+    /// Parameters and gradients together, for an optimizer step.
+    pub fn params_and_grads_mut(&mut self) -> Option<ParamsAndGrads<'_, K>> {
+        let g = self.grads.as_deref()?;
+        Some((&mut self.params, g))
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        let name = name.strip_prefix("transformer.").unwrap_or(name);
+        let name = if name == "lm_head.weight" { "wte.weight" } else { name };
+        self.specs.iter().position(|s| s.name == name)
+    }
+
+    /// A host copy of the parameter with this HF name (with or without `transformer.`;
+    /// `lm_head.weight` is the tied `wte.weight`).
+    pub fn param(&self, name: &str) -> Option<Vec<f32>> {
+        self.index(name).map(|i| self.backend.download(&self.params[i]))
+    }
+
+    /// A host copy of the gradient of the parameter with this HF name, if any backward pass ran.
+    pub fn grad(&self, name: &str) -> Option<Vec<f32>> {
+        let i = self.index(name)?;
+        self.grads.as_ref().map(|g| self.backend.download(&g[i]))
+    }
+
+    /// Overwrites the parameter with this HF name from host values of the same length.
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let i = self.index(name).ok_or_else(|| Error::Invalid(format!("no parameter named `{name}`")))?;
+        if values.len() != self.specs[i].numel() {
+            return Err(Error::Invalid(format!(
+                "`{name}` needs {} values, got {}",
+                self.specs[i].numel(),
+                values.len()
+            )));
+        }
+        self.backend.write(&mut self.params[i], values);
+        Ok(())
+    }
+
+    /// Host copies of every parameter, in [`specs`](Self::specs) order.
+    pub fn to_host(&self) -> Vec<Vec<f32>> {
+        self.params.iter().map(|p| self.backend.download(p)).collect()
+    }
+
+    /// Zeroes every gradient (allocating them on first use).
+    pub fn zero_grad(&mut self) {
+        match &mut self.grads {
+            Some(g) => g.iter_mut().for_each(|g| self.backend.zero(g)),
+            None => self.grads = Some(self.specs.iter().map(|s| self.backend.alloc(s.numel())).collect()),
+        }
+    }
+
+    fn check_ids(&self, what: &str, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        if b == 0 || t == 0 {
+            return Err(Error::Invalid(format!("empty batch: B={b}, T={t}")));
+        }
+        if ids.len() != b * t {
+            return Err(Error::Invalid(format!("{what}: got {} token ids, expected B·T = {b}·{t}", ids.len())));
+        }
+        if t > self.config.n_positions {
+            return Err(Error::Invalid(format!(
+                "sequence length {t} exceeds the model's n_positions {}",
+                self.config.n_positions
+            )));
+        }
+        if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
+            return Err(Error::Invalid(format!(
+                "{what}: token id {id} at position {i} is out of range for vocab_size {}",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the forward pass to logits for `ids (B,T)`; read them with [`logits`](Self::logits).
+    pub fn forward(&mut self, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        self.check_ids("input", ids, b, t)?;
+        if !self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
+            self.acts = Some(Activations::new(&self.backend, &self.config, b, t));
+        }
+        let mut acts = self.acts.take().expect("allocated above");
+        self.backend.write_ids(&mut acts.ids, ids);
+        self.forward_pass(&mut acts);
+        self.acts = Some(acts);
+        Ok(())
+    }
+
+    /// The logits (B,T,V) of the last [`forward`](Self::forward), as a host copy.
+    pub fn logits(&self) -> Option<Vec<f32>> {
+        self.acts.as_ref().map(|a| self.backend.download(&a.logits))
+    }
+
+    /// Forward pass plus the weighted cross-entropy `Σ w·(−log p(target))`, without gradients.
+    /// With [`mean_weights`] this is the mean next-token loss over the chosen positions.
+    pub fn loss(&mut self, ids: &[u32], targets: &[u32], weights: &[f32], b: usize, t: usize) -> Result<f32> {
+        self.forward(ids, b, t)?;
+        self.loss_on_logits(targets, weights, false)
+    }
+
+    /// Forward, loss and backward: **adds** this batch's gradient to every parameter's
+    /// gradient (call [`zero_grad`](Self::zero_grad) between optimizer steps) and returns the
+    /// loss. Weights scale each position's loss; they should sum to 1 across all micro-batches
+    /// of one step for a mean.
+    pub fn forward_backward(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        weights: &[f32],
+        b: usize,
+        t: usize,
+    ) -> Result<f32> {
+        self.forward(ids, b, t)?;
+        let loss = self.loss_on_logits(targets, weights, true)?;
+        if self.grads.is_none() {
+            self.zero_grad();
+        }
+        let mut acts = self.acts.take().expect("forward ran");
+        acts.ensure_grad(&self.backend, &self.config);
+        self.backward_pass(&mut acts);
+        self.acts = Some(acts);
+        Ok(loss)
+    }
+
+    fn loss_on_logits(&mut self, targets: &[u32], weights: &[f32], backward: bool) -> Result<f32> {
+        let acts = self.acts.as_mut().expect("forward ran");
+        let (b, t) = (acts.b, acts.t);
+        if targets.len() != b * t || weights.len() != b * t {
+            return Err(Error::Invalid(format!(
+                "got {} targets and {} weights, expected B·T = {}",
+                targets.len(),
+                weights.len(),
+                b * t
+            )));
+        }
+        if let Some((i, w)) = weights.iter().enumerate().find(|(_, w)| !w.is_finite()) {
+            return Err(Error::Invalid(format!("loss weight {w} at position {i} is not finite")));
+        }
+        let v = self.config.vocab_size;
+        if let Some((i, &id)) = targets.iter().enumerate().find(|(i, &id)| id as usize >= v && weights[*i] != 0.0) {
+            return Err(Error::Invalid(format!(
+                "target token id {id} at position {i} is out of range for vocab_size {v}"
+            )));
+        }
+        // Positions with zero weight may carry any placeholder (e.g. an ignore index); clamp
+        // them so the kernel never indexes outside a row.
+        let clamped: Vec<u32> = targets.iter().map(|&id| if id as usize >= v { 0 } else { id }).collect();
+        let k = &self.backend;
+        k.write_ids(&mut acts.targets, &clamped);
+        k.write(&mut acts.weights, weights);
+        k.cross_entropy(&mut acts.logits, &mut acts.losses, &acts.targets, &acts.weights, b * t, v, backward);
+        Ok(k.download(&acts.losses).iter().map(|&x| x as f64).sum::<f64>() as f32)
+    }
+
+    fn forward_pass(&self, a: &mut Activations<K>) {
+        let k = &self.backend;
+        let cfg = &self.config;
+        let (b, t, c, nh, v) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let n = b * t;
+        let p = &self.params;
+        let eps = cfg.layer_norm_epsilon;
+        k.encoder_forward(&mut a.encoded, &a.ids, &p[WTE], &p[WPE], b, t, c);
+        for l in 0..cfg.n_layer {
+            let (prev, rest) = a.blocks.split_at_mut(l);
+            let input = if l == 0 { &a.encoded } else { &prev[l - 1].res3 };
+            let x = &mut rest[0];
+            let w = |q: P| &p[block(l, q)];
+            k.layernorm_forward(&mut x.ln1, &mut x.ln1_mean, &mut x.ln1_rstd, input, w(P::Ln1W), w(P::Ln1B), n, c, eps);
+            k.matmul(&mut x.qkv, &x.ln1, w(P::QkvW), Some(w(P::QkvB)), Gemm::nn(n, 3 * c, c));
+            k.attention_forward(&mut x.atty, &mut x.lse, &x.qkv, b, t, nh, c);
+            // res2 = input + atty·W + bias: the projection accumulates onto a copy of the
+            // residual stream, so no separate projection buffer is needed.
+            k.copy(&mut x.res2, input);
+            k.matmul(&mut x.res2, &x.atty, w(P::AttnProjW), Some(w(P::AttnProjB)), Gemm::nn(n, c, c).acc());
+            k.layernorm_forward(
+                &mut x.ln2,
+                &mut x.ln2_mean,
+                &mut x.ln2_rstd,
+                &x.res2,
+                w(P::Ln2W),
+                w(P::Ln2B),
+                n,
+                c,
+                eps,
+            );
+            k.matmul(&mut x.fch, &x.ln2, w(P::FcW), Some(w(P::FcB)), Gemm::nn(n, 4 * c, c));
+            k.gelu_forward(&mut x.fch_gelu, &x.fch);
+            k.copy(&mut x.res3, &x.res2);
+            k.matmul(&mut x.res3, &x.fch_gelu, w(P::FcProjW), Some(w(P::FcProjB)), Gemm::nn(n, c, 4 * c).acc());
+        }
+        let last = a.blocks.last().map(|x| &x.res3).unwrap_or(&a.encoded);
+        let f = ln_f(cfg.n_layer);
+        k.layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[f], &p[f + 1], n, c, eps);
+        // logits (N,V) = lnf (N,C) · wteᵀ: the lm_head is tied to the token embedding.
+        k.matmul(&mut a.logits, &a.lnf, &p[WTE], None, Gemm::nt(n, v, c));
+    }
+
+    /// Expects `a.logits` to hold dloss/dlogits already (the fused loss wrote it).
+    fn backward_pass(&mut self, a: &mut Activations<K>) {
+        let k = &self.backend;
+        let cfg = &self.config;
+        let (b, t, c, nh, v) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let n = b * t;
+        let p = &self.params;
+        let g = self.grads.as_mut().expect("allocated by forward_backward");
+        let s = a.grad.as_mut().expect("allocated by ensure_grad");
+        let f = ln_f(cfg.n_layer);
+        // Tied lm_head: wte collects gradient from the logits here and from the encoder below.
+        k.matmul(&mut g[WTE], &a.logits, &a.lnf, None, Gemm::tn(v, c, n).acc());
+        k.matmul(&mut s.dbtc, &a.logits, &p[WTE], None, Gemm::nn(n, c, v));
+        // Layer norm accumulates into its input gradient (it is the residual stream's), so
+        // the stream's gradient starts from zero here.
+        k.zero(&mut s.dres);
+        let last = a.blocks.last().map(|x| &x.res3).unwrap_or(&a.encoded);
+        {
+            let (gw, gb) = two_mut(g, f, f + 1);
+            k.layernorm_backward(&mut s.dres, gw, gb, &s.dbtc, last, &p[f], &a.lnf_mean, &a.lnf_rstd, n, c);
+        }
+        for l in (0..cfg.n_layer).rev() {
+            let input = if l == 0 { &a.encoded } else { &a.blocks[l - 1].res3 };
+            let x = &a.blocks[l];
+            let w = |q: P| &p[block(l, q)];
+            let gi = |q: P| block(l, q);
+            // MLP: res3 = res2 + gelu(ln2·Wfc + bfc)·Wproj + bproj; dres flows to both terms.
+            k.matmul(&mut g[gi(P::FcProjW)], &x.fch_gelu, &s.dres, None, Gemm::tn(4 * c, c, n).acc());
+            k.bias_backward(&mut g[gi(P::FcProjB)], &s.dres, n, c);
+            k.matmul(&mut s.d4c, &s.dres, w(P::FcProjW), None, Gemm::nt(n, 4 * c, c));
+            k.gelu_backward(&mut s.d4c, &x.fch);
+            k.matmul(&mut g[gi(P::FcW)], &x.ln2, &s.d4c, None, Gemm::tn(c, 4 * c, n).acc());
+            k.bias_backward(&mut g[gi(P::FcB)], &s.d4c, n, 4 * c);
+            k.matmul(&mut s.dbtc, &s.d4c, w(P::FcW), None, Gemm::nt(n, c, 4 * c));
+            {
+                let (gw, gb) = two_mut(g, gi(P::Ln2W), gi(P::Ln2B));
+                k.layernorm_backward(&mut s.dres, gw, gb, &s.dbtc, &x.res2, w(P::Ln2W), &x.ln2_mean, &x.ln2_rstd, n, c);
+            }
+            // Attention: res2 = input + attn(ln1(input))·Wproj + bproj.
+            k.matmul(&mut g[gi(P::AttnProjW)], &x.atty, &s.dres, None, Gemm::tn(c, c, n).acc());
+            k.bias_backward(&mut g[gi(P::AttnProjB)], &s.dres, n, c);
+            k.matmul(&mut s.dbtc, &s.dres, w(P::AttnProjW), None, Gemm::nt(n, c, c));
+            k.attention_backward(&mut s.dqkv, &s.dbtc, &x.qkv, &x.atty, &x.lse, b, t, nh, c);
+            k.matmul(&mut g[gi(P::QkvW)], &x.ln1, &s.dqkv, None, Gemm::tn(c, 3 * c, n).acc());
+            k.bias_backward(&mut g[gi(P::QkvB)], &s.dqkv, n, 3 * c);
+            k.matmul(&mut s.dbtc, &s.dqkv, w(P::QkvW), None, Gemm::nt(n, c, 3 * c));
+            {
+                let (gw, gb) = two_mut(g, gi(P::Ln1W), gi(P::Ln1B));
+                k.layernorm_backward(&mut s.dres, gw, gb, &s.dbtc, input, w(P::Ln1W), &x.ln1_mean, &x.ln1_rstd, n, c);
+            }
+        }
+        let (gwte, gwpe) = two_mut(g, WTE, WPE);
+        k.encoder_backward(gwte, gwpe, &s.dres, &a.ids, b, t, c);
+    }
+}
+
+/// Two distinct mutable elements of a slice (`i < j`).
+fn two_mut<T>(xs: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
+    debug_assert!(i < j);
+    let (lo, hi) = xs.split_at_mut(j);
+    (&mut lo[i], &mut hi[0])
+}

@@ -1,0 +1,11 @@
+//! GPT-2 on the [`Backend`](crate::backend::Backend) op set: configuration, parameter
+//! layout, activations, forward and backward.
+
+pub mod activations;
+pub mod config;
+pub mod gpt2;
+pub mod params;
+
+pub use config::Gpt2Config;
+pub use gpt2::{mean_weights, Gpt2};
+pub use params::ParamSpec;

@@ -1,0 +1,24 @@
+//! Test bodies shared by every backend. Each function takes a backend and asserts; the test
+//! files instantiate them per backend (`cpu` today), so CPU and device run the same checks.
+#![allow(dead_code)]
+
+pub mod gradcheck;
+
+use gepa_dapo_grn::util::rng::Rng;
+
+/// `n` samples of N(0, std²) from a seeded generator.
+pub fn randn(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() * std).collect()
+}
+
+/// Σ a·b in f64.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// max |a − b| / max(max |b|, floor): the error relative to the tensor's scale.
+pub fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(floor);
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
