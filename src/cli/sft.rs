@@ -35,7 +35,7 @@ pub struct SftArgs {
     #[arg(long, default_value = "runs/sft")]
     output_dir: PathBuf,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     steps: u64,
     /// Sequences per micro-batch (B).
     #[arg(long, default_value_t = 16)]

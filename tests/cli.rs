@@ -1,0 +1,144 @@
+//! The `dapo` binary end to end: a short SFT run whose checkpoint reloads, and bad input that
+//! must end in a clear error and exit code 1 (2 for usage errors), never a panic.
+
+use gepa_dapo_grn::backend::cpu::CpuBackend;
+use gepa_dapo_grn::checkpoint::{load_model, load_optimizer};
+use gepa_dapo_grn::optim::{AdamW, AdamWConfig};
+use gepa_dapo_grn::tokenizer::Tokenizer;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dapo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dapo")).args(args).output().expect("the binary runs")
+}
+
+/// Asserts a failed run: exit code 1, no panic, and every `needle` in stderr.
+fn fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+}
+
+fn sft_args<'a>(out_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v =
+        vec!["sft", "--output-dir", out_dir, "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--threads", "1"];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn sft_default_task_writes_checkpoints_that_reload_and_resume_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    let o = out_dir.to_str().unwrap();
+    let out = dapo(&sft_args(o, &["--save-every", "2", "--device", "cpu"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("held-out loss") && err.contains("checkpoint-4"), "{err}");
+    // One log record per step, with finite losses.
+    let log = std::fs::read_to_string(out_dir.join("sft_log.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 4);
+    assert!(recs.iter().all(|r| r["loss"].as_f64().unwrap().is_finite()));
+    for step in [2, 4] {
+        let ck = out_dir.join(format!("checkpoint-{step}"));
+        let model = load_model(&ck, CpuBackend::new(Some(1))).unwrap();
+        let tok = Tokenizer::from_dir(&ck).unwrap();
+        assert_eq!(tok.vocab_size(), model.config().vocab_size);
+        let mut opt = AdamW::new(&model, AdamWConfig::default());
+        load_optimizer(&ck.join("optimizer.safetensors"), &model, &mut opt).unwrap();
+        assert_eq!(opt.steps_taken(), step);
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ck.join("trainer_state.json")).unwrap()).unwrap();
+        assert_eq!(state["step"], step);
+    }
+    // No temporary directories are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn sft_is_deterministic_for_a_seed_and_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let d = tmp.path().join(name);
+        let out = dapo(&sft_args(d.to_str().unwrap(), &["--seed", "7"]));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(d.join("checkpoint-4/model.safetensors")).unwrap()
+    };
+    assert_eq!(run("x"), run("y"), "same seed, same weights, bit for bit");
+}
+
+#[test]
+fn sft_from_a_checkpoint_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    assert!(dapo(&sft_args(first.to_str().unwrap(), &[])).status.success());
+    let second = tmp.path().join("second");
+    let ck = first.join("checkpoint-4");
+    let out = dapo(&sft_args(second.to_str().unwrap(), &["--model", ck.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(second.join("checkpoint-4/model.safetensors").exists());
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn malformed_jsonl_names_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "bad.jsonl", "{\"text\": \"1+1=2\"}\n{\"text\": \"2+2=4\"}\n{\"text\": oops}\n");
+    let o = tmp.path().join("o");
+    fails_with(&dapo(&sft_args(o.to_str().unwrap(), &["--data", &data])), &["bad.jsonl:3:"]);
+}
+
+#[test]
+fn empty_data_file_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "empty.jsonl", "\n\n");
+    let o = tmp.path().join("o");
+    fails_with(&dapo(&sft_args(o.to_str().unwrap(), &["--data", &data])), &["empty.jsonl", "empty"]);
+    let data = write(tmp.path(), "empty.txt", "");
+    fails_with(&dapo(&sft_args(o.to_str().unwrap(), &["--data", &data])), &["empty.txt", "empty"]);
+}
+
+#[test]
+fn missing_files_and_unknown_tokenizers_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("o");
+    let o = o.to_str().unwrap();
+    fails_with(&dapo(&sft_args(o, &["--data", "/nonexistent/data.jsonl"])), &["/nonexistent/data.jsonl"]);
+    fails_with(&dapo(&sft_args(o, &["--model", "/nonexistent/model"])), &["/nonexistent/model"]);
+    // A model directory without tokenizer.json: say so and what to pass.
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden/a/model");
+    fails_with(&dapo(&sft_args(o, &["--model", golden])), &["tokenizer.json", "--tokenizer"]);
+    let tok = write(tmp.path(), "tokenizer.json", "{\"model\": {\"type\": \"NoSuchModel\"}}");
+    fails_with(&dapo(&sft_args(o, &["--tokenizer", &tok])), &["tokenizer.json", "not a valid tokenizer.json"]);
+    // A character outside the built-in tokenizer's alphabet, named with its line.
+    let data = write(tmp.path(), "accents.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"café\"}\n");
+    fails_with(&dapo(&sft_args(o, &["--data", &data])), &["accents.jsonl:2:", "'é'"]);
+}
+
+#[test]
+fn cuda_request_and_bad_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("o");
+    fails_with(&dapo(&sft_args(o.to_str().unwrap(), &["--device", "cuda"])), &["--device cuda"]);
+    fails_with(&dapo(&sft_args(o.to_str().unwrap(), &["--init", "gpt5"])), &["unknown model config `gpt5`"]);
+    // Usage errors follow clap: exit code 2 and a usage line.
+    let out = dapo(&["sft", "--steps", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'many'"));
+    let help = dapo(&["sft", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--learning-rate"));
+}
