@@ -6,10 +6,22 @@
 //! channels [h·HS, (h+1)·HS) of each, HS = C/NH.
 
 use super::encoder::SendPtr;
+use super::fastmath::exp;
 use rayon::prelude::*;
 
+/// Σ a·b with 16 independent partial sums: a strict left-to-right float sum cannot be
+/// vectorised, this can (and its order is still fixed, so results stay reproducible).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `out (B,T,C)`, `lse (B,NH,T)` from `qkv (B,T,3C)`; B is implied by the buffer sizes.
@@ -31,7 +43,7 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], t: usize
             }
             let mut sum = 0.0f32;
             for s in p.iter_mut().take(ti + 1) {
-                *s = (*s - max).exp();
+                *s = exp(*s - max);
                 sum += *s;
             }
             lse_row[ti] = max + sum.ln();
@@ -94,7 +106,7 @@ pub fn attention_backward(
             for t2 in 0..=ti {
                 let k = &qkv[(bi * t + t2) * 3 * c + c + h * hs..][..hs];
                 let v = &qkv[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
-                let p = (dot(q, k) * scale - l).exp();
+                let p = exp(dot(q, k) * scale - l);
                 let ds = p * (dot(dout_t, v) - dd) * scale;
                 for (dq, k) in dq.iter_mut().zip(k) {
                     *dq += ds * k;

@@ -2,6 +2,7 @@
 //! logits in the same pass (the llm.c "fused classifier"): the (N,V) probabilities are never
 //! stored on their own.
 
+use super::fastmath::exp;
 use rayon::prelude::*;
 
 /// `losses[i] = w[i]·(logsumexp(logits[i]) − logits[i][targets[i]])`; with `backward`,
@@ -18,13 +19,21 @@ pub fn cross_entropy(
         let tgt = targets[i] as usize;
         let w = weights[i];
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+        // Sixteen partial sums keep the loop vectorisable (and its order fixed).
+        let mut acc = [0.0f32; 16];
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                acc[i] += exp(c[i] - max);
+            }
+        }
+        let sum: f32 = acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| exp(x - max)).sum::<f32>();
         let lse = max + sum.ln();
         *loss = w * (lse - row[tgt]);
         if backward {
             let inv = 1.0 / sum;
             for x in row.iter_mut() {
-                *x = w * (*x - max).exp() * inv;
+                *x = w * exp(*x - max) * inv;
             }
             row[tgt] -= w;
         }

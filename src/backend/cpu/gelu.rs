@@ -1,5 +1,6 @@
 //! GPT-2's GELU: the tanh approximation ("gelu_new" in transformers).
 
+use super::fastmath::tanh;
 use rayon::prelude::*;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -11,7 +12,7 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
         for (o, &x) in o.iter_mut().zip(x) {
             let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
-            *o = 0.5 * x * (1.0 + u.tanh());
+            *o = 0.5 * x * (1.0 + tanh(u));
         }
     });
 }
@@ -21,7 +22,7 @@ pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
     d.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(d, x)| {
         for (d, &x) in d.iter_mut().zip(x) {
             let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
-            let th = u.tanh();
+            let th = tanh(u);
             let sech2 = 1.0 - th * th;
             let du = SQRT_2_OVER_PI * (1.0 + 3.0 * COEF * x * x);
             *d *= 0.5 * (1.0 + th) + 0.5 * x * sech2 * du;

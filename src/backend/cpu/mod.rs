@@ -7,6 +7,7 @@
 mod attention;
 mod cross_entropy;
 mod encoder;
+mod fastmath;
 mod gelu;
 mod layernorm;
 mod matmul;
