@@ -1,0 +1,23 @@
+//! A GPT-2-style byte-level BPE `tokenizer.json` (made by the Python `tokenizers` library in
+//! `tools/golden/gen_tokenizer.py`) loads through the Rust crate and reproduces the Python
+//! ids and decodes exactly, including accents, CJK, emoji, tabs and the EOS token.
+
+use gepa_dapo_grn::tokenizer::Tokenizer;
+use std::path::Path;
+
+#[test]
+fn bytelevel_bpe_matches_python() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer");
+    let tok = Tokenizer::from_file(&dir.join("bytelevel_bpe.json")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(tok.vocab_size() as u64, expected["vocab_size"].as_u64().unwrap());
+    assert_eq!(tok.eos_id(), Some(0));
+    for probe in expected["probes"].as_array().unwrap() {
+        let text = probe["text"].as_str().unwrap();
+        let want: Vec<u32> = probe["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, want, "ids of {text:?}");
+        assert_eq!(tok.decode(&ids).unwrap(), probe["decoded"].as_str().unwrap(), "decode of {text:?}");
+    }
+}
