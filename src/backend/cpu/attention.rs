@@ -6,23 +6,8 @@
 //! channels [h·HS, (h+1)·HS) of each, HS = C/NH.
 
 use super::encoder::SendPtr;
-use super::fastmath::exp;
+use super::fastmath::{dot, exp};
 use rayon::prelude::*;
-
-/// Σ a·b with 16 independent partial sums: a strict left-to-right float sum cannot be
-/// vectorised, this can (and its order is still fixed, so results stay reproducible).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..L {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 /// `out (B,T,C)`, `lse (B,NH,T)` from `qkv (B,T,3C)`; B is implied by the buffer sizes.
 pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], t: usize, nh: usize, c: usize) {
@@ -30,38 +15,41 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], t: usize
     let scale = 1.0 / (hs as f32).sqrt();
     let out_ptr = SendPtr(out.as_mut_ptr());
     // lse is laid out (B,NH,T), so one (b,h) pair owns one contiguous chunk of T values.
-    lse.par_chunks_mut(t).enumerate().for_each(|(bh, lse_row)| {
-        let (bi, h) = (bh / nh, bh % nh);
-        let mut p = vec![0.0f32; t];
-        for ti in 0..t {
-            let q = &qkv[(bi * t + ti) * 3 * c + h * hs..][..hs];
-            let mut max = f32::NEG_INFINITY;
-            for (t2, s) in p.iter_mut().enumerate().take(ti + 1) {
-                let k = &qkv[(bi * t + t2) * 3 * c + c + h * hs..][..hs];
-                *s = dot(q, k) * scale;
-                max = max.max(*s);
-            }
-            let mut sum = 0.0f32;
-            for s in p.iter_mut().take(ti + 1) {
-                *s = exp(*s - max);
-                sum += *s;
-            }
-            lse_row[ti] = max + sum.ln();
-            let inv = 1.0 / sum;
-            // SAFETY: (bi, ti, h) addresses channels [h·HS, (h+1)·HS) of row (bi, ti); each
-            // (b,h) pair is handled by exactly one task, so writes never overlap; in bounds
-            // since bi < B, ti < T, h·HS + HS ≤ C.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + ti) * c + h * hs), hs) };
-            o.fill(0.0);
-            for (t2, &pv) in p.iter().enumerate().take(ti + 1) {
-                let v = &qkv[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
-                let w = pv * inv;
-                for (o, v) in o.iter_mut().zip(v) {
-                    *o += w * v;
+    // The score row is scratch per worker (for_each_init), not per (b,h) task.
+    lse.par_chunks_mut(t).enumerate().for_each_init(
+        || vec![0.0f32; t],
+        |p, (bh, lse_row)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            for ti in 0..t {
+                let q = &qkv[(bi * t + ti) * 3 * c + h * hs..][..hs];
+                let mut max = f32::NEG_INFINITY;
+                for (t2, s) in p.iter_mut().enumerate().take(ti + 1) {
+                    let k = &qkv[(bi * t + t2) * 3 * c + c + h * hs..][..hs];
+                    *s = dot(q, k) * scale;
+                    max = max.max(*s);
+                }
+                let mut sum = 0.0f32;
+                for s in p.iter_mut().take(ti + 1) {
+                    *s = exp(*s - max);
+                    sum += *s;
+                }
+                lse_row[ti] = max + sum.ln();
+                let inv = 1.0 / sum;
+                // SAFETY: (bi, ti, h) addresses channels [h·HS, (h+1)·HS) of row (bi, ti); each
+                // (b,h) pair is handled by exactly one task, so writes never overlap; in bounds
+                // since bi < B, ti < T, h·HS + HS ≤ C.
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + ti) * c + h * hs), hs) };
+                o.fill(0.0);
+                for (t2, &pv) in p.iter().enumerate().take(ti + 1) {
+                    let v = &qkv[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
+                    let w = pv * inv;
+                    for (o, v) in o.iter_mut().zip(v) {
+                        *o += w * v;
+                    }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Overwrites `dqkv (B,T,3C)` given `dout (B,T,C)` and the forward's `qkv`, `out`, `lse`.

@@ -2,9 +2,8 @@
 
 use rayon::prelude::*;
 
-/// Rows per block when summing parameter gradients: blocks are fixed, so partial sums (and
-/// therefore results) do not depend on the thread count.
-const ROW_BLOCK: usize = 32;
+/// Channels per worker when summing parameter gradients over rows.
+const STRIPE: usize = 64;
 
 /// `out (N,C) = (x − mean)·rstd·w + b`, storing `mean` and `rstd` (N).
 pub fn layernorm_forward(
@@ -65,28 +64,18 @@ pub fn layernorm_backward(
             dx[j] += r * (dy[j] * w[j] - g_mean - xhat * gx_mean);
         }
     });
-    // Parameter gradients: per-block partial sums, then an ordered sum over blocks.
-    let partials: Vec<Vec<f32>> = (0..n.div_ceil(ROW_BLOCK))
-        .into_par_iter()
-        .map(|blk| {
-            let mut acc = vec![0.0f32; 2 * c];
-            for i in blk * ROW_BLOCK..((blk + 1) * ROW_BLOCK).min(n) {
-                let x = &inp[i * c..(i + 1) * c];
-                let dy = &dout[i * c..(i + 1) * c];
-                let (m, r) = (mean[i], rstd[i]);
-                let (aw, ab) = acc.split_at_mut(c);
-                for j in 0..c {
-                    aw[j] += dy[j] * (x[j] - m) * r;
-                    ab[j] += dy[j];
-                }
+    // Parameter gradients: each worker owns a stripe of channels and sums it over the rows
+    // in order, so the result does not depend on the thread count and nothing is allocated.
+    dw.par_chunks_mut(STRIPE).zip(db.par_chunks_mut(STRIPE)).enumerate().for_each(|(s, (dw, db))| {
+        let lo = s * STRIPE;
+        for i in 0..n {
+            let x = &inp[i * c + lo..i * c + lo + dw.len()];
+            let dy = &dout[i * c + lo..i * c + lo + dw.len()];
+            let (m, r) = (mean[i], rstd[i]);
+            for j in 0..dw.len() {
+                dw[j] += dy[j] * (x[j] - m) * r;
+                db[j] += dy[j];
             }
-            acc
-        })
-        .collect();
-    for p in &partials {
-        for j in 0..c {
-            dw[j] += p[j];
-            db[j] += p[c + j];
         }
-    }
+    });
 }
