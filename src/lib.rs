@@ -6,6 +6,8 @@
 //! The layers, top to bottom (each calls only the ones below it):
 //! - [`cli`]: the `dapo` command line.
 //! - [`train`]: training loops (supervised fine-tuning today).
+//! - [`reward`]: GEPA feedback, scorers, reward mixing.
+//! - [`rl`]: advantages, the DAPO objective, controllers.
 //! - [`data`]: datasets and batching.
 //! - [`model`]: GPT-2 written once against the [`backend::Backend`] op set.
 //! - [`checkpoint`]: Hugging Face model directories (config.json + model.safetensors).
@@ -21,6 +23,8 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod reward;
+pub mod rl;
 pub mod tokenizer;
 pub mod train;
 pub mod util;
