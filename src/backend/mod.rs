@@ -69,6 +69,157 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
+// ---- RL objective types (used by the fused log-prob and policy-loss ops) -------------------
+
+/// How per-token losses are aggregated into one scalar (TRL's `loss_type` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Mean over sequences of each sequence's masked token mean.
+    Grpo,
+    /// Masked token sum / total mask count (the batch's token mean).
+    Bnpo,
+    /// Masked token sum / (num_seqs · max_completion_length).
+    DrGrpo,
+    /// Token mean over the whole batch (same as `Bnpo` within one batch).
+    #[default]
+    Dapo,
+}
+
+impl std::str::FromStr for LossType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "grpo" => Ok(LossType::Grpo),
+            "bnpo" => Ok(LossType::Bnpo),
+            "dr_grpo" => Ok(LossType::DrGrpo),
+            "dapo" => Ok(LossType::Dapo),
+            _ => Err(format!("unknown loss_type `{s}` (expected grpo, bnpo, dr_grpo or dapo)")),
+        }
+    }
+}
+
+/// Importance-sampling level of the ratio: one per token, or one per sequence (GSPO:
+/// `exp` of the masked mean of the token log-ratios, broadcast over the sequence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsLevel {
+    /// ρ_t = exp(logp_t − logp_old_t).
+    #[default]
+    Token,
+    /// ρ_i = exp(Σ_t m_t (logp_t − logp_old_t) / max(Σ_t m_t, 1)) for every token of sequence i.
+    Sequence,
+}
+
+impl std::str::FromStr for IsLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "token" => Ok(IsLevel::Token),
+            "sequence" => Ok(IsLevel::Sequence),
+            _ => Err(format!("unknown importance_sampling_level `{s}` (expected token or sequence)")),
+        }
+    }
+}
+
+/// Which rows of the vocabulary-sized logits a [`Backend::logprob_entropy_forward`] /
+/// [`Backend::logprob_entropy_backward`] call covers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LogprobChunk {
+    /// Row `r` of the logits buffer is row `row0 + r` of the per-token buffers (targets,
+    /// log-probs, entropies and their gradients).
+    pub row0: usize,
+    /// Rows processed: the first `rows · v` values of the logits buffer (it may be longer,
+    /// e.g. a fixed-size chunk workspace holding a shorter last chunk).
+    pub rows: usize,
+    /// Vocabulary size (row length).
+    pub v: usize,
+    /// 1 / sampling temperature: the distribution is softmax(logits · inv_temperature).
+    pub inv_temperature: f32,
+}
+
+/// The constants of one [`Backend::policy_loss`] call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolicyLossParams {
+    /// Sequences.
+    pub s: usize,
+    /// Tokens per sequence (padded completion length); buffers are (S, L) row-major.
+    pub l: usize,
+    /// Aggregation.
+    pub loss_type: LossType,
+    /// Token or sequence (GSPO) ratio.
+    pub level: IsLevel,
+    /// Lower clip: ρ is clipped at 1 − eps_low.
+    pub eps_low: f32,
+    /// Upper clip: ρ is clipped at 1 + eps_high.
+    pub eps_high: f32,
+    /// k3 KL coefficient; 0 skips the KL term (and the reference log-probs may be absent).
+    pub beta: f32,
+    /// Entropy bonus coefficient: −entropy_coef·H_t is added to each token's loss.
+    pub entropy_coef: f32,
+    /// Denominator length for `DrGrpo` (TRL's `max_completion_length`); usually `l`.
+    pub max_completion_length: usize,
+}
+
+/// The per-token inputs of one [`Backend::policy_loss`] call, each (S, L) except
+/// `advantages` (S). `mask` holds 1 for completion tokens and 0 for padding (other
+/// non-negative weights are allowed); values at mask-0 positions are never read into the
+/// loss, so padding may hold anything, NaN included.
+pub struct PolicyLossInputs<'a, B: Backend> {
+    /// Current policy's log-probs of the sampled tokens.
+    pub logp: &'a B::Buf,
+    /// Log-probs under the policy that sampled them.
+    pub logp_old: &'a B::Buf,
+    /// Log-probs under the frozen reference (required when beta ≠ 0).
+    pub logp_ref: Option<&'a B::Buf>,
+    /// One advantage per sequence.
+    pub advantages: &'a B::Buf,
+    /// Entropy of the (tempered) policy at each position.
+    pub entropy: &'a B::Buf,
+    /// Loss mask.
+    pub mask: &'a B::Buf,
+}
+
+/// Slots of the small metrics buffer ([`policy_metric::LEN`] values) that
+/// [`Backend::policy_loss`] writes. Means are over masked tokens (mask-weighted).
+pub mod policy_metric {
+    /// The aggregated loss (surrogate + β·KL − entropy bonus).
+    pub const LOSS: usize = 0;
+    /// The aggregated clipped surrogate alone.
+    pub const POLICY_LOSS: usize = 1;
+    /// Masked mean of the k3 KL (0 without reference log-probs).
+    pub const KL_MEAN: usize = 2;
+    /// Masked mean of the entropy.
+    pub const ENTROPY_MEAN: usize = 3;
+    /// Fraction of masked tokens with ρ < 1 − eps_low and A < 0.
+    pub const CLIP_FRAC_LOW: usize = 4;
+    /// Fraction of masked tokens with ρ > 1 + eps_high and A > 0.
+    pub const CLIP_FRAC_HIGH: usize = 5;
+    /// Masked mean of ρ.
+    pub const RATIO_MEAN: usize = 6;
+    /// Minimum of ρ over masked tokens.
+    pub const RATIO_MIN: usize = 7;
+    /// Maximum of ρ over masked tokens.
+    pub const RATIO_MAX: usize = 8;
+    /// Σ mask.
+    pub const MASK_SUM: usize = 9;
+    /// Masked positions whose current log-prob is not finite (bad hidden/weights, or a
+    /// target id ≥ V, which the log-prob op reports as NaN).
+    pub const BAD_LOGP: usize = 10;
+    /// Masked positions whose old log-prob is not finite.
+    pub const BAD_LOGP_OLD: usize = 11;
+    /// Masked positions whose reference log-prob is not finite (only read when β ≠ 0).
+    pub const BAD_LOGP_REF: usize = 12;
+    /// Sequences whose advantage is not finite.
+    pub const BAD_ADVANTAGE: usize = 13;
+    /// Mask values that are negative or not finite.
+    pub const BAD_MASK: usize = 14;
+    /// Masked positions whose entropy is not finite.
+    pub const BAD_ENTROPY: usize = 15;
+    /// Length of the metrics buffer.
+    pub const LEN: usize = 16;
+}
+
 /// The op set. `Buf` holds f32 values, `Ids` token ids; both live wherever the backend
 /// computes.
 pub trait Backend: Clone + Send + Sync {
@@ -216,4 +367,54 @@ pub trait Backend: Clone + Send + Sync {
     fn global_norm(&self, bufs: &[&Self::Buf]) -> f32;
     /// `buf *= alpha`.
     fn scale(&self, buf: &mut Self::Buf, alpha: f32);
+    // ---- RL objective (additions) --------------------------------------------------------
+
+    /// Number of ids in an id buffer.
+    fn ids_len(&self, ids: &Self::Ids) -> usize;
+
+    /// `dst[dst_offset .. dst_offset+len] = src[src_offset .. src_offset+len]` (a
+    /// device-to-device copy on a GPU): moves row chunks in and out of whole-batch buffers.
+    fn copy_range(&self, dst: &mut Self::Buf, dst_offset: usize, src: &Self::Buf, src_offset: usize, len: usize);
+
+    /// Fused log-softmax gather + entropy over one chunk of logits (rows, V), with
+    /// z = logits · inv_temperature:
+    /// `logp[row0+r] = z[r][targets[row0+r]] − logsumexp(z[r])` and
+    /// `entropy[row0+r] = −Σ_j p_j log p_j`, p = softmax(z[r]). A target id ≥ V yields NaN
+    /// in `logp` (reported, not a panic, so a device kernel behaves the same).
+    fn logprob_entropy_forward(
+        &self,
+        logits: &Self::Buf,
+        targets: &Self::Ids,
+        logp: &mut Self::Buf,
+        entropy: &mut Self::Buf,
+        chunk: LogprobChunk,
+    );
+
+    /// The backward of [`Backend::logprob_entropy_forward`]: given `dlogp` and `dentropy`
+    /// (indexed like `logp`), **overwrites** the chunk's logits with d/dlogits =
+    /// τ⁻¹·(dlogp·(onehot − p) − dentropy·p·(log p + H)); the normalised (rows, V) matrix is
+    /// recomputed row by row, never stored.
+    fn logprob_entropy_backward(
+        &self,
+        logits: &mut Self::Buf,
+        targets: &Self::Ids,
+        dlogp: &Self::Buf,
+        dentropy: &Self::Buf,
+        chunk: LogprobChunk,
+    );
+
+    /// The clipped-ratio policy loss with k3 KL and entropy bonus over S sequences × L
+    /// tokens, forward and gradient in one pass: **overwrites** `dlogp` and `dentropy` (S, L)
+    /// with d loss / d logp and d loss / d entropy, and `metrics` ([`policy_metric::LEN`]
+    /// values) with the loss, the monitoring metrics and counts of non-finite inputs (the
+    /// caller turns those into errors; with any of them non-zero the loss and gradients are
+    /// meaningless). Semantics: DESIGN.md "RL semantics" / TRL's GRPO loss.
+    fn policy_loss(
+        &self,
+        dlogp: &mut Self::Buf,
+        dentropy: &mut Self::Buf,
+        metrics: &mut Self::Buf,
+        inputs: PolicyLossInputs<'_, Self>,
+        params: PolicyLossParams,
+    );
 }

@@ -9,3 +9,4 @@ pub mod params;
 pub use config::Gpt2Config;
 pub use gpt2::{mean_weights, Gpt2};
 pub use params::ParamSpec;
+pub mod grn;

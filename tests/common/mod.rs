@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gradcheck;
+pub mod objective;
 
 use gepa_dapo_grn::util::rng::Rng;
 

@@ -10,10 +10,13 @@ mod encoder;
 mod fastmath;
 mod gelu;
 mod layernorm;
+mod logprob;
 mod matmul;
 mod optim;
+mod policy_loss;
 
 use crate::backend::{AdamWStep, Backend, Gemm};
+use crate::backend::{LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use std::sync::Arc;
 
 /// The CPU backend. Cloning shares the thread pool.
@@ -226,5 +229,87 @@ impl Backend for CpuBackend {
     }
     fn scale(&self, buf: &mut Vec<f32>, alpha: f32) {
         self.run(|| optim::scale(buf, alpha));
+    }
+    // ---- RL objective (additions) --------------------------------------------------------
+
+    fn ids_len(&self, ids: &Vec<u32>) -> usize {
+        ids.len()
+    }
+    fn copy_range(&self, dst: &mut Vec<f32>, dst_offset: usize, src: &Vec<f32>, src_offset: usize, len: usize) {
+        assert!(
+            dst_offset + len <= dst.len() && src_offset + len <= src.len(),
+            "copy_range: [{src_offset}, +{len}) of {} values into [{dst_offset}, +{len}) of {}",
+            src.len(),
+            dst.len()
+        );
+        dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+    }
+    fn logprob_entropy_forward(
+        &self,
+        logits: &Vec<f32>,
+        targets: &Vec<u32>,
+        logp: &mut Vec<f32>,
+        entropy: &mut Vec<f32>,
+        chunk: LogprobChunk,
+    ) {
+        let end = chunk.row0 + chunk.rows;
+        assert!(
+            chunk.v > 0
+                && logits.len() >= chunk.rows * chunk.v
+                && targets.len() >= end
+                && logp.len() >= end
+                && entropy.len() >= end,
+            "logprob_entropy_forward: buffer sizes do not match rows {}..{end}, V={}",
+            chunk.row0,
+            chunk.v
+        );
+        self.run(|| logprob::forward(logits, targets, logp, entropy, chunk));
+    }
+    fn logprob_entropy_backward(
+        &self,
+        logits: &mut Vec<f32>,
+        targets: &Vec<u32>,
+        dlogp: &Vec<f32>,
+        dentropy: &Vec<f32>,
+        chunk: LogprobChunk,
+    ) {
+        let end = chunk.row0 + chunk.rows;
+        assert!(
+            chunk.v > 0
+                && logits.len() >= chunk.rows * chunk.v
+                && targets.len() >= end
+                && dlogp.len() >= end
+                && dentropy.len() >= end,
+            "logprob_entropy_backward: buffer sizes do not match rows {}..{end}, V={}",
+            chunk.row0,
+            chunk.v
+        );
+        self.run(|| logprob::backward(logits, targets, dlogp, dentropy, chunk));
+    }
+    fn policy_loss(
+        &self,
+        dlogp: &mut Vec<f32>,
+        dentropy: &mut Vec<f32>,
+        metrics: &mut Vec<f32>,
+        inputs: PolicyLossInputs<'_, Self>,
+        params: PolicyLossParams,
+    ) {
+        let sl = params.s * params.l;
+        let PolicyLossInputs { logp, logp_old, logp_ref, advantages, entropy, mask } = inputs;
+        assert!(
+            params.l > 0
+                && [dlogp.len(), dentropy.len(), logp.len(), logp_old.len(), entropy.len(), mask.len()]
+                    .iter()
+                    .all(|&n| n == sl)
+                && logp_ref.map_or(true, |r| r.len() == sl)
+                && advantages.len() == params.s
+                && metrics.len() == crate::backend::policy_metric::LEN,
+            "policy_loss: buffer sizes do not match S={} L={}",
+            params.s,
+            params.l
+        );
+        let x =
+            policy_loss::Inputs { logp, logp_old, logp_ref: logp_ref.map(|r| r.as_slice()), advantages, entropy, mask };
+        self.run(|| policy_loss::policy_loss(dlogp, dentropy, metrics, x, params));
     }
 }

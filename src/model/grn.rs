@@ -1,0 +1,524 @@
+//! Global Response Normalization (GRN, the ConvNeXt V2 form) over the sequence axis of a
+//! (B,T,C) hidden state, padding-aware, with an exact backward pass.
+//!
+//! For each sequence b, over its real positions R_b (mask ≠ 0):
+//!
+//! ```text
+//! G[b,c] = sqrt(Σ_{t∈R_b} x[b,t,c]²)           L2 norm of channel c over the sequence
+//! μ[b]   = (1/C) Σ_c G[b,c]                     mean norm over channels
+//! N[b,c] = G[b,c] / (μ[b] + eps)                relative norm, always in [0, C]
+//! y[b,t,c] = γ_c·(x·N[b,c]) + β_c + x           at real positions
+//! y[b,t,c] = x[b,t,c]                           at padding positions
+//! ```
+//!
+//! Padding positions pass through untouched and take no part in G: a padded slot holds no
+//! token, so letting it move the norms would make a sequence's outputs depend on how much
+//! padding its batch happened to need, and adding β there would put made-up values into
+//! positions that every loss masks out anyway.
+//!
+//! γ and β start at zero, so a freshly enabled GRN is the identity, bit for bit (see
+//! [`grn_forward`] for how the arithmetic guarantees it): turning GRN on changes no logit until
+//! it has learned something.
+//!
+//! The free functions [`grn_forward`] / [`grn_backward`] have the shape of a backend op (flat
+//! buffers plus B, T, C), so they can be lifted into the backend op set as they are; [`Grn`]
+//! wraps them with its parameters, gradients and the statistics the backward pass needs.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The default `eps` added to the mean norm (DESIGN.md: 1e-6).
+pub const GRN_EPS: f32 = 1e-6;
+
+/// Checkpoint name suffix of γ (the full name is `{prefix}.gamma`).
+pub const GAMMA: &str = "gamma";
+
+/// Checkpoint name suffix of β (the full name is `{prefix}.beta`).
+pub const BETA: &str = "beta";
+
+/// Whether and where GRN is applied. Off by default, so a default configuration trains
+/// exactly as it would without GRN.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrnConfig {
+    /// The master switch; when false neither head gets a GRN whatever the flags below say.
+    pub enabled: bool,
+    /// Wrap the input of the policy head (the lm_head).
+    pub apply_to_policy: bool,
+    /// Wrap the input of the scalar value / judge head.
+    pub apply_to_value: bool,
+    /// Added to the mean norm before dividing; keeps N finite when a sequence is all zeros.
+    pub eps: f32,
+}
+
+impl Default for GrnConfig {
+    /// Disabled; once enabled it applies to both heads unless a flag narrows it, so
+    /// `enabled = true` alone does what its name says.
+    fn default() -> Self {
+        GrnConfig { enabled: false, apply_to_policy: true, apply_to_value: true, eps: GRN_EPS }
+    }
+}
+
+impl GrnConfig {
+    /// Whether a GRN wraps the input of `head` under this configuration.
+    pub fn applies_to(&self, head: Head) -> bool {
+        self.enabled
+            && match head {
+                Head::Policy => self.apply_to_policy,
+                Head::Value => self.apply_to_value,
+            }
+    }
+
+    /// Rejects an `eps` that is negative, NaN or infinite.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return Err(Error::Invalid(format!("grn.eps must be finite and >= 0, got {}", self.eps)));
+        }
+        Ok(())
+    }
+}
+
+/// The heads whose input GRN may wrap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// The language-model head (lm_head, tied to wte): GRN sits between ln_f and it.
+    Policy,
+    /// A scalar value / judge head.
+    Value,
+}
+
+impl Head {
+    /// The checkpoint-name prefix of this head's GRN: `grn` for the policy head (so its
+    /// tensors are `grn.gamma`, `grn.beta`), `value_grn` for the value head.
+    pub fn param_prefix(self) -> &'static str {
+        match self {
+            Head::Policy => "grn",
+            Head::Value => "value_grn",
+        }
+    }
+}
+
+/// A zero-initialised [`Grn`] of width `c` when `config` applies GRN to `head`, else `None`
+/// (the head's input is used as it is).
+///
+/// The Rust form of the seed's `maybe_apply_grn(head, config, apply)`: rather than wrapping a
+/// module, the caller keeps the `Option<Grn>` beside the head and, when it is `Some`, runs the
+/// head's input through [`Grn::forward`] first (and [`Grn::backward`] on the way back).
+pub fn maybe_apply_grn(config: &GrnConfig, head: Head, c: usize) -> Option<Grn> {
+    config.applies_to(head).then(|| Grn::new(c, config.eps))
+}
+
+/// Whether position `t` of a mask row is a real token. Any non-zero value counts, so both
+/// 0/1 masks and per-token loss weights can be passed.
+#[inline]
+fn is_real(m: f32) -> bool {
+    m != 0.0
+}
+
+fn check_shapes(what: &str, x: usize, mask: usize, gamma: usize, b: usize, t: usize, c: usize) {
+    assert_eq!(x, b * t * c, "{what}: hidden state has {x} values, expected B·T·C = {b}·{t}·{c}");
+    assert_eq!(mask, b * t, "{what}: mask has {mask} values, expected B·T = {b}·{t}");
+    assert_eq!(gamma, c, "{what}: gamma/beta have {gamma} values, expected C = {c}");
+}
+
+/// GRN forward: `out (B,T,C)` from `x (B,T,C)` and `mask (B,T)`, storing `g (B,C)`,
+/// `mean (B)` and `n (B,C)` for the backward pass.
+///
+/// The sums of squares run in f64: they cannot overflow for any finite f32 input, so N is
+/// always finite and in [0, C] (G_c ≤ C·μ). Each real output is computed as
+/// `a_c·x − (0 − β_c)` with `a_c = 1 + γ_c·N_c`, which equals `γ_c·(x·N_c) + β_c + x` up to
+/// rounding and is exactly `x` when γ_c = β_c = 0: then `a_c = 1 + 0·N = 1`, `1·x = x`, and
+/// `0 − 0 = +0`, and `x − (+0)` is `x` for every x including −0.0 (whereas `x + 0` would turn
+/// −0.0 into +0.0). Sequences are independent, so they run in parallel and the result does not
+/// depend on the thread count.
+///
+/// # Panics
+/// If a buffer's length does not match B, T, C.
+pub fn grn_forward(
+    out: &mut [f32],
+    g: &mut [f32],
+    mean: &mut [f32],
+    n: &mut [f32],
+    x: &[f32],
+    mask: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    eps: f32,
+) {
+    check_shapes("grn_forward", x.len(), mask.len(), gamma.len(), b, t, c);
+    assert_eq!(beta.len(), c, "grn_forward: beta has {} values, expected C = {c}", beta.len());
+    assert_eq!(out.len(), x.len(), "grn_forward: out must be (B,T,C)");
+    assert!(g.len() == b * c && n.len() == b * c && mean.len() == b, "grn_forward: g, n must be (B,C), mean (B)");
+    if b * t * c == 0 {
+        mean.iter_mut().for_each(|m| *m = 0.0);
+        g.iter_mut().chain(n.iter_mut()).for_each(|v| *v = 0.0);
+        return;
+    }
+    // β enters as a subtraction of (0 − β) so that zero β leaves −0.0 inputs alone (see above).
+    let neg_beta: Vec<f32> = beta.iter().map(|&v| 0.0 - v).collect();
+    let tc = t * c;
+    out.par_chunks_mut(tc)
+        .zip(x.par_chunks(tc))
+        .zip(mask.par_chunks(t))
+        .zip(g.par_chunks_mut(c).zip(n.par_chunks_mut(c)).zip(mean.par_iter_mut()))
+        .for_each(|(((o, xb), mb), ((gb, nb), mu))| {
+            // G (C): sums of squares over the real positions only.
+            let mut sumsq = vec![0.0f64; c];
+            for (ti, &m) in mb.iter().enumerate() {
+                if is_real(m) {
+                    for (s, &v) in sumsq.iter_mut().zip(&xb[ti * c..(ti + 1) * c]) {
+                        *s += v as f64 * v as f64;
+                    }
+                }
+            }
+            let norms: Vec<f64> = sumsq.iter().map(|s| s.sqrt()).collect();
+            let m64 = norms.iter().sum::<f64>() / c as f64;
+            let d = m64 + eps as f64;
+            for j in 0..c {
+                gb[j] = norms[j] as f32;
+                // d is 0 only when every norm is 0 (and eps = 0): N = 0 then, not 0/0.
+                nb[j] = if d > 0.0 { (norms[j] / d) as f32 } else { 0.0 };
+            }
+            *mu = m64 as f32;
+            let a: Vec<f32> = gamma.iter().zip(nb.iter()).map(|(&gm, &nv)| 1.0 + gm * nv).collect();
+            for ((orow, xrow), &m) in o.chunks_mut(c).zip(xb.chunks(c)).zip(mb) {
+                if is_real(m) {
+                    for j in 0..c {
+                        orow[j] = a[j] * xrow[j] - neg_beta[j];
+                    }
+                } else {
+                    orow.copy_from_slice(xrow);
+                }
+            }
+        });
+}
+
+/// GRN backward: overwrites `dx (B,T,C)` and accumulates `dgamma (C)`, `dbeta (C)` given
+/// `dy (B,T,C)`, the forward input `x` and the `g`, `mean`, `n` its forward stored.
+///
+/// Per sequence, with D = μ + eps, a_c = 1 + γ_c·N_c and sums over real positions only:
+///
+/// ```text
+/// S_c    = Σ_t dy[t,c]·x[t,c]
+/// dβ_c  += Σ_t dy[t,c]
+/// dγ_c  += N_c·S_c
+/// ∂L/∂N_c = γ_c·S_c
+/// ∂L/∂G_c = ∂L/∂N_c / D − (Σ_k ∂L/∂N_k·G_k) / (C·D²)     N_k = G_k / D, ∂D/∂G_c = 1/C
+/// dx[t,c] = a_c·dy[t,c] + (∂L/∂G_c / G_c)·x[t,c]          ∂G_c/∂x[t,c] = x[t,c] / G_c
+/// dx[t,c] = dy[t,c]                                       at padding positions (y = x there)
+/// ```
+///
+/// Where G_c = 0 every real x[·,c] is 0 and the norm has no derivative; the second term is
+/// taken as 0 there (PyTorch's choice for the norm of a zero vector). The reductions run in
+/// f64; the per-sequence parameter gradients are summed over sequences in order, so the
+/// result does not depend on the thread count.
+///
+/// # Panics
+/// If a buffer's length does not match B, T, C.
+// Flat buffers plus shapes, as a backend op takes them, so the CUDA version can share it.
+#[allow(clippy::too_many_arguments)]
+pub fn grn_backward(
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    mask: &[f32],
+    gamma: &[f32],
+    g: &[f32],
+    mean: &[f32],
+    n: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    eps: f32,
+) {
+    check_shapes("grn_backward", x.len(), mask.len(), gamma.len(), b, t, c);
+    assert!(dx.len() == x.len() && dy.len() == x.len(), "grn_backward: dx and dy must be (B,T,C)");
+    assert!(dgamma.len() == c && dbeta.len() == c, "grn_backward: dgamma and dbeta must be (C)");
+    assert!(g.len() == b * c && n.len() == b * c && mean.len() == b, "grn_backward: g, n must be (B,C), mean (B)");
+    if b * t * c == 0 {
+        return;
+    }
+    let tc = t * c;
+    // Per sequence: N_c·S_c (C) then Σ_t dy (C), summed over sequences afterwards.
+    let mut partial = vec![0.0f64; b * 2 * c];
+    dx.par_chunks_mut(tc).zip(partial.par_chunks_mut(2 * c)).enumerate().for_each(|(bi, (dxb, pb))| {
+        let xb = &x[bi * tc..(bi + 1) * tc];
+        let dyb = &dy[bi * tc..(bi + 1) * tc];
+        let mb = &mask[bi * t..(bi + 1) * t];
+        let gb = &g[bi * c..(bi + 1) * c];
+        let nb = &n[bi * c..(bi + 1) * c];
+        let (s, sb) = pb.split_at_mut(c);
+        for ti in (0..t).filter(|&ti| is_real(mb[ti])) {
+            let (xr, dr) = (&xb[ti * c..(ti + 1) * c], &dyb[ti * c..(ti + 1) * c]);
+            for j in 0..c {
+                s[j] += dr[j] as f64 * xr[j] as f64;
+                sb[j] += dr[j] as f64;
+            }
+        }
+        let d = mean[bi] as f64 + eps as f64;
+        // Σ_k ∂L/∂N_k·G_k: the part of every ∂L/∂G_c that flows through the mean.
+        let k: f64 = (0..c).map(|j| gamma[j] as f64 * s[j] * gb[j] as f64).sum();
+        let coef: Vec<f32> = (0..c)
+            .map(|j| {
+                if gb[j] > 0.0 {
+                    let dg = gamma[j] as f64 * s[j] / d - k / (c as f64 * d * d);
+                    (dg / gb[j] as f64) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let a: Vec<f32> = gamma.iter().zip(nb).map(|(&gm, &nv)| 1.0 + gm * nv).collect();
+        for (ti, (dxr, (xr, dr))) in dxb.chunks_mut(c).zip(xb.chunks(c).zip(dyb.chunks(c))).enumerate() {
+            if is_real(mb[ti]) {
+                for j in 0..c {
+                    dxr[j] = a[j] * dr[j] + coef[j] * xr[j];
+                }
+            } else {
+                dxr.copy_from_slice(dr);
+            }
+        }
+        // S is no longer needed: turn it into this sequence's dγ contribution in place.
+        for j in 0..c {
+            s[j] *= nb[j] as f64;
+        }
+    });
+    for j in 0..c {
+        let (mut sg, mut sb) = (0.0f64, 0.0f64);
+        for pb in partial.chunks(2 * c) {
+            sg += pb[j];
+            sb += pb[c + j];
+        }
+        dgamma[j] += sg as f32;
+        dbeta[j] += sb as f32;
+    }
+}
+
+/// What the last [`Grn::forward`] stored for the backward pass (also useful to log).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GrnStats {
+    /// B of the last forward.
+    pub b: usize,
+    /// T of the last forward.
+    pub t: usize,
+    /// Per-sequence channel norms G (B,C).
+    pub g: Vec<f32>,
+    /// Per-sequence mean norm μ (B).
+    pub mean: Vec<f32>,
+    /// Per-sequence relative norms N (B,C).
+    pub n: Vec<f32>,
+}
+
+/// A GRN layer of width C: its parameters γ, β (C), their gradients, and the statistics of
+/// the last forward pass.
+///
+/// To wrap a head's input: `grn.forward(&mut h_grn, &h, &mask, b, t, c)` then feed `h_grn` to
+/// the head; on the way back, `grn.backward(&mut dh, &dh_grn, &h, &mask, b, t, c)`.
+/// γ and β are normalisation parameters and, like layer-norm weights, should not be decayed.
+#[derive(Clone, Debug)]
+pub struct Grn {
+    /// γ (C), the learnable scale of the normalised response; zero at init.
+    pub gamma: Vec<f32>,
+    /// β (C), the learnable bias; zero at init.
+    pub beta: Vec<f32>,
+    /// Accumulated gradient of γ (C).
+    pub dgamma: Vec<f32>,
+    /// Accumulated gradient of β (C).
+    pub dbeta: Vec<f32>,
+    /// Added to the mean norm before dividing.
+    pub eps: f32,
+    stats: GrnStats,
+}
+
+impl Grn {
+    /// A zero-initialised GRN of width `c`: the identity until it learns.
+    pub fn new(c: usize, eps: f32) -> Self {
+        Grn {
+            gamma: vec![0.0; c],
+            beta: vec![0.0; c],
+            dgamma: vec![0.0; c],
+            dbeta: vec![0.0; c],
+            eps,
+            stats: GrnStats::default(),
+        }
+    }
+
+    /// A GRN with the given parameters (e.g. loaded from a checkpoint); gradients zeroed.
+    pub fn from_params(gamma: Vec<f32>, beta: Vec<f32>, eps: f32) -> Result<Self> {
+        let mut grn = Grn::new(gamma.len(), eps);
+        grn.set_params(&gamma, &beta)?;
+        Ok(grn)
+    }
+
+    /// The width C.
+    pub fn channels(&self) -> usize {
+        self.gamma.len()
+    }
+
+    /// Whether γ = β = 0, i.e. the layer is still the exact identity.
+    pub fn is_identity(&self) -> bool {
+        self.gamma.iter().chain(&self.beta).all(|&v| v == 0.0)
+    }
+
+    /// Overwrites γ and β, rejecting wrong lengths and non-finite values.
+    pub fn set_params(&mut self, gamma: &[f32], beta: &[f32]) -> Result<()> {
+        let c = self.channels();
+        for (name, v) in [(GAMMA, gamma), (BETA, beta)] {
+            if v.len() != c {
+                return Err(Error::Invalid(format!("grn {name} has {} values, expected {c}", v.len())));
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::Invalid(format!("grn {name}[{i}] is not finite: {}", v[i])));
+            }
+        }
+        self.gamma.copy_from_slice(gamma);
+        self.beta.copy_from_slice(beta);
+        Ok(())
+    }
+
+    /// The parameters under their checkpoint names, `{prefix}.gamma` and `{prefix}.beta`
+    /// (see [`Head::param_prefix`]), each of shape (C).
+    pub fn named_params(&self, prefix: &str) -> [(String, &[f32]); 2] {
+        [(format!("{prefix}.{GAMMA}"), &self.gamma[..]), (format!("{prefix}.{BETA}"), &self.beta[..])]
+    }
+
+    /// Each parameter beside its gradient, γ then β, for an optimizer step.
+    pub fn params_and_grads(&mut self) -> [(&mut [f32], &[f32]); 2] {
+        [(&mut self.gamma[..], &self.dgamma[..]), (&mut self.beta[..], &self.dbeta[..])]
+    }
+
+    /// Zeroes the accumulated gradients.
+    pub fn zero_grad(&mut self) {
+        self.dgamma.iter_mut().chain(self.dbeta.iter_mut()).for_each(|v| *v = 0.0);
+    }
+
+    /// The statistics stored by the last [`Grn::forward`].
+    pub fn stats(&self) -> &GrnStats {
+        &self.stats
+    }
+
+    /// `out (B,T,C) = GRN(x (B,T,C))` under `mask (B,T)`, keeping what [`Grn::backward`]
+    /// needs. Allocates only when B grows past what an earlier call used.
+    ///
+    /// # Panics
+    /// If a length does not match B, T, C (C must equal [`Grn::channels`]).
+    pub fn forward(&mut self, out: &mut [f32], x: &[f32], mask: &[f32], b: usize, t: usize, c: usize) {
+        let st = &mut self.stats;
+        st.g.resize(b * c, 0.0);
+        st.n.resize(b * c, 0.0);
+        st.mean.resize(b, 0.0);
+        (st.b, st.t) = (b, t);
+        grn_forward(out, &mut st.g, &mut st.mean, &mut st.n, x, mask, &self.gamma, &self.beta, b, t, c, self.eps);
+    }
+
+    /// Overwrites `dx (B,T,C)` and accumulates [`Grn::dgamma`], [`Grn::dbeta`] given
+    /// `dy (B,T,C)`, for the `x` and `mask` of the last [`Grn::forward`].
+    ///
+    /// # Panics
+    /// If no forward ran at this (B, T) or a length does not match.
+    pub fn backward(&mut self, dx: &mut [f32], dy: &[f32], x: &[f32], mask: &[f32], b: usize, t: usize, c: usize) {
+        let st = &self.stats;
+        assert!(
+            st.b == b && st.t == t && st.g.len() == b * c,
+            "Grn::backward at (B={b}, T={t}, C={c}) needs a forward at that shape first"
+        );
+        grn_backward(
+            dx,
+            &mut self.dgamma,
+            &mut self.dbeta,
+            dy,
+            x,
+            mask,
+            &self.gamma,
+            &st.g,
+            &st.mean,
+            &st.n,
+            b,
+            t,
+            c,
+            self.eps,
+        );
+    }
+
+    /// `GRN(x)` as a new buffer, for inference: stores nothing, so it takes `&self`.
+    ///
+    /// # Panics
+    /// If a length does not match B, T, C.
+    pub fn apply(&self, x: &[f32], mask: &[f32], b: usize, t: usize, c: usize) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        let (mut g, mut mean, mut n) = (vec![0.0; b * c], vec![0.0; b], vec![0.0; b * c]);
+        grn_forward(&mut out, &mut g, &mut mean, &mut n, x, mask, &self.gamma, &self.beta, b, t, c, self.eps);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_toggles() {
+        let cfg = GrnConfig::default();
+        assert!(!cfg.enabled && !cfg.applies_to(Head::Policy) && !cfg.applies_to(Head::Value));
+        assert!(maybe_apply_grn(&cfg, Head::Policy, 4).is_none());
+        let cfg = GrnConfig { enabled: true, apply_to_value: false, ..cfg };
+        assert!(cfg.applies_to(Head::Policy) && !cfg.applies_to(Head::Value));
+        let grn = maybe_apply_grn(&cfg, Head::Policy, 4).unwrap();
+        assert_eq!(grn.channels(), 4);
+        assert!(grn.is_identity());
+        assert!(maybe_apply_grn(&cfg, Head::Value, 4).is_none());
+    }
+
+    #[test]
+    fn config_serde() {
+        let cfg: GrnConfig = serde_json::from_str(r#"{"enabled": true, "apply_to_policy": false}"#).unwrap();
+        assert_eq!(cfg, GrnConfig { enabled: true, apply_to_policy: false, ..GrnConfig::default() });
+        assert!(serde_json::from_str::<GrnConfig>(r#"{"enabeld": true}"#).is_err());
+        let back: GrnConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(GrnConfig { eps: -1.0, ..cfg }.validate().is_err());
+        assert!(GrnConfig { eps: f32::NAN, ..cfg }.validate().is_err());
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn names_and_params() {
+        let mut grn = Grn::new(3, GRN_EPS);
+        let [(gn, _), (bn, _)] = grn.named_params(Head::Policy.param_prefix());
+        assert_eq!((gn.as_str(), bn.as_str()), ("grn.gamma", "grn.beta"));
+        assert_eq!(grn.named_params(Head::Value.param_prefix())[0].0, "value_grn.gamma");
+        assert!(grn.set_params(&[1.0, 2.0], &[0.0; 3]).is_err());
+        assert!(grn.set_params(&[1.0, f32::INFINITY, 0.0], &[0.0; 3]).is_err());
+        grn.set_params(&[1.0, 2.0, 3.0], &[0.5; 3]).unwrap();
+        assert!(!grn.is_identity());
+        grn.dgamma[0] = 1.0;
+        grn.zero_grad();
+        assert!(grn.dgamma.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn all_padding_and_all_zero_are_identity() {
+        let grn = Grn::from_params(vec![1.5, -2.0], vec![0.3, 0.7], GRN_EPS).unwrap();
+        // An all-padding sequence passes through; an all-zero one gets only β (N = 0, no NaN).
+        let x = [1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0];
+        let y = grn.apply(&x, &[0.0, 0.0, 1.0, 1.0], 2, 2, 2);
+        assert_eq!(&y[..4], &x[..4]);
+        assert_eq!(&y[4..], &[0.3, 0.7, 0.3, 0.7]);
+    }
+
+    #[test]
+    #[should_panic(expected = "needs a forward")]
+    fn backward_without_forward_panics() {
+        let mut grn = Grn::new(2, GRN_EPS);
+        let mut dx = vec![0.0; 4];
+        grn.backward(&mut dx, &[0.0; 4], &[0.0; 4], &[1.0; 2], 1, 2, 2);
+    }
+}

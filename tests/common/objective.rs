@@ -1,0 +1,468 @@
+//! Test bodies for the DAPO objective and its two ops (fused log-prob + entropy, clipped
+//! policy loss), shared by every backend.
+//!
+//! Tolerances. The golden references are float64 (PyTorch autograd, TRL's definitions)
+//! rounded to float32; the implementation is float32 throughout with f64 accumulation of the
+//! loss sums. On these shapes (C = 16, V = 37, N = 28) f32 rounding of the logits and the
+//! log-sum-exp gives ~1e-7 relative error per value, so:
+//! - logp, entropy, loss and metrics: 1e-5 absolute (values are O(1), at most ~2.2 for the
+//!   ratios and 17 for the exact token count; observed ≤ 1e-6 over all 16 cases);
+//! - grad_hidden, grad_weight: 2e-5 relative to the tensor's largest magnitude (observed
+//!   ≤ 6e-7): a wrong term (missing temperature factor, wrong normaliser, wrong clip branch)
+//!   moves them by ≥ 1e-2 relative.
+//!
+//! The margins (10-30x the observed error) leave room for other summation orders (thread
+//! counts, a device backend's reductions) without hiding a real mistake.
+//!
+//! Clip decisions cannot flip under rounding: the generator keeps every ratio at least 2e-3
+//! (in log space) away from the clip bounds.
+
+use super::{dot, randn, rel_err};
+use gepa_dapo_grn::backend::{policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use gepa_dapo_grn::rl::objective::{DapoObjective, IsLevel, LossType, ObjectiveBatch, ObjectiveConfig};
+use gepa_dapo_grn::util::rng::Rng;
+use std::path::PathBuf;
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/objective")
+}
+
+/// One golden case: hyper-parameters, inputs and references.
+pub struct Case {
+    pub name: String,
+    pub cfg: ObjectiveConfig,
+    pub s: usize,
+    pub l: usize,
+    pub c: usize,
+    pub v: usize,
+    pub hidden: Vec<f32>,
+    pub weight: Vec<f32>,
+    pub targets: Vec<u32>,
+    pub mask: Vec<f32>,
+    pub advantages: Vec<f32>,
+    pub logp_old: Vec<f32>,
+    pub logp_ref: Vec<f32>,
+    pub logp: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub loss: f32,
+    pub grad_hidden: Vec<f32>,
+    pub grad_weight: Vec<f32>,
+    pub metrics: Vec<f32>,
+}
+
+/// Every case in tests/data/objective/.
+pub fn load_cases() -> Vec<Case> {
+    let dir = data_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).unwrap();
+    let bytes = std::fs::read(dir.join("cases.safetensors")).expect("cases.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |name: &str| -> Vec<f32> {
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("missing {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let ids = |name: &str| -> Vec<u32> {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+    };
+    let mut out = vec![];
+    for m in meta["cases"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap().to_string();
+        let g = |k: &str| m[k].as_f64().unwrap();
+        let u = |k: &str| m[k].as_u64().unwrap() as usize;
+        let cfg = ObjectiveConfig {
+            loss_type: m["loss_type"].as_str().unwrap().parse().unwrap(),
+            importance_sampling_level: m["level"].as_str().unwrap().parse().unwrap(),
+            eps_low: g("eps_low") as f32,
+            eps_high: g("eps_high") as f32,
+            beta: g("beta") as f32,
+            entropy_coef: g("entropy_coef") as f32,
+            temperature: g("temperature") as f32,
+            chunk_rows: 5,
+            max_completion_length: Some(u("max_completion_length")),
+        };
+        let t = |k: &str| f32s(&format!("{name}.{k}"));
+        out.push(Case {
+            cfg,
+            s: u("S"),
+            l: u("L"),
+            c: u("C"),
+            v: u("V"),
+            hidden: t("hidden"),
+            weight: t("weight"),
+            targets: ids(&format!("{name}.targets")),
+            mask: t("mask"),
+            advantages: t("advantages"),
+            logp_old: t("logp_old"),
+            logp_ref: t("logp_ref"),
+            logp: t("logp"),
+            entropy: t("entropy"),
+            loss: t("loss")[0],
+            grad_hidden: t("grad_hidden"),
+            grad_weight: t("grad_weight"),
+            metrics: t("metrics"),
+            name,
+        });
+    }
+    assert_eq!(out.len(), 16, "4 loss types x 2 levels x 2 betas");
+    out
+}
+
+/// The objective's outputs on the host.
+pub struct Run {
+    pub loss: f32,
+    pub metrics: Vec<f32>,
+    pub grad_hidden: Vec<f32>,
+    pub grad_weight: Vec<f32>,
+}
+
+/// Runs the objective on a case with `cfg` (grad_weight starts at zero).
+pub fn run_case<K: Backend>(k: &K, case: &Case, cfg: ObjectiveConfig) -> gepa_dapo_grn::Result<Run> {
+    let (n, c, v) = (case.s * case.l, case.c, case.v);
+    let (hidden, weight) = (k.upload(&case.hidden), k.upload(&case.weight));
+    let targets = k.upload_ids(&case.targets);
+    let (mask, adv) = (k.upload(&case.mask), k.upload(&case.advantages));
+    let (old, rf) = (k.upload(&case.logp_old), k.upload(&case.logp_ref));
+    let batch = ObjectiveBatch::<K> {
+        hidden: &hidden,
+        weight: &weight,
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        logp_old: &old,
+        logp_ref: Some(&rf),
+        s: case.s,
+        l: case.l,
+        c,
+        v,
+    };
+    let mut obj = DapoObjective::<K>::new(cfg)?;
+    let (mut gh, mut gw) = (k.upload(&vec![f32::NAN; n * c]), k.alloc(v * c));
+    let m = obj.forward_backward(k, &batch, &mut gh, &mut gw)?;
+    let metrics = vec![
+        m.loss,
+        m.policy_loss,
+        m.kl,
+        m.entropy,
+        m.clip_frac_low,
+        m.clip_frac_high,
+        m.ratio_mean,
+        m.ratio_min,
+        m.ratio_max,
+        m.tokens,
+    ];
+    Ok(Run { loss: m.loss, metrics, grad_hidden: k.download(&gh), grad_weight: k.download(&gw) })
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Every golden case: loss, gradients, metrics, and the log-prob op's logp / entropy.
+pub fn golden<K: Backend>(k: K) {
+    let mut worst = [0.0f32; 5];
+    for case in load_cases() {
+        let (n, v) = (case.s * case.l, case.v);
+        // The fused op alone, on the full (N, V) logits.
+        let mut logits = vec![0.0f32; n * v];
+        for r in 0..n {
+            for j in 0..v {
+                logits[r * v + j] =
+                    dot(&case.hidden[r * case.c..(r + 1) * case.c], &case.weight[j * case.c..(j + 1) * case.c]) as f32;
+            }
+        }
+        let (mut lp, mut h) = (k.alloc(n), k.alloc(n));
+        let ch = LogprobChunk { row0: 0, rows: n, v, inv_temperature: 1.0 / case.cfg.temperature };
+        k.logprob_entropy_forward(&k.upload(&logits), &k.upload_ids(&case.targets), &mut lp, &mut h, ch);
+        let (e_lp, e_h) = (max_abs(&k.download(&lp), &case.logp), max_abs(&k.download(&h), &case.entropy));
+        assert!(e_lp < 1e-5 && e_h < 1e-5, "{}: logp err {e_lp}, entropy err {e_h}", case.name);
+
+        let run = run_case(&k, &case, case.cfg.clone()).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let e_loss = (run.loss - case.loss).abs();
+        let e_m = max_abs(&run.metrics, &case.metrics);
+        let e_gh = rel_err(&run.grad_hidden, &case.grad_hidden, 1e-6);
+        let e_gw = rel_err(&run.grad_weight, &case.grad_weight, 1e-6);
+        println!(
+            "{:24} loss {:+.6} (ref {:+.6}) |dloss| {e_loss:.1e} metrics {e_m:.1e} dhidden {e_gh:.1e} dW {e_gw:.1e} logp {e_lp:.1e} H {e_h:.1e}",
+            case.name, run.loss, case.loss
+        );
+        assert!(e_loss < 1e-5, "{}: loss {} vs {}", case.name, run.loss, case.loss);
+        assert!(e_m < 1e-5, "{}: metrics {:?} vs {:?}", case.name, run.metrics, case.metrics);
+        assert!(e_gh < 2e-5, "{}: grad_hidden rel err {e_gh}", case.name);
+        assert!(e_gw < 2e-5, "{}: grad_weight rel err {e_gw}", case.name);
+        for (w, e) in worst.iter_mut().zip([e_loss, e_m, e_gh, e_gw, e_lp.max(e_h)]) {
+            *w = w.max(e);
+        }
+    }
+    println!(
+        "worst: loss {:.1e} metrics {:.1e} grad_hidden {:.1e} grad_weight {:.1e} logp/entropy {:.1e}",
+        worst[0], worst[1], worst[2], worst[3], worst[4]
+    );
+}
+
+/// Chunk size changes only rounding (the order of the dW accumulation, the matmul kernel the
+/// backend picks for a chunk's shape): chunks of 1, 3 (a short last chunk), N and more than N
+/// rows agree to f32 rounding (1e-6 absolute on loss and metrics, 1e-6 / 1e-5 relative on
+/// the hidden / weight gradients).
+pub fn chunk_invariance<K: Backend>(k: K) {
+    for case in
+        load_cases().into_iter().filter(|c| c.name.starts_with("grpo_sequence") || c.name.starts_with("dapo_token"))
+    {
+        let n = case.s * case.l;
+        let full = run_case(&k, &case, ObjectiveConfig { chunk_rows: n, ..case.cfg.clone() }).unwrap();
+        // Same inputs, same chunking: bit-for-bit the same (fixed reduction orders).
+        let again = run_case(&k, &case, ObjectiveConfig { chunk_rows: n, ..case.cfg.clone() }).unwrap();
+        assert!(
+            again.metrics == full.metrics
+                && again.grad_hidden == full.grad_hidden
+                && again.grad_weight == full.grad_weight
+        );
+        for chunk in [1, 3, n + 5] {
+            let r = run_case(&k, &case, ObjectiveConfig { chunk_rows: chunk, ..case.cfg.clone() }).unwrap();
+            // Not bit-identical: the matmul kernel for a 1-row chunk rounds differently.
+            let e = max_abs(&r.metrics, &full.metrics);
+            assert!(e < 1e-6, "{} chunk {chunk}: loss/metrics differ by {e}", case.name);
+            assert!(
+                rel_err(&r.grad_hidden, &full.grad_hidden, 1e-6) < 1e-6,
+                "{} chunk {chunk}: grad_hidden",
+                case.name
+            );
+            assert!(
+                rel_err(&r.grad_weight, &full.grad_weight, 1e-6) < 1e-5,
+                "{} chunk {chunk}: grad_weight",
+                case.name
+            );
+        }
+    }
+}
+
+/// A step of `h` in a central difference.
+fn fd_check(what: &str, analytic: f32, numeric: f64) {
+    let a = analytic as f64;
+    assert!(
+        (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs().max(a.abs()),
+        "{what}: analytic {a:.6} vs numeric {numeric:.6}"
+    );
+}
+
+/// Fused log-prob + entropy: d(Σ r1·logp + r2·H)/dlogits by central differences, with a
+/// temperature ≠ 1, a chunk offset and a chunk buffer longer than the rows it covers.
+pub fn logprob_gradcheck<K: Backend>(k: K) {
+    let (rows, v, row0, total) = (3, 23, 2, 7);
+    let inv_t = 1.0 / 0.8;
+    let mut rng = Rng::new(21);
+    let mut logits = randn(&mut rng, (rows + 1) * v, 1.5); // one spare row: must be ignored
+    let targets: Vec<u32> = vec![0, 0, 22, 5, 5, 0, 0];
+    let (r1, r2) = (randn(&mut rng, total, 1.0), randn(&mut rng, total, 1.0));
+    let ids = k.upload_ids(&targets);
+    let ch = LogprobChunk { row0, rows, v, inv_temperature: inv_t };
+    let f = |l: &[f32]| -> f64 {
+        let (mut lp, mut h) = (k.alloc(total), k.alloc(total));
+        k.logprob_entropy_forward(&k.upload(l), &ids, &mut lp, &mut h, ch);
+        let (lp, h) = (k.download(&lp), k.download(&h));
+        assert!(lp[..row0].iter().chain(&lp[row0 + rows..]).all(|&x| x == 0.0), "rows outside the chunk untouched");
+        dot(&lp, &r1) + dot(&h, &r2)
+    };
+    let mut g = k.upload(&logits);
+    k.logprob_entropy_backward(&mut g, &ids, &k.upload(&r1), &k.upload(&r2), ch);
+    let g = k.download(&g);
+    assert_eq!(&g[rows * v..], &logits[rows * v..], "the spare row is not written");
+    // Probe every coordinate of the chunk (69 values).
+    let h = 1e-2f32;
+    for i in 0..rows * v {
+        let orig = logits[i];
+        logits[i] = orig + h;
+        let lp = f(&logits);
+        logits[i] = orig - h;
+        let lm = f(&logits);
+        logits[i] = orig;
+        fd_check(&format!("logprob dlogits[{i}]"), g[i], (lp - lm) / (2.0 * h as f64));
+    }
+    // Known values: uniform logits → logp = −ln V, H = ln V.
+    let (mut lp, mut ent) = (k.alloc(1), k.alloc(1));
+    let one = LogprobChunk { row0: 0, rows: 1, v, inv_temperature: 1.0 };
+    k.logprob_entropy_forward(&k.upload(&vec![0.3; v]), &k.upload_ids(&[4]), &mut lp, &mut ent, one);
+    let lnv = (v as f32).ln();
+    assert!((k.download(&lp)[0] + lnv).abs() < 1e-6 && (k.download(&ent)[0] - lnv).abs() < 1e-6);
+    // A target ≥ V is reported as NaN, not a panic.
+    k.logprob_entropy_forward(&k.upload(&vec![0.3; v]), &k.upload_ids(&[v as u32]), &mut lp, &mut ent, one);
+    assert!(k.download(&lp)[0].is_nan());
+}
+
+/// Clipped policy loss: d loss/d logp and d loss/d entropy by central differences, for every
+/// loss type × level, β ≠ 0 and an entropy coefficient, with ratios kept ≥ 0.03 away from
+/// the clip bounds (the loss has kinks there).
+pub fn policy_loss_gradcheck<K: Backend>(k: K) {
+    let (s, l) = (3, 5);
+    let n = s * l;
+    let mut rng = Rng::new(22);
+    let mask: Vec<f32> = vec![1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 1., 1., 1., 1., 0.];
+    let adv = vec![0.7, -1.1, 0.4];
+    let logp: Vec<f32> = (0..n).map(|_| -0.5 - 2.0 * rng.uniform()).collect();
+    // Token log-ratios drawn from values well inside / outside the bounds of both clips.
+    let lr = [-0.7f32, -0.1, 0.05, 0.15, 0.5];
+    let old: Vec<f32> = (0..n).map(|i| logp[i] - lr[(i * 7 + 3) % 5]).collect();
+    let lref: Vec<f32> = (0..n).map(|i| logp[i] + 0.3 * rng.normal()).collect();
+    let mut ent: Vec<f32> = (0..n).map(|_| 1.0 + rng.uniform()).collect();
+    for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo, LossType::Dapo] {
+        for level in [IsLevel::Token, IsLevel::Sequence] {
+            let p = PolicyLossParams {
+                s,
+                l,
+                loss_type,
+                level,
+                eps_low: 0.2,
+                eps_high: 0.28,
+                beta: 0.1,
+                entropy_coef: 0.05,
+                max_completion_length: l + 2,
+            };
+            let (bm, ba, bo, br) = (k.upload(&mask), k.upload(&adv), k.upload(&old), k.upload(&lref));
+            let eval = |lp: &[f32], en: &[f32]| {
+                let (mut dl, mut dh, mut m) = (k.alloc(n), k.alloc(n), k.alloc(pm::LEN));
+                let (lpb, enb) = (k.upload(lp), k.upload(en));
+                let x = PolicyLossInputs {
+                    logp: &lpb,
+                    logp_old: &bo,
+                    logp_ref: Some(&br),
+                    advantages: &ba,
+                    entropy: &enb,
+                    mask: &bm,
+                };
+                k.policy_loss(&mut dl, &mut dh, &mut m, x, p);
+                (k.download(&m), k.download(&dl), k.download(&dh))
+            };
+            let (m, dl, dh) = eval(&logp, &ent);
+            let what = format!("{loss_type:?}/{level:?}");
+            // Kink guard: every ratio (token or sequence) is away from 0.8 and 1.28.
+            for i in 0..s {
+                let on: Vec<usize> = (i * l..(i + 1) * l).filter(|&t| mask[t] != 0.0).collect();
+                let seq = on.iter().map(|&t| logp[t] - old[t]).sum::<f32>() / on.len().max(1) as f32;
+                for log_r in on.iter().map(|&t| logp[t] - old[t]).chain([seq]) {
+                    let r = log_r.exp();
+                    assert!((r - 0.8).abs() > 0.03 && (r - 1.28).abs() > 0.03, "{what}: ratio {r} near a bound");
+                }
+            }
+            assert!(m[pm::LOSS].is_finite() && m[pm::MASK_SUM] == 11.0);
+            assert!(dl.iter().zip(&mask).all(|(&g, &mk)| mk != 0.0 || g == 0.0), "{what}: padding gets no gradient");
+            let h = 1e-3f32;
+            let mut lp = logp.clone();
+            for i in (0..n).filter(|&i| mask[i] != 0.0) {
+                let o = lp[i];
+                lp[i] = o + h;
+                let a = eval(&lp, &ent).0[pm::LOSS] as f64;
+                lp[i] = o - h;
+                let b = eval(&lp, &ent).0[pm::LOSS] as f64;
+                lp[i] = o;
+                fd_check(&format!("{what} dlogp[{i}]"), dl[i], (a - b) / (2.0 * h as f64));
+            }
+            for i in [0, 6, 12] {
+                let o = ent[i];
+                ent[i] = o + h;
+                let a = eval(&logp, &ent).0[pm::LOSS] as f64;
+                ent[i] = o - h;
+                let b = eval(&logp, &ent).0[pm::LOSS] as f64;
+                ent[i] = o;
+                fd_check(&format!("{what} dentropy[{i}]"), dh[i], (a - b) / (2.0 * h as f64));
+            }
+        }
+    }
+}
+
+/// A small valid batch for the bad-input tests.
+pub fn small_case() -> Case {
+    load_cases().into_iter().find(|c| c.name == "dapo_token_kl").unwrap()
+}
+
+fn expect_err<K: Backend>(k: &K, case: &Case, cfg: &ObjectiveConfig, needle: &str) {
+    match run_case(k, case, cfg.clone()) {
+        Ok(_) => panic!("expected an error mentioning `{needle}`"),
+        Err(e) => assert!(e.to_string().contains(needle), "error `{e}` should mention `{needle}`"),
+    }
+}
+
+/// Clear errors for every bad input; NaN in padding is fine.
+pub fn bad_inputs<K: Backend>(k: K) {
+    let base = small_case();
+    let cfg = base.cfg.clone();
+    let n = base.s * base.l;
+    // Reference: the valid case runs.
+    run_case(&k, &base, cfg.clone()).unwrap();
+    // Padding may hold anything.
+    let mut c = small_case();
+    for i in (0..n).filter(|&i| c.mask[i] == 0.0) {
+        c.logp_old[i] = f32::NAN;
+        c.logp_ref[i] = f32::INFINITY;
+    }
+    let ok = run_case(&k, &c, cfg.clone()).unwrap();
+    assert!(ok.loss.is_finite() && ok.grad_hidden.iter().all(|x| x.is_finite()));
+
+    let mut c = small_case();
+    c.mask.fill(0.0);
+    expect_err(&k, &c, &cfg, "all zero");
+    let mut c = small_case();
+    c.mask[0] = -1.0;
+    expect_err(&k, &c, &cfg, "mask");
+    let mut c = small_case();
+    c.advantages[2] = f32::NAN;
+    expect_err(&k, &c, &cfg, "advantages");
+    let mut c = small_case();
+    c.logp_old[0] = f32::INFINITY;
+    expect_err(&k, &c, &cfg, "logp_old");
+    let mut c = small_case();
+    c.logp_ref[0] = f32::NAN;
+    expect_err(&k, &c, &cfg, "logp_ref");
+    // β = 0 never reads the reference.
+    run_case(&k, &c, ObjectiveConfig { beta: 0.0, ..cfg.clone() }).unwrap();
+    let mut c = small_case();
+    c.hidden[3] = f32::NAN;
+    expect_err(&k, &c, &cfg, "log-prob is not finite");
+    let mut c = small_case();
+    c.targets[0] = c.v as u32;
+    expect_err(&k, &c, &cfg, "target id");
+    // Mismatched lengths.
+    let mut c = small_case();
+    c.advantages.pop();
+    expect_err(&k, &c, &cfg, "advantages has 3 values, expected 4");
+    let mut c = small_case();
+    c.logp_old.push(0.0);
+    expect_err(&k, &c, &cfg, "logp_old has");
+    let mut c = small_case();
+    c.targets.pop();
+    expect_err(&k, &c, &cfg, "targets has");
+    let mut c = small_case();
+    c.weight.truncate(c.weight.len() - 1);
+    expect_err(&k, &c, &cfg, "weight has");
+    // Bad configuration.
+    expect_err(&k, &base, &ObjectiveConfig { chunk_rows: 0, ..cfg.clone() }, "chunk_rows");
+    expect_err(&k, &base, &ObjectiveConfig { temperature: -1.0, ..cfg.clone() }, "temperature");
+    // β ≠ 0 without a reference.
+    let (hidden, weight) = (k.upload(&base.hidden), k.upload(&base.weight));
+    let (targets, mask, adv, old) =
+        (k.upload_ids(&base.targets), k.upload(&base.mask), k.upload(&base.advantages), k.upload(&base.logp_old));
+    let batch = ObjectiveBatch::<K> {
+        hidden: &hidden,
+        weight: &weight,
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        logp_old: &old,
+        logp_ref: None,
+        s: base.s,
+        l: base.l,
+        c: base.c,
+        v: base.v,
+    };
+    let mut obj = DapoObjective::<K>::new(cfg.clone()).unwrap();
+    let (mut gh, mut gw) = (k.alloc(n * base.c), k.alloc(base.v * base.c));
+    let e = obj.forward_backward(&k, &batch, &mut gh, &mut gw).unwrap_err().to_string();
+    assert!(e.contains("logp_ref is missing"), "{e}");
+    let mut obj = DapoObjective::<K>::new(ObjectiveConfig { beta: 0.0, ..cfg }).unwrap();
+    obj.forward_backward(&k, &batch, &mut gh, &mut gw).unwrap();
+    // token_logprobs agrees with the golden per-token values.
+    let (lp, _) = obj.token_logprobs(&k, &hidden, &weight, &targets, n, base.c, base.v).unwrap();
+    assert!(max_abs(&lp, &base.logp) < 1e-5);
+}

@@ -1,0 +1,38 @@
+//! The DAPO / GRPO objective: golden values from PyTorch (TRL's loss definitions), finite
+//! differences of its two ops, chunk-size invariance and bad inputs, per backend.
+
+mod common;
+
+use common::objective;
+use gepa_dapo_grn::backend::cpu::CpuBackend;
+
+/// Instantiates each shared test body for one backend.
+macro_rules! objective_tests {
+    ($modname:ident, $backend:expr) => {
+        mod $modname {
+            use super::*;
+            #[test]
+            fn golden() {
+                objective::golden($backend);
+            }
+            #[test]
+            fn chunk_invariance() {
+                objective::chunk_invariance($backend);
+            }
+            #[test]
+            fn logprob_gradcheck() {
+                objective::logprob_gradcheck($backend);
+            }
+            #[test]
+            fn policy_loss_gradcheck() {
+                objective::policy_loss_gradcheck($backend);
+            }
+            #[test]
+            fn bad_inputs() {
+                objective::bad_inputs($backend);
+            }
+        }
+    };
+}
+
+objective_tests!(cpu, CpuBackend::new(Some(2)));
