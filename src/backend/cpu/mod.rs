@@ -59,6 +59,18 @@ impl CpuBackend {
     }
 }
 
+/// The buffer-size contract of the logprob ops: the chunk's logits fit, and the whole-batch
+/// per-row buffers reach row `row0 + rows`. A mismatch is a caller bug, hence a panic.
+fn check_logprob_chunk(op: &str, chunk: LogprobChunk, logits: usize, targets: usize, rows: [usize; 2]) {
+    let end = chunk.row0 + chunk.rows;
+    assert!(
+        chunk.v > 0 && logits >= chunk.rows * chunk.v && targets >= end && rows.iter().all(|&r| r >= end),
+        "{op}: buffer sizes do not match rows {}..{end}, V={}",
+        chunk.row0,
+        chunk.v
+    );
+}
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Ids = Vec<u32>;
@@ -252,17 +264,7 @@ impl Backend for CpuBackend {
         entropy: &mut Vec<f32>,
         chunk: LogprobChunk,
     ) {
-        let end = chunk.row0 + chunk.rows;
-        assert!(
-            chunk.v > 0
-                && logits.len() >= chunk.rows * chunk.v
-                && targets.len() >= end
-                && logp.len() >= end
-                && entropy.len() >= end,
-            "logprob_entropy_forward: buffer sizes do not match rows {}..{end}, V={}",
-            chunk.row0,
-            chunk.v
-        );
+        check_logprob_chunk("logprob_entropy_forward", chunk, logits.len(), targets.len(), [logp.len(), entropy.len()]);
         self.run(|| logprob::forward(logits, targets, logp, entropy, chunk));
     }
     fn logprob_entropy_backward(
@@ -273,16 +275,12 @@ impl Backend for CpuBackend {
         dentropy: &Vec<f32>,
         chunk: LogprobChunk,
     ) {
-        let end = chunk.row0 + chunk.rows;
-        assert!(
-            chunk.v > 0
-                && logits.len() >= chunk.rows * chunk.v
-                && targets.len() >= end
-                && dlogp.len() >= end
-                && dentropy.len() >= end,
-            "logprob_entropy_backward: buffer sizes do not match rows {}..{end}, V={}",
-            chunk.row0,
-            chunk.v
+        check_logprob_chunk(
+            "logprob_entropy_backward",
+            chunk,
+            logits.len(),
+            targets.len(),
+            [dlogp.len(), dentropy.len()],
         );
         self.run(|| logprob::backward(logits, targets, dlogp, dentropy, chunk));
     }
