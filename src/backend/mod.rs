@@ -11,6 +11,7 @@
 //!   `dinp` accumulates because it is the residual stream's gradient).
 
 pub mod cpu;
+pub mod emu;
 
 /// One matrix product `out (m,n) = op(a) · op(b)` in row-major storage, where `op(a)` is
 /// (m,k) and `op(b)` is (k,n). With `trans_a` the buffer `a` holds (k,m); with `trans_b`

@@ -1,0 +1,119 @@
+//! Kernel emulation: the exact `kernels/*.cu` sources, compiled for the host by `build.rs`
+//! with `kernels/emu/emulate.h`, launched through the same argument list ([`KernelArgs`]) and
+//! configuration ([`Launch`]) the CUDA backend will hand to `cuLaunchKernel`.
+//!
+//! It proves a kernel's logic and indexing without a GPU, not its speed: blocks run one after
+//! another, each with one OS thread per CUDA thread. What it does not model (timing,
+//! coalescing, bank conflicts, inter-block races, divergent warps, out-of-bounds accesses, …)
+//! is listed in `kernels/README.md` and at the top of `kernels/emu/emulate.h`.
+//!
+//! Buffers are host memory; their addresses ([`DevPtr::host`]) play the device pointers.
+
+mod launch;
+
+pub use launch::{DevPtr, KernelArgs, KernelParam, Launch};
+
+use std::ffi::c_void;
+
+/// The signature of the generated `emu_<kernel>` entry points (see `build.rs`).
+type EmuEntry = unsafe extern "C" fn(u32, u32, u32, u32, u32, u32, u32, *mut *mut c_void, *const usize, usize) -> i32;
+
+include!(concat!(env!("OUT_DIR"), "/emu_kernels.rs"));
+
+/// Why an emulated launch did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmuError {
+    /// No `extern "C" __global__` kernel of that name was compiled.
+    #[error("no emulated kernel named `{0}` (kernels compiled: {1})")]
+    UnknownKernel(String, String),
+    /// Empty grid or block, more than 1024 threads per block, or grid y/z over 65535.
+    #[error("kernel `{0}`: invalid launch configuration {1:?}")]
+    BadConfig(&'static str, Launch),
+    /// More dynamic shared memory than the default 48 KiB.
+    #[error("kernel `{0}`: {1:?} asks for more than 48 KiB of dynamic shared memory")]
+    TooMuchSharedMemory(&'static str, Launch),
+    /// The argument list's length differs from the kernel's parameter count.
+    #[error("kernel `{0}`: {1} arguments given, the kernel takes a different number")]
+    ArgumentCount(&'static str, usize),
+    /// An argument's size differs from its parameter's (e.g. an `i32` for a pointer).
+    #[error("kernel `{0}`: argument sizes {1:?} do not match the kernel's parameter types")]
+    ArgumentSize(&'static str, Vec<usize>),
+    /// The host could not run the launch (e.g. could not start the threads).
+    #[error("kernel `{0}`: the emulator failed on the host (code {1})")]
+    Host(&'static str, i32),
+}
+
+/// One compiled kernel, looked up by name (the emulated `CUfunction`).
+#[derive(Clone, Copy)]
+pub struct EmuFunction {
+    name: &'static str,
+    entry: EmuEntry,
+}
+
+impl EmuFunction {
+    /// The kernel's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl std::fmt::Debug for EmuFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuFunction").field("name", &self.name).finish()
+    }
+}
+
+/// The emulated device: the host-compiled kernels and their launcher. Launches are
+/// synchronous and serialised process-wide (static `__shared__` storage is global state).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmuDevice;
+
+impl EmuDevice {
+    /// The emulated device.
+    pub fn new() -> Self {
+        EmuDevice
+    }
+
+    /// Names of every compiled kernel, in source order.
+    pub fn kernel_names(&self) -> impl Iterator<Item = &'static str> {
+        KERNELS.iter().map(|(n, _)| *n)
+    }
+
+    /// The kernel named `name` (as in `module.load_function(name)`).
+    pub fn function(&self, name: &str) -> Result<EmuFunction, EmuError> {
+        KERNELS.iter().find(|(n, _)| *n == name).map(|&(name, entry)| EmuFunction { name, entry }).ok_or_else(|| {
+            EmuError::UnknownKernel(name.to_string(), self.kernel_names().collect::<Vec<_>>().join(", "))
+        })
+    }
+
+    /// Runs `f` over `cfg` with `args`, returning when every block has finished.
+    ///
+    /// # Safety
+    /// As for `cuLaunchKernel`: every [`DevPtr`] argument must point at memory that is valid,
+    /// for the whole launch, for every access the kernel makes with that configuration and
+    /// those arguments (reads, and writes through non-`const` parameters), and nothing else
+    /// may access that memory during the launch. Argument count and sizes are checked; their
+    /// types are not (an `f32` passed for an `int` parameter is not caught).
+    pub unsafe fn launch(&self, f: &EmuFunction, cfg: Launch, args: &mut KernelArgs<'_>) -> Result<(), EmuError> {
+        let ((gx, gy, gz), (bx, by, bz)) = (cfg.grid, cfg.block);
+        let nargs = args.len();
+        let sizes = args.sizes().to_vec();
+        let ptrs = args.as_mut_ptrs();
+        // SAFETY: `entry` is a generated `emu_<kernel>` wrapper with exactly this signature.
+        // `ptrs` and `sizes` both hold `nargs` entries and outlive the call; each `ptrs[i]`
+        // points at a live `KernelParam` value of `sizes[i]` bytes (borrowed by `args`), and the
+        // wrapper checks count and sizes before reading them. The memory the kernel touches is
+        // valid by this function's contract. The wrapper catches C++ exceptions (it is
+        // `noexcept` and returns a code), so none unwinds into Rust.
+        let code =
+            unsafe { (f.entry)(gx, gy, gz, bx, by, bz, cfg.shared_bytes, ptrs.as_mut_ptr(), sizes.as_ptr(), nargs) };
+        match code {
+            0 => Ok(()),
+            1 => Err(EmuError::BadConfig(f.name, cfg)),
+            2 => Err(EmuError::TooMuchSharedMemory(f.name, cfg)),
+            3 => Err(EmuError::ArgumentCount(f.name, nargs)),
+            4 => Err(EmuError::ArgumentSize(f.name, sizes)),
+            c => Err(EmuError::Host(f.name, c)),
+        }
+    }
+}
