@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod emu;
+pub mod kernels;
 
 /// One matrix product `out (m,n) = op(a) · op(b)` in row-major storage, where `op(a)` is
 /// (m,k) and `op(b)` is (k,n). With `trans_a` the buffer `a` holds (k,m); with `trans_b`

@@ -1,0 +1,63 @@
+//! Fused log-softmax gather + entropy (`kernels/logprob.cu`), the device form of
+//! [`crate::backend::Backend::logprob_entropy_forward`] / `logprob_entropy_backward`.
+
+use super::{dim, run, threads_for, DevPtr, Launcher};
+use crate::backend::emu::{KernelArgs, Launch};
+use crate::backend::LogprobChunk;
+
+/// Threads per row: enough to stride V, at most 256 (V ≈ 50k gives each thread ~200 columns).
+fn block(v: usize) -> u32 {
+    threads_for(v, 256)
+}
+
+/// `logprob_entropy_forward_f32`: `logp[row0 + r]`, `entropy[row0 + r]` for each row r of the
+/// chunk (N, the length of the per-token buffers, is at least row0 + rows). A target ≥ V
+/// gives a NaN log-prob. One block per row.
+///
+/// # Safety
+/// `logits` must address rows·V f32; `targets` (u32), `logp` and `entropy` (f32) at least
+/// row0 + rows values; `logp` and `entropy` must not overlap each other or the inputs.
+pub unsafe fn logprob_entropy_forward<L: Launcher>(
+    dev: &L,
+    logp: DevPtr,
+    entropy: DevPtr,
+    logits: DevPtr,
+    targets: DevPtr,
+    ch: LogprobChunk,
+) -> Result<(), L::Error> {
+    if ch.rows == 0 || ch.v == 0 {
+        return Ok(());
+    }
+    let (row0, rows, v) = (dim("row0", ch.row0), dim("rows", ch.rows), dim("V", ch.v));
+    let inv_t = ch.inv_temperature;
+    let mut args = KernelArgs::new();
+    args.arg(&logp).arg(&entropy).arg(&logits).arg(&targets).arg(&row0).arg(&rows).arg(&v).arg(&inv_t);
+    // SAFETY: block r reads logits row r and targets[row0 + r], writes logp/entropy[row0 + r].
+    unsafe { run(dev, "logprob_entropy_forward_f32", Launch::linear(rows as u32, block(ch.v)), &mut args) }
+}
+
+/// `logprob_entropy_backward_f32`: overwrites the chunk's rows·V logits with d/dlogits given
+/// `dlogp` and `dentropy` (indexed like `logp`). A target ≥ V fills its row with NaN; a row
+/// with zero upstream gradients gets zeros. One block per row.
+///
+/// # Safety
+/// `logits` must address rows·V f32 (written); `targets`, `dlogp`, `dentropy` at least
+/// row0 + rows values, not overlapping `logits`.
+pub unsafe fn logprob_entropy_backward<L: Launcher>(
+    dev: &L,
+    logits: DevPtr,
+    targets: DevPtr,
+    dlogp: DevPtr,
+    dentropy: DevPtr,
+    ch: LogprobChunk,
+) -> Result<(), L::Error> {
+    if ch.rows == 0 || ch.v == 0 {
+        return Ok(());
+    }
+    let (row0, rows, v) = (dim("row0", ch.row0), dim("rows", ch.rows), dim("V", ch.v));
+    let inv_t = ch.inv_temperature;
+    let mut args = KernelArgs::new();
+    args.arg(&logits).arg(&targets).arg(&dlogp).arg(&dentropy).arg(&row0).arg(&rows).arg(&v).arg(&inv_t);
+    // SAFETY: block r reads and overwrites logits row r only, reads the per-token inputs at row0 + r.
+    unsafe { run(dev, "logprob_entropy_backward_f32", Launch::linear(rows as u32, block(ch.v)), &mut args) }
+}
