@@ -9,6 +9,7 @@
 //! ```
 
 use gepa_dapo_grn::reward::mixer::RewardMixer;
+use gepa_dapo_grn::rl::bandit::SoftmaxPolicy;
 use gepa_dapo_grn::rl::curriculum::{Curriculum, CurriculumConfig};
 use gepa_dapo_grn::rl::group_trainer::{GroupConfig, GroupTrainer};
 use gepa_dapo_grn::rl::policy::{Policy, RewardModel};
@@ -18,20 +19,17 @@ use std::collections::BTreeMap;
 
 const TASKS: [&str; 3] = ["easy", "medium", "hard"];
 
-/// A softmax policy per task: logits[task][arm]. Implementing [`Policy`] for your own model
-/// looks like this.
+/// One softmax over the arms per task. Implementing [`Policy`] for your own model looks like
+/// this; here each task delegates to the crate's single-state [`SoftmaxPolicy`].
 struct TabularPolicy {
-    logits: Vec<Vec<f64>>,
-    grad: Vec<Vec<f64>>,
+    tasks: Vec<SoftmaxPolicy>,
 }
 
 impl TabularPolicy {
-    fn probs(&self, task: usize) -> Vec<f64> {
-        let l = &self.logits[task];
-        let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = l.iter().map(|x| (x - max).exp()).collect();
-        let z: f64 = e.iter().sum();
-        e.iter().map(|x| x / z).collect()
+    /// The pairs of one task, in the single-state form [`SoftmaxPolicy`] takes, with their
+    /// positions in `pairs`.
+    fn of_task<'a>(pairs: &[(&usize, &'a usize)], task: usize) -> (Vec<usize>, Vec<(&'static (), &'a usize)>) {
+        pairs.iter().enumerate().filter(|(_, (&t, _))| t == task).map(|(i, (_, a))| (i, (&(), *a))).unzip()
     }
 }
 
@@ -40,48 +38,32 @@ impl Policy for TabularPolicy {
     type Action = usize;
 
     fn sample(&mut self, task: &usize, g: usize, rng: &mut Rng) -> Result<Vec<(usize, f64)>> {
-        let p = self.probs(*task);
-        Ok((0..g)
-            .map(|_| {
-                let (u, mut acc) = (rng.uniform() as f64, 0.0);
-                let a = p.iter().position(|&x| {
-                    acc += x;
-                    u < acc
-                });
-                let a = a.unwrap_or(p.len() - 1);
-                (a, p[a].ln())
-            })
-            .collect())
+        self.tasks[*task].sample(&(), g, rng)
     }
 
     fn evaluate(&mut self, pairs: &[(&usize, &usize)]) -> Result<Vec<(f64, f64)>> {
-        Ok(pairs
-            .iter()
-            .map(|(&t, &a)| {
-                let p = self.probs(t);
-                (p[a].ln(), -p.iter().map(|x| x * x.ln()).sum::<f64>())
-            })
-            .collect())
+        let mut out = vec![(0.0, 0.0); pairs.len()];
+        for (t, policy) in self.tasks.iter_mut().enumerate() {
+            let (idx, own) = Self::of_task(pairs, t);
+            for (i, r) in idx.into_iter().zip(policy.evaluate(&own)?) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
     }
 
     fn backward(&mut self, pairs: &[(&usize, &usize)], dlogp: &[f64], dentropy: &[f64]) -> Result<()> {
-        for (i, (&t, &a)) in pairs.iter().enumerate() {
-            let p = self.probs(t);
-            let h = -p.iter().map(|x| x * x.ln()).sum::<f64>();
-            for (j, (&pj, g)) in p.iter().zip(self.grad[t].iter_mut()).enumerate() {
-                let dl = if j == a { 1.0 - pj } else { -pj };
-                *g += dlogp[i] * dl - dentropy[i] * pj * (pj.ln() + h);
-            }
+        for (t, policy) in self.tasks.iter_mut().enumerate() {
+            let (idx, own) = Self::of_task(pairs, t);
+            let dl: Vec<f64> = idx.iter().map(|&i| dlogp[i]).collect();
+            let de: Vec<f64> = idx.iter().map(|&i| dentropy[i]).collect();
+            policy.backward(&own, &dl, &de)?;
         }
         Ok(())
     }
 
     fn step(&mut self, lr: f64) -> Result<()> {
-        for (l, g) in self.logits.iter_mut().flatten().zip(self.grad.iter_mut().flatten()) {
-            *l -= lr * *g;
-            *g = 0.0;
-        }
-        Ok(())
+        self.tasks.iter_mut().try_for_each(|p| p.step(lr))
     }
 }
 
@@ -120,7 +102,7 @@ fn main() -> Result<()> {
     let mixer = RewardMixer::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/reward_mixer.yaml"))?;
     let config = GroupConfig { group_size: 8, epochs: 2, entropy_coef: 0.02, lr: 0.3, ..GroupConfig::default() };
     let mut trainer = GroupTrainer::new(config, mixer)?;
-    let mut policy = TabularPolicy { logits: vec![vec![0.0; 4]; 3], grad: vec![vec![0.0; 4]; 3] };
+    let mut policy = TabularPolicy { tasks: vec![SoftmaxPolicy::new(4); 3] };
     let mut tasks = Tasks { rng: Rng::new(7), last: Vec::new() };
     let mut curriculum = Curriculum::new(CurriculumConfig::default())?;
     let mut rng = Rng::new(11);
@@ -141,7 +123,10 @@ fn main() -> Result<()> {
         }
     }
     let arms: Vec<usize> = (0..3)
-        .map(|t| policy.probs(t).iter().enumerate().fold(0, |b, (i, &p)| if p > policy.probs(t)[b] { i } else { b }))
+        .map(|t| {
+            let p = policy.tasks[t].probs();
+            (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b })
+        })
         .collect();
     println!("tasks sampled (easy/medium/hard): {sampled:?}; preferred arm per task: {arms:?}");
     Ok(())

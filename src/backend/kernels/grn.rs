@@ -73,7 +73,7 @@ pub unsafe fn grn_forward<L: Launcher>(
         return Ok(());
     }
     let (bi, ti, ci) = (dim("B", b), dim("T", t), dim("C", c));
-    let cfg = Launch::linear(dim("B", b) as u32, threads_for(c, MAX_THREADS));
+    let cfg = Launch::linear(bi as u32, threads_for(c, MAX_THREADS));
     let mut args = KernelArgs::new();
     args.arg(&p.out).arg(&p.g).arg(&p.mean).arg(&p.n).arg(&p.x).arg(&p.mask).arg(&p.gamma).arg(&p.beta);
     args.arg(&bi).arg(&ti).arg(&ci).arg(&eps);

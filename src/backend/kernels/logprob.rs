@@ -10,6 +10,26 @@ fn block(v: usize) -> u32 {
     threads_for(v, 256)
 }
 
+/// Both logprob kernels take four pointers, then (row0, rows, V, 1/temperature), one block
+/// per chunk row.
+///
+/// # Safety
+/// The caller's contract for the kernel `name`, whose first four parameters are `ptrs`.
+unsafe fn launch_rows<L: Launcher>(dev: &L, name: &str, ptrs: [DevPtr; 4], ch: LogprobChunk) -> Result<(), L::Error> {
+    if ch.rows == 0 || ch.v == 0 {
+        return Ok(());
+    }
+    let (row0, rows, v) = (dim("row0", ch.row0), dim("rows", ch.rows), dim("V", ch.v));
+    let inv_t = ch.inv_temperature;
+    let mut args = KernelArgs::new();
+    for p in &ptrs {
+        args.arg(p);
+    }
+    args.arg(&row0).arg(&rows).arg(&v).arg(&inv_t);
+    // SAFETY: forwarded from the caller.
+    unsafe { run(dev, name, Launch::linear(rows as u32, block(ch.v)), &mut args) }
+}
+
 /// `logprob_entropy_forward_f32`: `logp[row0 + r]`, `entropy[row0 + r]` for each row r of the
 /// chunk (N, the length of the per-token buffers, is at least row0 + rows). A target ≥ V
 /// gives a NaN log-prob. One block per row.
@@ -25,15 +45,8 @@ pub unsafe fn logprob_entropy_forward<L: Launcher>(
     targets: DevPtr,
     ch: LogprobChunk,
 ) -> Result<(), L::Error> {
-    if ch.rows == 0 || ch.v == 0 {
-        return Ok(());
-    }
-    let (row0, rows, v) = (dim("row0", ch.row0), dim("rows", ch.rows), dim("V", ch.v));
-    let inv_t = ch.inv_temperature;
-    let mut args = KernelArgs::new();
-    args.arg(&logp).arg(&entropy).arg(&logits).arg(&targets).arg(&row0).arg(&rows).arg(&v).arg(&inv_t);
     // SAFETY: block r reads logits row r and targets[row0 + r], writes logp/entropy[row0 + r].
-    unsafe { run(dev, "logprob_entropy_forward_f32", Launch::linear(rows as u32, block(ch.v)), &mut args) }
+    unsafe { launch_rows(dev, "logprob_entropy_forward_f32", [logp, entropy, logits, targets], ch) }
 }
 
 /// `logprob_entropy_backward_f32`: overwrites the chunk's rows·V logits with d/dlogits given
@@ -51,13 +64,6 @@ pub unsafe fn logprob_entropy_backward<L: Launcher>(
     dentropy: DevPtr,
     ch: LogprobChunk,
 ) -> Result<(), L::Error> {
-    if ch.rows == 0 || ch.v == 0 {
-        return Ok(());
-    }
-    let (row0, rows, v) = (dim("row0", ch.row0), dim("rows", ch.rows), dim("V", ch.v));
-    let inv_t = ch.inv_temperature;
-    let mut args = KernelArgs::new();
-    args.arg(&logits).arg(&targets).arg(&dlogp).arg(&dentropy).arg(&row0).arg(&rows).arg(&v).arg(&inv_t);
     // SAFETY: block r reads and overwrites logits row r only, reads the per-token inputs at row0 + r.
-    unsafe { run(dev, "logprob_entropy_backward_f32", Launch::linear(rows as u32, block(ch.v)), &mut args) }
+    unsafe { launch_rows(dev, "logprob_entropy_backward_f32", [logits, targets, dlogp, dentropy], ch) }
 }
