@@ -11,8 +11,12 @@
 //!   `dinp` accumulates because it is the residual stream's gradient).
 
 pub mod cpu;
+pub mod cuda;
+pub mod device;
 pub mod emu;
+pub mod kernel_backend;
 pub mod kernels;
+pub mod parity;
 
 /// One matrix product `out (m,n) = op(a) · op(b)` in row-major storage, where `op(a)` is
 /// (m,k) and `op(b)` is (k,n). With `trans_a` the buffer `a` holds (k,m); with `trans_b`
@@ -418,5 +422,17 @@ pub trait Backend: Clone + Send + Sync {
         metrics: &mut Self::Buf,
         inputs: PolicyLossInputs<'_, Self>,
         params: PolicyLossParams,
+    );
+}
+
+/// Panics unless a log-prob chunk fits its buffers: every backend checks this before
+/// touching memory, with the same message.
+pub(crate) fn check_logprob_chunk(op: &str, chunk: LogprobChunk, logits: usize, targets: usize, rows: [usize; 2]) {
+    let end = chunk.row0 + chunk.rows;
+    assert!(
+        chunk.v > 0 && logits >= chunk.rows * chunk.v && targets >= end && rows.iter().all(|&r| r >= end),
+        "{op}: buffer sizes do not match rows {}..{end}, V={}",
+        chunk.row0,
+        chunk.v
     );
 }

@@ -1,18 +1,28 @@
-//! `dapo bench`: GPT-2 forward+backward throughput on random weights, printed in the same
-//! format as `bench/torch_cpu_gpt2.py` so the two read side by side.
+//! `dapo bench`. On the CPU (`--device cpu`, the default): GPT-2 forward+backward throughput on
+//! random weights, printed in the same format as `bench/torch_cpu_gpt2.py` so the two read side
+//! by side. On a GPU (`--device cuda[:N]`, or `auto` finding one) or the emulator (`emu`): a
+//! table of the fused kernels (median device time, minimal bytes moved, GB/s and the fraction of
+//! a device-to-device copy's bandwidth measured in the same run), on the shapes
+//! `bench/torch_reference.py` times PyTorch eager on, plus one GEMM row in TFLOP/s.
 
-use super::device::{cpu_backend, Device};
-use crate::backend::Backend;
-use crate::error::Result;
+use super::device::{cpu_backend, resolve, Device, Resolved};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::device::Device as DeviceTrait;
+use crate::backend::kernel_backend::{GrnSaved, KernelBackend};
+use crate::backend::{
+    policy_metric as pm, Backend, Gemm, IsLevel, LogprobChunk, LossType, PolicyLossInputs, PolicyLossParams,
+};
+use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
+use crate::rl::advantage::AdvantageScaling;
 use crate::util::rng::Rng;
 use std::time::Instant;
 
 /// Arguments of `dapo bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Backend to time.
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Backend to time: cpu (GPT-2 fwd+bwd), cuda, cuda:N or emu (kernel table), auto.
+    #[arg(long, default_value = "cpu")]
     device: Device,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
@@ -26,9 +36,13 @@ pub struct BenchArgs {
     /// Tokens per sequence (T).
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
-    /// Timed iterations (after 2 warm-up iterations); the median is reported.
-    #[arg(long, default_value_t = 5)]
-    iters: usize,
+    /// Timed iterations, the median is reported (default: 5 on the CPU after 2 warm-up
+    /// iterations; 20 per kernel on a GPU, 3 on the emulator).
+    #[arg(long)]
+    iters: Option<usize>,
+    /// Kernel table: small shapes (for the emulator).
+    #[arg(long)]
+    small: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -38,7 +52,19 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// Runs `dapo bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
-    let k = cpu_backend(a.device, a.threads)?;
+    if a.device == Device::Cpu {
+        let k = cpu_backend(a.device, a.threads, "bench")?;
+        return cpu_bench(a, k);
+    }
+    // `auto` without a usable GPU resolves to the CPU (and says why): the GPT-2 benchmark.
+    match resolve(a.device, a.threads)? {
+        Resolved::Cpu(k) => cpu_bench(a, k),
+        Resolved::Cuda(k) => kernel_bench(&k, &a, false),
+        Resolved::Emu(k) => kernel_bench(&k, &a, true),
+    }
+}
+
+fn cpu_bench(a: BenchArgs, k: CpuBackend) -> Result<()> {
     let cfg = Gpt2Config::named(&a.model, 50257)?;
     let (b, t) = (a.batch_size, a.seq_len);
     let mut model = Gpt2::random(k.clone(), cfg.clone(), 1)?;
@@ -53,7 +79,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         model.num_params() as f64 / 1e6,
         k.name()
     );
-    let iters = a.iters.max(1);
+    let iters = a.iters.unwrap_or(5).max(1);
     let time = |train: bool, model: &mut Gpt2<_>| -> Result<f64> {
         let mut secs = Vec::with_capacity(iters);
         for i in 0..iters + 2 {
@@ -74,5 +100,355 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
     let f = time(false, &mut model)?;
     println!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
+    Ok(())
+}
+
+// ---- the kernel table ----------------------------------------------------------------------------
+
+/// The shapes of the kernel table (the full set matches `bench/torch_reference.py`).
+struct Shapes {
+    /// logprob: rows N and vocabulary V.
+    n: usize,
+    v: usize,
+    /// advantage: rewards and completions per group.
+    adv_n: usize,
+    adv_group: usize,
+    /// policy loss: sequences S, tokens per sequence L.
+    s: usize,
+    l: usize,
+    /// GRN: B, T, C.
+    b: usize,
+    t: usize,
+    c: usize,
+    /// GEMM (m, n, k): GPT-2's attention projection, (B·T, 3C) = (B·T, C)·(C, 3C).
+    mm: (usize, usize, usize),
+    /// Words of the device-to-device copy.
+    copy_words: usize,
+}
+
+impl Shapes {
+    fn new(small: bool) -> Self {
+        if small {
+            Shapes {
+                n: 8,
+                v: 1000,
+                adv_n: 64,
+                adv_group: 8,
+                s: 4,
+                l: 16,
+                b: 2,
+                t: 8,
+                c: 64,
+                mm: (64, 192, 64),
+                copy_words: 1 << 18,
+            }
+        } else {
+            Shapes {
+                n: 16384,
+                v: 50257,
+                adv_n: 16384,
+                adv_group: 8,
+                s: 128,
+                l: 128,
+                b: 16,
+                t: 1024,
+                c: 768,
+                mm: (16 * 1024, 3 * 768, 768),
+                copy_words: 1 << 28,
+            }
+        }
+    }
+}
+
+/// Inputs smaller than this are rotated among copies so the 50 MB L2 of an H100 cannot hold
+/// them between timed runs (as `bench/torch_reference.py` does).
+const ROTATE_BELOW: usize = 64 << 20;
+/// The rotated copies of one op's inputs span at least this many bytes.
+const ROTATE_FOOTPRINT: usize = 256 << 20;
+
+/// How many input sets to rotate through for inputs of `bytes`, given `runs` timed + warm-up
+/// runs (no more sets than runs: each run touches one).
+fn copies(bytes: usize, runs: usize, emulated: bool) -> usize {
+    if emulated || bytes >= ROTATE_BELOW {
+        1
+    } else {
+        ROTATE_FOOTPRINT.div_ceil(bytes.max(1)).clamp(1, runs)
+    }
+}
+
+/// One line of the table.
+struct Row {
+    op: &'static str,
+    shape: String,
+    ms: f64,
+    bytes: f64,
+    note: String,
+}
+
+/// A device buffer of `len` random values N(0, std²) (never zeros). Large buffers repeat a
+/// random block of at most 16 Mi values, copied on the device, so no host vector of their size
+/// is built (the (N, V) logits are 3.3 GB).
+fn random_buf<D: DeviceTrait>(
+    k: &KernelBackend<D>,
+    rng: &mut Rng,
+    len: usize,
+    std: f32,
+) -> <KernelBackend<D> as Backend>::Buf {
+    let block = len.min(1 << 24);
+    let host: Vec<f32> = (0..block).map(|_| rng.normal() * std).collect();
+    if block == len {
+        return k.upload(&host);
+    }
+    let mut buf = k.alloc(len);
+    let src = k.upload(&host);
+    let mut off = 0;
+    while off < len {
+        let w = block.min(len - off);
+        k.copy_range(&mut buf, off, &src, 0, w);
+        off += w;
+    }
+    buf
+}
+
+/// Median device time of `f(i)` in ms over `runs` timed runs after `warmup` runs; `i` counts
+/// the runs, for rotating input sets.
+fn time_op<D: DeviceTrait>(k: &KernelBackend<D>, warmup: usize, runs: usize, f: &mut dyn FnMut(usize)) -> Result<f64> {
+    let mut ms = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let t = k
+            .device()
+            .time_ms(&mut || {
+                f(i);
+                Ok(())
+            })
+            .map_err(|e| Error::Invalid(format!("bench: timing on {} failed: {e}", k.device().describe())))?;
+        if i >= warmup {
+            ms.push(t);
+        }
+    }
+    Ok(median(ms))
+}
+
+fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: bool) -> Result<()> {
+    // The emulator runs one OS thread per CUDA thread: the full shapes would take hours there.
+    let sh = Shapes::new(a.small || emulated);
+    let (warmup, runs) = if emulated { (1, a.iters.unwrap_or(3).max(1)) } else { (3, a.iters.unwrap_or(20).max(1)) };
+    println!("dapo  {}  kernel table  device={}", env!("CARGO_PKG_VERSION"), k.device().describe());
+    if emulated && !a.small {
+        println!("note: emulated device: using the --small shapes");
+    }
+    if emulated {
+        println!("note: emulated device: the times are host times of the emulated kernels (one OS thread per CUDA thread), not GPU times");
+    }
+    println!("method: device time (Device::time_ms) of each op, {warmup} warm-up + {runs} timed runs, median; random inputs; small inputs rotated past L2");
+    let mut rng = Rng::new(3);
+    let f32b = 4usize;
+    let mut rows: Vec<Row> = Vec::new();
+
+    // Device-to-device copy: the bandwidth yardstick. Bytes = read + write.
+    let cw = sh.copy_words;
+    let src = random_buf(k, &mut rng, cw, 1.0);
+    let mut dst = k.alloc(cw);
+    let ms = time_op(k, warmup, runs, &mut |_| k.copy(&mut dst, &src))?;
+    rows.push(Row {
+        op: "copy",
+        shape: format!("{} MiB f32", (cw * f32b) >> 20),
+        ms,
+        bytes: (2 * cw * f32b) as f64,
+        note: "dtod; read + write".into(),
+    });
+    drop((src, dst));
+
+    // logprob forward/backward over one (N, V) logits buffer, allocated once. The backward
+    // overwrites it with its gradient, which later runs read as logits: finite, non-zero
+    // values of the same size, so the timing is unaffected.
+    let (n, v) = (sh.n, sh.v);
+    let shape = format!("N={n} V={v}");
+    {
+        let mut logits = random_buf(k, &mut rng, n * v, 3.0);
+        let targets = k.upload_ids(&(0..n).map(|_| rng.below(v) as u32).collect::<Vec<_>>());
+        let (mut lp, mut ent) = (k.alloc(n), k.alloc(n));
+        let ch = LogprobChunk { row0: 0, rows: n, v, inv_temperature: 1.0 };
+        // Bytes: read logits (N·V) and targets (N), write logp and H (2N).
+        let ms =
+            time_op(k, warmup, runs, &mut |_| k.logprob_entropy_forward(&logits, &targets, &mut lp, &mut ent, ch))?;
+        rows.push(Row {
+            op: "logprob_fwd",
+            shape: shape.clone(),
+            ms,
+            bytes: ((n * v + 3 * n) * f32b) as f64,
+            note: String::new(),
+        });
+        let (gl, gh) = (random_buf(k, &mut rng, n, 1.0), random_buf(k, &mut rng, n, 1.0));
+        // Bytes: read logits (N·V), targets, dlogp, dH (3N); write dlogits (N·V).
+        let ms = time_op(k, warmup, runs, &mut |_| k.logprob_entropy_backward(&mut logits, &targets, &gl, &gh, ch))?;
+        rows.push(Row {
+            op: "logprob_bwd",
+            shape,
+            ms,
+            bytes: ((2 * n * v + 3 * n) * f32b) as f64,
+            note: String::new(),
+        });
+    }
+
+    // Group advantages: groups of adv_group, group scaling, eps 1e-4.
+    let an = sh.adv_n;
+    let groups = an / sh.adv_group;
+    let host_offsets: Vec<i32> = (0..=groups).map(|g| (g * sh.adv_group) as i32).collect();
+    let offsets = k.group_offsets(&host_offsets).map_err(Error::Invalid)?;
+    // Bytes: read rewards (N) and offsets (G+1), write advantages (N).
+    let bytes = (2 * an + groups + 1) * f32b;
+    let sets: Vec<_> = (0..copies(bytes, warmup + runs, emulated)).map(|_| random_buf(k, &mut rng, an, 1.0)).collect();
+    let mut out = k.alloc(an);
+    let ms = time_op(k, warmup, runs, &mut |i| {
+        k.group_advantage(&mut out, &sets[i % sets.len()], &offsets, AdvantageScaling::Group, 1e-4, None)
+    })?;
+    let note = String::new();
+    rows.push(Row { op: "group_advantage", shape: format!("N={an} G={groups}"), ms, bytes: bytes as f64, note });
+    drop((sets, out));
+
+    // Policy loss: S×L tokens, dapo, token level, eps 0.2/0.28, beta 0.04, entropy coef 0.01.
+    let (s, l) = (sh.s, sh.l);
+    let sl = s * l;
+    let mut mask = vec![0.0f32; sl];
+    for i in 0..s {
+        let len = l / 2 + rng.below(l / 2 + 1);
+        mask[i * l..i * l + len].fill(1.0);
+    }
+    let params = PolicyLossParams {
+        s,
+        l,
+        loss_type: LossType::Dapo,
+        level: IsLevel::Token,
+        eps_low: 0.2,
+        eps_high: 0.28,
+        beta: 0.04,
+        entropy_coef: 0.01,
+        max_completion_length: l,
+    };
+    // Bytes: read logp, logp_old, logp_ref, entropy, mask (5·S·L) and advantages (S); write
+    // dlogp, dentropy (2·S·L) and the 16 metrics.
+    let bytes = (7 * sl + s + pm::LEN) * f32b;
+    struct PlSet<B: Backend> {
+        lp: B::Buf,
+        old: B::Buf,
+        rf: B::Buf,
+        adv: B::Buf,
+        ent: B::Buf,
+        mask: B::Buf,
+    }
+    let sets: Vec<PlSet<KernelBackend<D>>> = (0..copies(bytes, warmup + runs, emulated))
+        .map(|_| {
+            let lp: Vec<f32> = (0..sl).map(|_| -2.0 + 0.5 * rng.normal()).collect();
+            let old: Vec<f32> = lp.iter().map(|x| x + 0.2 * rng.normal()).collect();
+            let rf: Vec<f32> = lp.iter().map(|x| x + 0.2 * rng.normal()).collect();
+            let ent: Vec<f32> = (0..sl).map(|_| 2.0 + rng.normal().abs()).collect();
+            PlSet {
+                lp: k.upload(&lp),
+                old: k.upload(&old),
+                rf: k.upload(&rf),
+                adv: random_buf(k, &mut rng, s, 1.0),
+                ent: k.upload(&ent),
+                mask: k.upload(&mask),
+            }
+        })
+        .collect();
+    let (mut dlp, mut dh, mut met) = (k.alloc(sl), k.alloc(sl), k.alloc(pm::LEN));
+    let ms = time_op(k, warmup, runs, &mut |i| {
+        let p = &sets[i % sets.len()];
+        let inputs = PolicyLossInputs {
+            logp: &p.lp,
+            logp_old: &p.old,
+            logp_ref: Some(&p.rf),
+            advantages: &p.adv,
+            entropy: &p.ent,
+            mask: &p.mask,
+        };
+        k.policy_loss(&mut dlp, &mut dh, &mut met, inputs, params)
+    })?;
+    rows.push(Row {
+        op: "policy_loss",
+        shape: format!("S={s} L={l}"),
+        ms,
+        bytes: bytes as f64,
+        note: "dapo, token, beta 0.04".into(),
+    });
+    drop((sets, dlp, dh, met));
+
+    // GRN forward/backward: B×T×C with ~10% padding (each sequence right-padded by 0–20% of T).
+    let (b, t, c) = (sh.b, sh.t, sh.c);
+    let btc = b * t * c;
+    let mut gmask = vec![0.0f32; b * t];
+    for bi in 0..b {
+        let len = t - rng.below(t / 5 + 1);
+        gmask[bi * t..bi * t + len].fill(1.0);
+    }
+    let shape = format!("B={b} T={t} C={c}");
+    {
+        // Bytes (forward): read x (B·T·C), mask (B·T), γ, β (2C); write out (B·T·C), G, N (2·B·C), μ (B).
+        let fwd_bytes = (2 * btc + b * t + 2 * c + 2 * b * c + b) * f32b;
+        let n_sets = copies(btc * f32b, warmup + runs, emulated);
+        let xs: Vec<_> = (0..n_sets).map(|_| random_buf(k, &mut rng, btc, 1.0)).collect();
+        let (d_mask, gamma, beta) =
+            (k.upload(&gmask), random_buf(k, &mut rng, c, 0.5), random_buf(k, &mut rng, c, 0.5));
+        let mut out = k.alloc(btc);
+        let mut saved = GrnSaved::new(k, b, c);
+        let ms = time_op(k, warmup, runs, &mut |i| {
+            k.grn_forward(&mut out, &mut saved, &xs[i % xs.len()], &d_mask, &gamma, &beta, (b, t, c), 1e-6)
+        })?;
+        rows.push(Row { op: "grn_fwd", shape: shape.clone(), ms, bytes: fwd_bytes as f64, note: String::new() });
+        // Bytes (backward): read dy, x (2·B·T·C), mask, γ, G, N, μ, dγ, dβ (accumulated);
+        // write dx (B·T·C), dγ, dβ. The op's (B, 2C) partial sums are not counted.
+        let bwd_bytes = (3 * btc + b * t + c + 2 * b * c + b + 4 * c) * f32b;
+        k.grn_forward(&mut out, &mut saved, &xs[0], &d_mask, &gamma, &beta, (b, t, c), 1e-6);
+        let dys: Vec<_> = (0..n_sets.min(2)).map(|_| random_buf(k, &mut rng, btc, 1.0)).collect();
+        let (mut dgamma, mut dbeta) = (k.alloc(c), k.alloc(c));
+        let mut dx = k.alloc(btc);
+        let ms = time_op(k, warmup, runs, &mut |i| {
+            let dy = &dys[i % dys.len()];
+            k.grn_backward(&mut dx, &mut dgamma, &mut dbeta, dy, &xs[0], &d_mask, &gamma, &saved, (b, t, c), 1e-6)
+        })?;
+        let note = if n_sets > 1 { "dy rotated over 2 sets".to_string() } else { String::new() };
+        rows.push(Row { op: "grn_bwd", shape, ms, bytes: bwd_bytes as f64, note });
+    }
+
+    // GEMM: GPT-2's qkv projection, out (m, n) = x (m, k) · Wᵀ (n, k) stored as HF's (k, n).
+    let (m, nn, kk) = sh.mm;
+    let (x, w) = (random_buf(k, &mut rng, m * kk, 1.0), random_buf(k, &mut rng, kk * nn, 0.02));
+    let mut y = k.alloc(m * nn);
+    let ms = time_op(k, warmup, runs, &mut |_| k.matmul(&mut y, &x, &w, None, Gemm::nn(m, nn, kk)))?;
+    let tflops = 2.0 * (m * nn * kk) as f64 / (ms * 1e-3) / 1e12;
+    let mm_bytes = ((m * kk + kk * nn + m * nn) * f32b) as f64;
+    let gemm_note = format!("{tflops:.2} TFLOP/s (f32 data, TF32 on a GPU)");
+
+    // The table.
+    let copy_gbs = rows[0].bytes / (rows[0].ms * 1e-3) / 1e9;
+    println!(
+        "{:<16} {:<20} {:>10} {:>12} {:>9} {:>8}  note",
+        "op", "shape", "median_ms", "bytes_MB", "GB/s", "of_copy"
+    );
+    for r in &rows {
+        let gbs = r.bytes / (r.ms * 1e-3) / 1e9;
+        println!(
+            "{:<16} {:<20} {:>10.4} {:>12.2} {:>9.1} {:>7.1}%  {}",
+            r.op,
+            r.shape,
+            r.ms,
+            r.bytes / 1e6,
+            gbs,
+            100.0 * gbs / copy_gbs,
+            r.note
+        );
+    }
+    println!(
+        "{:<16} {:<20} {:>10.4} {:>12.2} {:>9} {:>8}  {}",
+        "matmul",
+        format!("m={m} n={nn} k={kk}"),
+        ms,
+        mm_bytes / 1e6,
+        "-",
+        "-",
+        gemm_note
+    );
     Ok(())
 }

@@ -1,30 +1,110 @@
 //! `--device` and `--threads`: which backend a command runs on.
+//!
+//! `auto` takes GPU 0 when the driver, a device and cuBLASLt all load, and otherwise the CPU,
+//! saying which and why on stderr. `cuda` / `cuda:N` insist on a GPU and fail with the reason
+//! when there is none. `emu` is the kernel emulator (the CUDA code path run on the host, slow):
+//! for `dapo selftest` and `dapo bench` on machines without a GPU.
+
+use std::str::FromStr;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{CudaBackend, CudaDevice};
+use crate::backend::kernel_backend::EmuBackend;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 
-/// Where to compute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Where to compute (the value of `--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     /// A GPU if one is usable, else the CPU.
     Auto,
     /// The multi-threaded f32 CPU backend.
     Cpu,
-    /// An NVIDIA GPU.
-    Cuda,
+    /// NVIDIA GPU number N (`cuda` is `cuda:0`).
+    Cuda(usize),
+    /// The kernel emulator: `kernels/*.cu` compiled for the host.
+    Emu,
 }
 
-/// The CPU backend for `--device`, saying what `auto` picked and why.
-pub fn cpu_backend(device: Device, threads: Option<usize>) -> Result<CpuBackend> {
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            "emu" => Ok(Device::Emu),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(format!("`{s}` is not a device: expected auto, cpu, cuda, cuda:N or emu")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Emu => f.write_str("emu"),
+        }
+    }
+}
+
+/// The backend a `--device` value resolved to.
+pub enum Resolved {
+    /// The CPU.
+    Cpu(CpuBackend),
+    /// A GPU.
+    Cuda(CudaBackend),
+    /// The kernel emulator.
+    Emu(EmuBackend),
+}
+
+/// Opens GPU `n`, with the flag in the error.
+pub fn open_cuda(n: usize) -> Result<CudaBackend> {
+    CudaDevice::open(n).map(CudaBackend::new).map_err(|e| Error::Invalid(format!("--device cuda:{n}: {e}")))
+}
+
+/// Resolves `--device`: `auto` tries GPU 0 and falls back to the CPU, saying which and why.
+pub fn resolve(device: Device, threads: Option<usize>) -> Result<Resolved> {
+    match device {
+        Device::Cpu => Ok(Resolved::Cpu(CpuBackend::new(threads))),
+        Device::Cuda(n) => open_cuda(n).map(Resolved::Cuda),
+        Device::Emu => Ok(Resolved::Emu(EmuBackend::emulated())),
+        Device::Auto => match CudaDevice::open(0) {
+            Ok(d) => {
+                let k = CudaBackend::new(d);
+                eprintln!("device: {} (auto: a usable GPU was found)", k.name());
+                Ok(Resolved::Cuda(k))
+            }
+            Err(why) => {
+                let k = CpuBackend::new(threads);
+                eprintln!("device: {} (auto: no usable GPU: {why})", k.name());
+                Ok(Resolved::Cpu(k))
+            }
+        },
+    }
+}
+
+/// The CPU backend for a command whose ops exist only on the CPU so far (GPT-2 training):
+/// `auto` takes the CPU and says why; `cuda` and `emu` are refused with the reason.
+pub fn cpu_backend(device: Device, threads: Option<usize>, command: &str) -> Result<CpuBackend> {
     match device {
         Device::Cpu => Ok(CpuBackend::new(threads)),
         Device::Auto => {
             let k = CpuBackend::new(threads);
-            eprintln!("device: {} (auto: this build has no CUDA backend yet)", crate::backend::Backend::name(&k));
+            eprintln!(
+                "device: {} (auto: `dapo {command}` runs on the CPU: GPT-2's layer ops have no CUDA kernels yet)",
+                k.name()
+            );
             Ok(k)
         }
-        Device::Cuda => {
-            Err(Error::Invalid("--device cuda: this build has no CUDA backend yet; use --device cpu".into()))
-        }
+        Device::Cuda(_) | Device::Emu => Err(Error::Invalid(format!(
+            "--device {device}: `dapo {command}` needs GPT-2's layer ops (layernorm, attention, ...), which have no \
+             CUDA kernels yet; use --device cpu (the fused RL kernels run on the GPU: see `dapo selftest`)"
+        ))),
     }
 }

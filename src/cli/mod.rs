@@ -2,6 +2,7 @@
 
 mod bench;
 mod device;
+mod selftest;
 mod sft;
 
 use clap::{Parser, Subcommand};
@@ -18,8 +19,10 @@ pub struct Cli {
 enum Command {
     /// Supervised fine-tuning on a JSONL or text file (or a built-in arithmetic task).
     Sft(sft::SftArgs),
-    /// Time a GPT-2 forward+backward pass and print tokens/s.
+    /// Time a GPT-2 forward+backward pass on the CPU, or the fused kernels on a GPU / the emulator.
     Bench(bench::BenchArgs),
+    /// Compare every device kernel with the CPU oracle (GPU, or the emulator) and print a table.
+    Selftest(selftest::SelftestArgs),
 }
 
 /// Parses the process arguments, runs the command and returns the exit code: 0 on success,
@@ -29,6 +32,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Sft(a) => sft::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Selftest(a) => selftest::run(a),
     };
     match result {
         Ok(()) => 0,

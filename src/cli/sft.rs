@@ -67,8 +67,8 @@ pub struct SftArgs {
     /// Seed for initialisation and batch sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Backend.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Backend: auto, cpu, cuda[:N] (GPT-2 training runs on the CPU until its layer ops have CUDA kernels).
+    #[arg(long, default_value = "auto")]
     device: Device,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
@@ -77,7 +77,7 @@ pub struct SftArgs {
 
 /// Runs `dapo sft`.
 pub fn run(a: SftArgs) -> Result<()> {
-    let k = cpu_backend(a.device, a.threads)?;
+    let k = cpu_backend(a.device, a.threads, "sft")?;
     let (mut model, tok) = match &a.model {
         Some(dir) => {
             let tok = match &a.tokenizer {

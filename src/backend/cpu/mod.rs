@@ -11,12 +11,12 @@ mod fastmath;
 mod gelu;
 mod layernorm;
 mod logprob;
-mod matmul;
+pub(crate) mod matmul;
 mod optim;
 mod policy_loss;
 
+use crate::backend::{check_logprob_chunk, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::backend::{AdamWStep, Backend, Gemm};
-use crate::backend::{LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use std::sync::Arc;
 
 /// The CPU backend. Cloning shares the thread pool.
@@ -57,18 +57,6 @@ impl CpuBackend {
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)
     }
-}
-
-/// The buffer-size contract of the logprob ops: the chunk's logits fit, and the whole-batch
-/// per-row buffers reach row `row0 + rows`. A mismatch is a caller bug, hence a panic.
-fn check_logprob_chunk(op: &str, chunk: LogprobChunk, logits: usize, targets: usize, rows: [usize; 2]) {
-    let end = chunk.row0 + chunk.rows;
-    assert!(
-        chunk.v > 0 && logits >= chunk.rows * chunk.v && targets >= end && rows.iter().all(|&r| r >= end),
-        "{op}: buffer sizes do not match rows {}..{end}, V={}",
-        chunk.row0,
-        chunk.v
-    );
 }
 
 impl Backend for CpuBackend {

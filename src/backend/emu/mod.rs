@@ -10,8 +10,10 @@
 //! Buffers are host memory; their addresses ([`DevPtr::host`]) play the device pointers.
 
 mod launch;
+mod memory;
 
 pub use launch::{DevPtr, KernelArgs, KernelParam, Launch};
+pub use memory::EmuMem;
 
 use std::ffi::c_void;
 
@@ -41,6 +43,9 @@ pub enum EmuError {
     /// The host could not run the launch (e.g. could not start the threads).
     #[error("kernel `{0}`: the emulator failed on the host (code {1})")]
     Host(&'static str, i32),
+    /// A copy or GEMM outside an allocation: (what, offset, words, allocation length).
+    #[error("{0}: words {1}..{1}+{2} are outside an allocation of {3} words")]
+    OutOfBounds(&'static str, usize, usize, usize),
 }
 
 /// One compiled kernel, looked up by name (the emulated `CUfunction`).

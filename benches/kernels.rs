@@ -1,0 +1,292 @@
+//! Criterion benchmarks of the four fused kernels (log-prob + entropy forward/backward, group
+//! advantages, policy loss, GRN forward/backward) on GPU 0 through `CudaBackend`, at the shapes
+//! of `dapo bench --device cuda` and `bench/torch_reference.py`, with `Throughput::Bytes` set to
+//! the minimal bytes each op moves (so criterion prints GB/s). Without a usable GPU the GPU
+//! group says why and is skipped. A CPU-oracle group of the same ops at small shapes always
+//! runs, so the bench is useful (and exercised by `cargo bench -- --test`) everywhere.
+//!
+//! On the GPU every iteration ends with a device synchronize: criterion measures wall time,
+//! and the ops only queue work. `dapo bench --device cuda` reports CUDA-event times instead.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gepa_dapo_grn::backend::cpu::CpuBackend;
+use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
+use gepa_dapo_grn::backend::device::Device;
+use gepa_dapo_grn::backend::kernel_backend::GrnSaved;
+use gepa_dapo_grn::backend::{
+    policy_metric as pm, Backend, IsLevel, LogprobChunk, LossType, PolicyLossInputs, PolicyLossParams,
+};
+use gepa_dapo_grn::model::grn;
+use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
+use gepa_dapo_grn::util::rng::Rng;
+
+const F32: u64 = 4;
+
+fn randn(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() * std).collect()
+}
+
+/// (B,T) mask: each sequence right-padded by 0–20% of T (~10% padding on average).
+fn pad_mask(rng: &mut Rng, b: usize, t: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; b * t];
+    for bi in 0..b {
+        let len = t - rng.below(t / 5 + 1);
+        m[bi * t..bi * t + len].fill(1.0);
+    }
+    m
+}
+
+/// Bytes each op must move at least (each input read once, each output written once), as
+/// `bench/torch_reference.py` counts them.
+mod bytes {
+    use super::F32;
+    /// Read logits (N·V), targets (N); write logp, H (2N).
+    pub fn logprob_fwd(n: u64, v: u64) -> u64 {
+        (n * v + 3 * n) * F32
+    }
+    /// Read logits (N·V), targets, dlogp, dH (3N); write dlogits (N·V).
+    pub fn logprob_bwd(n: u64, v: u64) -> u64 {
+        (2 * n * v + 3 * n) * F32
+    }
+    /// Read rewards (N), offsets (G+1); write advantages (N).
+    pub fn advantage(n: u64, g: u64) -> u64 {
+        (2 * n + g + 1) * F32
+    }
+    /// Read logp, logp_old, logp_ref, entropy, mask (5·S·L), advantages (S); write dlogp,
+    /// dentropy (2·S·L) and 16 metrics.
+    pub fn policy_loss(s: u64, l: u64) -> u64 {
+        (7 * s * l + s + 16) * F32
+    }
+    /// Read x (B·T·C), mask (B·T), γ, β (2C); write out (B·T·C), G, N (2·B·C), μ (B).
+    pub fn grn_fwd(b: u64, t: u64, c: u64) -> u64 {
+        (2 * b * t * c + b * t + 2 * c + 2 * b * c + b) * F32
+    }
+    /// Read dy, x (2·B·T·C), mask, γ, G, N, μ, dγ, dβ; write dx (B·T·C), dγ, dβ.
+    pub fn grn_bwd(b: u64, t: u64, c: u64) -> u64 {
+        (3 * b * t * c + b * t + c + 2 * b * c + b + 4 * c) * F32
+    }
+}
+
+fn policy_params(s: usize, l: usize) -> PolicyLossParams {
+    PolicyLossParams {
+        s,
+        l,
+        loss_type: LossType::Dapo,
+        level: IsLevel::Token,
+        eps_low: 0.2,
+        eps_high: 0.28,
+        beta: 0.04,
+        entropy_coef: 0.01,
+        max_completion_length: l,
+    }
+}
+
+/// The fused kernels on GPU 0 at the full shapes.
+fn gpu(c: &mut Criterion) {
+    let dev = match CudaDevice::open(0) {
+        Ok(d) => d,
+        Err(why) => {
+            println!("kernels bench: skipped, no GPU: {why}");
+            return;
+        }
+    };
+    let k = CudaBackend::new(dev);
+    let sync = |k: &CudaBackend| k.device().synchronize().expect("synchronize");
+    let mut rng = Rng::new(1);
+    let mut g = c.benchmark_group(format!("kernels_gpu ({})", k.device().describe()));
+    g.sample_size(20);
+
+    // logprob: N = 16384 rows of GPT-2's V = 50257 (3.3 GB of logits, allocated once; filled
+    // by repeating a random 16 Mi-value block on the device).
+    let (n, v) = (16384usize, 50257usize);
+    {
+        let block = k.upload(&randn(&mut rng, 1 << 24, 3.0));
+        let mut logits = k.alloc(n * v);
+        for off in (0..n * v).step_by(1 << 24) {
+            k.copy_range(&mut logits, off, &block, 0, (1usize << 24).min(n * v - off));
+        }
+        let targets = k.upload_ids(&(0..n).map(|_| rng.below(v) as u32).collect::<Vec<_>>());
+        let (mut lp, mut ent) = (k.alloc(n), k.alloc(n));
+        let (gl, gh) = (k.upload(&randn(&mut rng, n, 1.0)), k.upload(&randn(&mut rng, n, 1.0)));
+        let ch = LogprobChunk { row0: 0, rows: n, v, inv_temperature: 1.0 };
+        let shape = format!("N={n} V={v}");
+        g.throughput(Throughput::Bytes(bytes::logprob_fwd(n as u64, v as u64)));
+        g.bench_function(BenchmarkId::new("logprob_fwd", &shape), |bch| {
+            bch.iter(|| {
+                k.logprob_entropy_forward(&logits, &targets, &mut lp, &mut ent, ch);
+                sync(&k)
+            })
+        });
+        // The backward overwrites the logits with their gradient, which the next iteration
+        // reads as logits: finite values of the same size, same work.
+        g.throughput(Throughput::Bytes(bytes::logprob_bwd(n as u64, v as u64)));
+        g.bench_function(BenchmarkId::new("logprob_bwd", &shape), |bch| {
+            bch.iter(|| {
+                k.logprob_entropy_backward(&mut logits, &targets, &gl, &gh, ch);
+                sync(&k)
+            })
+        });
+    }
+
+    // Group advantages: 16384 rewards in 2048 groups of 8, group scaling, eps 1e-4.
+    let (an, gs) = (16384usize, 8usize);
+    let host_offsets: Vec<i32> = (0..=an / gs).map(|i| (i * gs) as i32).collect();
+    let offsets = k.group_offsets(&host_offsets).expect("valid offsets");
+    let rewards = k.upload(&randn(&mut rng, an, 1.0));
+    let mut adv = k.alloc(an);
+    g.throughput(Throughput::Bytes(bytes::advantage(an as u64, (an / gs) as u64)));
+    g.bench_function(BenchmarkId::new("group_advantage", format!("N={an} G={}", an / gs)), |bch| {
+        bch.iter(|| {
+            k.group_advantage(&mut adv, &rewards, &offsets, AdvantageScaling::Group, 1e-4, None);
+            sync(&k)
+        })
+    });
+
+    // Policy loss: S = 128 sequences of L = 128 tokens.
+    let (s, l) = (128usize, 128usize);
+    let lp: Vec<f32> = (0..s * l).map(|_| -2.0 + 0.5 * rng.normal()).collect();
+    let old: Vec<f32> = lp.iter().map(|x| x + 0.2 * rng.normal()).collect();
+    let rf: Vec<f32> = lp.iter().map(|x| x + 0.2 * rng.normal()).collect();
+    let ent: Vec<f32> = (0..s * l).map(|_| 2.0 + rng.normal().abs()).collect();
+    let (d_lp, d_old, d_rf, d_ent) = (k.upload(&lp), k.upload(&old), k.upload(&rf), k.upload(&ent));
+    let (d_adv, d_mask) = (k.upload(&randn(&mut rng, s, 1.0)), k.upload(&pad_mask(&mut rng, s, l)));
+    let (mut dlp, mut dh, mut met) = (k.alloc(s * l), k.alloc(s * l), k.alloc(pm::LEN));
+    g.throughput(Throughput::Bytes(bytes::policy_loss(s as u64, l as u64)));
+    g.bench_function(BenchmarkId::new("policy_loss", format!("S={s} L={l}")), |bch| {
+        bch.iter(|| {
+            let inputs = PolicyLossInputs {
+                logp: &d_lp,
+                logp_old: &d_old,
+                logp_ref: Some(&d_rf),
+                advantages: &d_adv,
+                entropy: &d_ent,
+                mask: &d_mask,
+            };
+            k.policy_loss(&mut dlp, &mut dh, &mut met, inputs, policy_params(s, l));
+            sync(&k)
+        })
+    });
+
+    // GRN: B = 16, T = 1024, C = 768, ~10% padding.
+    let (b, t, cc) = (16usize, 1024usize, 768usize);
+    let x = k.upload(&randn(&mut rng, b * t * cc, 1.0));
+    let dy = k.upload(&randn(&mut rng, b * t * cc, 1.0));
+    let mask = k.upload(&pad_mask(&mut rng, b, t));
+    let (gamma, beta) = (k.upload(&randn(&mut rng, cc, 0.5)), k.upload(&randn(&mut rng, cc, 0.5)));
+    let (mut out, mut dx, mut dgamma, mut dbeta) = (k.alloc(b * t * cc), k.alloc(b * t * cc), k.alloc(cc), k.alloc(cc));
+    let mut saved = GrnSaved::new(&k, b, cc);
+    let shape = format!("B={b} T={t} C={cc}");
+    g.throughput(Throughput::Bytes(bytes::grn_fwd(b as u64, t as u64, cc as u64)));
+    g.bench_function(BenchmarkId::new("grn_fwd", &shape), |bch| {
+        bch.iter(|| {
+            k.grn_forward(&mut out, &mut saved, &x, &mask, &gamma, &beta, (b, t, cc), 1e-6);
+            sync(&k)
+        })
+    });
+    g.throughput(Throughput::Bytes(bytes::grn_bwd(b as u64, t as u64, cc as u64)));
+    g.bench_function(BenchmarkId::new("grn_bwd", &shape), |bch| {
+        bch.iter(|| {
+            k.grn_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &mask, &gamma, &saved, (b, t, cc), 1e-6);
+            sync(&k)
+        })
+    });
+    g.finish();
+}
+
+/// The CPU oracles of the same ops at small shapes (the reference the kernels are held to).
+fn cpu_oracle(c: &mut Criterion) {
+    let k = CpuBackend::new(None);
+    let mut rng = Rng::new(2);
+    let mut g = c.benchmark_group("kernels_cpu_oracle");
+    g.sample_size(10);
+
+    let (n, v) = (64usize, 1000usize);
+    let logits = randn(&mut rng, n * v, 3.0);
+    let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+    let (mut lp, mut ent) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (gl, gh) = (randn(&mut rng, n, 1.0), randn(&mut rng, n, 1.0));
+    let ch = LogprobChunk { row0: 0, rows: n, v, inv_temperature: 1.0 };
+    let shape = format!("N={n} V={v}");
+    g.throughput(Throughput::Bytes(bytes::logprob_fwd(n as u64, v as u64)));
+    g.bench_function(BenchmarkId::new("logprob_fwd", &shape), |bch| {
+        bch.iter(|| k.logprob_entropy_forward(&logits, &targets, &mut lp, &mut ent, ch))
+    });
+    let mut dlog = logits.clone();
+    g.throughput(Throughput::Bytes(bytes::logprob_bwd(n as u64, v as u64)));
+    g.bench_function(BenchmarkId::new("logprob_bwd", &shape), |bch| {
+        bch.iter(|| {
+            dlog.copy_from_slice(&logits);
+            k.logprob_entropy_backward(&mut dlog, &targets, &gl, &gh, ch)
+        })
+    });
+
+    let (an, gs) = (1024usize, 8usize);
+    let rewards: Vec<f64> = (0..an).map(|_| rng.normal() as f64).collect();
+    let sizes = vec![gs; an / gs];
+    let cfg = AdvantageConfig { scaling: AdvantageScaling::Group, eps: 1e-4, clip: None };
+    g.throughput(Throughput::Bytes(bytes::advantage(an as u64, (an / gs) as u64)));
+    g.bench_function(BenchmarkId::new("group_advantage", format!("N={an} G={}", an / gs)), |bch| {
+        bch.iter(|| group_advantages(&rewards, &sizes, &cfg).expect("valid groups"))
+    });
+
+    let (s, l) = (16usize, 64usize);
+    let lp_: Vec<f32> = (0..s * l).map(|_| -2.0 + 0.5 * rng.normal()).collect();
+    let old: Vec<f32> = lp_.iter().map(|x| x + 0.2 * rng.normal()).collect();
+    let rf: Vec<f32> = lp_.iter().map(|x| x + 0.2 * rng.normal()).collect();
+    let ent_: Vec<f32> = (0..s * l).map(|_| 2.0 + rng.normal().abs()).collect();
+    let (adv, mask) = (randn(&mut rng, s, 1.0), pad_mask(&mut rng, s, l));
+    let (mut dlp, mut dh, mut met) = (vec![0.0f32; s * l], vec![0.0f32; s * l], vec![0.0f32; pm::LEN]);
+    g.throughput(Throughput::Bytes(bytes::policy_loss(s as u64, l as u64)));
+    g.bench_function(BenchmarkId::new("policy_loss", format!("S={s} L={l}")), |bch| {
+        bch.iter(|| {
+            let inputs = PolicyLossInputs::<CpuBackend> {
+                logp: &lp_,
+                logp_old: &old,
+                logp_ref: Some(&rf),
+                advantages: &adv,
+                entropy: &ent_,
+                mask: &mask,
+            };
+            k.policy_loss(&mut dlp, &mut dh, &mut met, inputs, policy_params(s, l))
+        })
+    });
+
+    let (b, t, cc) = (2usize, 64usize, 128usize);
+    let x = randn(&mut rng, b * t * cc, 1.0);
+    let dy = randn(&mut rng, b * t * cc, 1.0);
+    let gmask = pad_mask(&mut rng, b, t);
+    let (gamma, beta) = (randn(&mut rng, cc, 0.5), randn(&mut rng, cc, 0.5));
+    let (mut out, mut gg, mut mean, mut nn) =
+        (vec![0.0; b * t * cc], vec![0.0; b * cc], vec![0.0; b], vec![0.0; b * cc]);
+    let shape = format!("B={b} T={t} C={cc}");
+    g.throughput(Throughput::Bytes(bytes::grn_fwd(b as u64, t as u64, cc as u64)));
+    g.bench_function(BenchmarkId::new("grn_fwd", &shape), |bch| {
+        bch.iter(|| grn::grn_forward(&mut out, &mut gg, &mut mean, &mut nn, &x, &gmask, &gamma, &beta, b, t, cc, 1e-6))
+    });
+    let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; b * t * cc], vec![0.0; cc], vec![0.0; cc]);
+    g.throughput(Throughput::Bytes(bytes::grn_bwd(b as u64, t as u64, cc as u64)));
+    g.bench_function(BenchmarkId::new("grn_bwd", &shape), |bch| {
+        bch.iter(|| {
+            grn::grn_backward(
+                &mut dx,
+                &mut dgamma,
+                &mut dbeta,
+                &dy,
+                &x,
+                &gmask,
+                &gamma,
+                &gg,
+                &mean,
+                &nn,
+                b,
+                t,
+                cc,
+                1e-6,
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, gpu, cpu_oracle);
+criterion_main!(benches);

@@ -1,0 +1,71 @@
+//! What a kernel-running device provides: memory, kernel launches ([`Launcher`]), a GEMM and
+//! a timer. Two devices implement it: the real GPU ([`crate::backend::cuda::CudaDevice`]:
+//! cudarc + cuBLASLt) and the emulator ([`crate::backend::emu::EmuDevice`]: host memory, the
+//! `kernels/*.cu` sources compiled for the host, the CPU matmul). [`KernelBackend`] builds the
+//! [`crate::backend::Backend`] op set on top of either, so every line between the op set and
+//! `cuLaunchKernel` runs in CI under emulation.
+//!
+//! Memory is typed as 32-bit words: f32 values and u32 token ids share one buffer type, and
+//! the kernels take both as pointers; the host side converts with `bytemuck`.
+//!
+//! [`KernelBackend`]: crate::backend::kernel_backend::KernelBackend
+
+use super::kernels::{DevPtr, Launcher};
+use super::Gemm;
+
+/// A device that holds memory and runs the `kernels/*.cu` kernels.
+pub trait Device: Launcher + Send + Sync + 'static {
+    /// A device allocation of 32-bit words.
+    type Mem: Send + Sync;
+
+    /// What this device is, for logs and `dapo selftest` ("cuda:0 NVIDIA H100 80GB HBM3").
+    fn describe(&self) -> String;
+
+    /// A zero-filled allocation of `words` words (at least one, so every allocation has a
+    /// distinct valid address).
+    fn alloc(&self, words: usize) -> Result<Self::Mem, Self::Error>;
+
+    /// The address of word 0, for kernel arguments that are only read.
+    fn ptr(&self, mem: &Self::Mem) -> DevPtr;
+
+    /// The address of word 0, for kernel arguments that are written.
+    fn ptr_mut(&self, mem: &mut Self::Mem) -> DevPtr;
+
+    /// Copies `src` into words `offset ..` of `dst`.
+    fn htod(&self, dst: &mut Self::Mem, offset: usize, src: &[u32]) -> Result<(), Self::Error>;
+
+    /// Copies words `offset .. offset + dst.len()` of `src` to the host, after every queued
+    /// launch has finished.
+    fn dtoh(&self, src: &Self::Mem, offset: usize, dst: &mut [u32]) -> Result<(), Self::Error>;
+
+    /// Copies `words` words from `src[src_offset..]` to `dst[dst_offset..]` (distinct buffers).
+    fn dtod(
+        &self,
+        dst: &mut Self::Mem,
+        dst_offset: usize,
+        src: &Self::Mem,
+        src_offset: usize,
+        words: usize,
+    ) -> Result<(), Self::Error>;
+
+    /// Sets the first `words` words to zero.
+    fn zero(&self, mem: &mut Self::Mem, words: usize) -> Result<(), Self::Error>;
+
+    /// `out = op(a)·op(b) (+ bias) (+ out)` on f32 data, row-major, as [`Gemm`] describes. The
+    /// caller has checked the buffer sizes.
+    fn gemm(
+        &self,
+        out: &mut Self::Mem,
+        a: &Self::Mem,
+        b: &Self::Mem,
+        bias: Option<&Self::Mem>,
+        g: Gemm,
+    ) -> Result<(), Self::Error>;
+
+    /// Waits for every queued launch and copy.
+    fn synchronize(&self) -> Result<(), Self::Error>;
+
+    /// Device time of the work `run` queues, in milliseconds (CUDA events on a GPU, the wall
+    /// clock under emulation, where launches are synchronous).
+    fn time_ms(&self, run: &mut dyn FnMut() -> Result<(), Self::Error>) -> Result<f64, Self::Error>;
+}

@@ -1,0 +1,142 @@
+//! The emulated device's memory, copies, GEMM and timer ([`Device`] for [`EmuDevice`]).
+//!
+//! "Device memory" is a host allocation owned through a raw pointer, so kernels may write
+//! through the [`DevPtr`] a launch was given while Rust holds only this handle (a `&mut [u32]`
+//! kept alive across the launch would alias the kernel's writes). The GEMM is the CPU
+//! backend's matmul: the emulator stands in for our kernels, not for cuBLAS.
+
+use super::{EmuDevice, EmuError};
+use crate::backend::cpu::matmul;
+use crate::backend::device::Device;
+use crate::backend::kernels::DevPtr;
+use crate::backend::Gemm;
+
+/// One emulated allocation of 32-bit words.
+pub struct EmuMem {
+    ptr: *mut u32,
+    len: usize,
+}
+
+// SAFETY: `EmuMem` owns its allocation exclusively (like a `Box<[u32]>`); the raw pointer is
+// only dereferenced through `&self`/`&mut self` methods or by a launch the caller made safe.
+unsafe impl Send for EmuMem {}
+// SAFETY: shared access only reads (`words`); writes need `&mut EmuMem` or an unsafe launch.
+unsafe impl Sync for EmuMem {}
+
+impl EmuMem {
+    fn new(words: usize) -> Self {
+        let v = vec![0u32; words.max(1)].into_boxed_slice();
+        let len = v.len();
+        EmuMem { ptr: Box::into_raw(v) as *mut u32, len }
+    }
+
+    /// The words (no launch runs concurrently: emulated launches are synchronous).
+    pub fn words(&self) -> &[u32] {
+        // SAFETY: `ptr`/`len` describe the live allocation made in `new`; emulated launches
+        // have returned before any safe method can be called again.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The words, mutably.
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as `words`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    fn f32s(&self) -> &[f32] {
+        bytemuck::cast_slice(self.words())
+    }
+
+    fn f32s_mut(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(self.words_mut())
+    }
+}
+
+impl Drop for EmuMem {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` come from `Box::into_raw` of a `Box<[u32]>` of `len` words in
+        // `new`, and are freed only here.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
+    }
+}
+
+/// An out-of-range copy: the emulator reports what the device would fault on.
+fn range(what: &'static str, offset: usize, words: usize, len: usize) -> Result<std::ops::Range<usize>, EmuError> {
+    let end = offset.checked_add(words).filter(|&e| e <= len);
+    end.map(|e| offset..e).ok_or(EmuError::OutOfBounds(what, offset, words, len))
+}
+
+impl Device for EmuDevice {
+    type Mem = EmuMem;
+
+    fn describe(&self) -> String {
+        "emulated CUDA device (kernels/*.cu compiled for the host; CPU matmul)".to_string()
+    }
+
+    fn alloc(&self, words: usize) -> Result<EmuMem, EmuError> {
+        Ok(EmuMem::new(words))
+    }
+
+    fn ptr(&self, mem: &EmuMem) -> DevPtr {
+        DevPtr(mem.ptr as u64)
+    }
+
+    fn ptr_mut(&self, mem: &mut EmuMem) -> DevPtr {
+        DevPtr(mem.ptr as u64)
+    }
+
+    fn htod(&self, dst: &mut EmuMem, offset: usize, src: &[u32]) -> Result<(), EmuError> {
+        let r = range("htod", offset, src.len(), dst.len)?;
+        dst.words_mut()[r].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn dtoh(&self, src: &EmuMem, offset: usize, dst: &mut [u32]) -> Result<(), EmuError> {
+        let r = range("dtoh", offset, dst.len(), src.len)?;
+        dst.copy_from_slice(&src.words()[r]);
+        Ok(())
+    }
+
+    fn dtod(
+        &self,
+        dst: &mut EmuMem,
+        dst_offset: usize,
+        src: &EmuMem,
+        src_offset: usize,
+        words: usize,
+    ) -> Result<(), EmuError> {
+        let rs = range("dtod source", src_offset, words, src.len)?;
+        let rd = range("dtod destination", dst_offset, words, dst.len)?;
+        dst.words_mut()[rd].copy_from_slice(&src.words()[rs]);
+        Ok(())
+    }
+
+    fn zero(&self, mem: &mut EmuMem, words: usize) -> Result<(), EmuError> {
+        let r = range("memset", 0, words, mem.len)?;
+        mem.words_mut()[r].fill(0);
+        Ok(())
+    }
+
+    fn gemm(&self, out: &mut EmuMem, a: &EmuMem, b: &EmuMem, bias: Option<&EmuMem>, g: Gemm) -> Result<(), EmuError> {
+        let (mn, mk, kn) = (g.m * g.n, g.m * g.k, g.k * g.n);
+        range("gemm out", 0, mn, out.len)?;
+        range("gemm a", 0, mk, a.len)?;
+        range("gemm b", 0, kn, b.len)?;
+        let bias = match bias {
+            Some(x) => Some(&x.f32s()[range("gemm bias", 0, g.n, x.len)?]),
+            None => None,
+        };
+        matmul::matmul(&mut out.f32s_mut()[..mn], &a.f32s()[..mk], &b.f32s()[..kn], bias, g);
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<(), EmuError> {
+        Ok(())
+    }
+
+    fn time_ms(&self, run: &mut dyn FnMut() -> Result<(), EmuError>) -> Result<f64, EmuError> {
+        let t = std::time::Instant::now();
+        run()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+}

@@ -1,0 +1,534 @@
+//! [`Backend`] on any [`Device`]: the ops that have a kernel in `kernels/*.cu` go through the
+//! launch wrappers of [`crate::backend::kernels`], matmuls through the device's GEMM (cuBLASLt
+//! on a GPU). The same code serves the real GPU ([`crate::backend::cuda::CudaBackend`]) and the
+//! emulator ([`EmuBackend`]), so CI executes it.
+//!
+//! Ops on this backend today: memory, `matmul`, the fused log-prob + entropy forward/backward,
+//! the clipped-ratio policy loss, and (as inherent methods, outside the op set) GRN and group
+//! advantages. The GPT-2 layer ops (encoder, layernorm, attention, GELU, cross-entropy,
+//! bias backward, AdamW, norms) have no kernels yet; calling one panics with a message naming
+//! the op, and [`KernelBackend::supports_gpt2_training`] lets a command refuse up front.
+//!
+//! The op set is infallible (the CPU cannot fail mid-op), so a device failure (out of memory,
+//! a launch error) panics with the op, its shapes and the device's error; size mismatches are
+//! caught before anything is launched, as on the CPU backend.
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use super::device::Device;
+use super::emu::EmuDevice;
+use super::kernels::{advantage, grn, logprob, policy_loss, DevPtr};
+use super::{check_logprob_chunk, AdamWStep, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use crate::rl::advantage::AdvantageScaling;
+
+/// The op set on a kernel-running device. Cloning shares the device.
+pub struct KernelBackend<D: Device> {
+    dev: Arc<D>,
+}
+
+impl<D: Device> Clone for KernelBackend<D> {
+    fn clone(&self) -> Self {
+        KernelBackend { dev: self.dev.clone() }
+    }
+}
+
+/// The emulated device as a backend: what CI runs the CUDA code path on.
+pub type EmuBackend = KernelBackend<EmuDevice>;
+
+impl EmuBackend {
+    /// The emulator as a backend.
+    pub fn emulated() -> Self {
+        KernelBackend::new(EmuDevice::new())
+    }
+}
+
+/// A buffer of `len` 32-bit values (f32 or u32) in device memory.
+pub struct DeviceBuf<D: Device> {
+    mem: D::Mem,
+    len: usize,
+}
+
+impl<D: Device> DeviceBuf<D> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Checked group boundaries on the device ([`KernelBackend::group_offsets`]).
+pub struct GroupOffsets<D: Device> {
+    buf: DeviceBuf<D>,
+    groups: usize,
+    n: usize,
+}
+
+impl<D: Device> GroupOffsets<D> {
+    /// Number of groups, G.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+    /// Number of rewards, N.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    /// True when there are no rewards (never: a group is never empty).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// The GRN statistics a forward pass writes and its backward reads (shapes B, C).
+pub struct GrnSaved<D: Device> {
+    /// G (B,C): each channel's L2 norm over the real positions.
+    pub g: DeviceBuf<D>,
+    /// μ (B): mean of G over channels.
+    pub mean: DeviceBuf<D>,
+    /// N (B,C) = G / (μ + eps).
+    pub n: DeviceBuf<D>,
+}
+
+impl<D: Device> KernelBackend<D> {
+    /// A backend on `dev`.
+    pub fn new(dev: D) -> Self {
+        KernelBackend { dev: Arc::new(dev) }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// False until the GPT-2 layer ops have kernels: commands that train GPT-2 check this and
+    /// say so instead of reaching a panicking op.
+    pub fn supports_gpt2_training(&self) -> bool {
+        false
+    }
+
+    /// Unwraps a device result, or panics naming the op, its shapes and the device error.
+    fn ok<T>(&self, op: &str, shapes: impl Display, r: Result<T, D::Error>) -> T {
+        r.unwrap_or_else(|e| panic!("{op} ({shapes}) failed on {}: {e}", self.dev.describe()))
+    }
+
+    fn unsupported(&self, op: &str) -> ! {
+        panic!(
+            "{op} has no kernel on {} yet (the GPT-2 layer ops come with the CUDA training work); \
+             run this on --device cpu",
+            self.dev.describe()
+        )
+    }
+
+    fn buf(&self, op: &str, len: usize) -> DeviceBuf<D> {
+        let mem = self.ok(op, format_args!("{len} values"), self.dev.alloc(len));
+        DeviceBuf { mem, len }
+    }
+
+    fn ptr(&self, b: &DeviceBuf<D>) -> DevPtr {
+        self.dev.ptr(&b.mem)
+    }
+
+    fn ptr_mut(&self, b: &mut DeviceBuf<D>) -> DevPtr {
+        self.dev.ptr_mut(&mut b.mem)
+    }
+
+    /// A buffer holding the bits of `words` (f32 bits or u32/i32 values).
+    pub fn upload_words(&self, words: &[u32]) -> DeviceBuf<D> {
+        let mut b = self.buf("upload", words.len());
+        self.ok("upload", format_args!("{} values", words.len()), self.dev.htod(&mut b.mem, 0, words));
+        b
+    }
+
+    /// The buffer's values as raw 32-bit words.
+    pub fn download_words(&self, b: &DeviceBuf<D>) -> Vec<u32> {
+        let mut out = vec![0u32; b.len];
+        self.ok("download", format_args!("{} values", b.len), self.dev.dtoh(&b.mem, 0, &mut out));
+        out
+    }
+
+    /// Group boundaries for [`KernelBackend::group_advantage`], checked and uploaded once:
+    /// `offsets` are G+1 increasing values from 0 to N (group g is `offsets[g]..offsets[g+1]`),
+    /// no group empty.
+    pub fn group_offsets(&self, offsets: &[i32]) -> Result<GroupOffsets<D>, String> {
+        let valid = offsets.len() >= 2 && offsets[0] == 0 && offsets.windows(2).all(|w| w[0] < w[1]);
+        if !valid {
+            return Err(format!(
+                "group offsets must rise strictly from 0 (at least one group, none empty): {:?}",
+                &offsets[..offsets.len().min(8)]
+            ));
+        }
+        let n = offsets[offsets.len() - 1] as usize;
+        Ok(GroupOffsets { buf: self.upload_words(bytemuck::cast_slice(offsets)), groups: offsets.len() - 1, n })
+    }
+
+    /// Group-relative advantages of `rewards` (N) in the ragged groups of `offsets`, written
+    /// to `out` (N); see [`crate::rl::advantage::group_advantages`] for the semantics (here in
+    /// f32).
+    pub fn group_advantage(
+        &self,
+        out: &mut DeviceBuf<D>,
+        rewards: &DeviceBuf<D>,
+        offsets: &GroupOffsets<D>,
+        scaling: AdvantageScaling,
+        eps: f32,
+        clip: Option<f32>,
+    ) {
+        let (n, g) = (offsets.n, offsets.groups);
+        let shapes = format!("N={n}, G={g}");
+        assert!(
+            rewards.len == n && out.len == n,
+            "group_advantage ({shapes}): rewards ({}) and out ({}) must hold N values",
+            rewards.len,
+            out.len
+        );
+        let (o, r, p) = (self.ptr_mut(out), self.ptr(rewards), self.ptr(&offsets.buf));
+        // SAFETY: out and rewards hold N f32 in separate allocations; offsets holds G+1
+        // increasing i32 from 0 to N (checked when it was built).
+        let res = unsafe { advantage::group_advantage(&*self.dev, o, r, p, g, n, scaling, eps, clip) };
+        self.ok("group_advantage", &shapes, res);
+    }
+
+    /// GRN forward over `x (B,T,C)` with `mask (B,T)`, `gamma`/`beta (C)`: writes `out
+    /// (B,T,C)` and the statistics the backward needs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grn_forward(
+        &self,
+        out: &mut DeviceBuf<D>,
+        saved: &mut GrnSaved<D>,
+        x: &DeviceBuf<D>,
+        mask: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        beta: &DeviceBuf<D>,
+        (b, t, c): (usize, usize, usize),
+        eps: f32,
+    ) {
+        let shapes = format!("B={b}, T={t}, C={c}");
+        let sizes = [out.len, x.len, mask.len, gamma.len, beta.len, saved.g.len, saved.mean.len, saved.n.len];
+        assert_eq!(sizes, [b * t * c, b * t * c, b * t, c, c, b * c, b, b * c], "grn_forward ({shapes}): buffer sizes");
+        let p = grn::GrnForward {
+            out: self.ptr_mut(out),
+            g: self.ptr_mut(&mut saved.g),
+            mean: self.ptr_mut(&mut saved.mean),
+            n: self.ptr_mut(&mut saved.n),
+            x: self.ptr(x),
+            mask: self.ptr(mask),
+            gamma: self.ptr(gamma),
+            beta: self.ptr(beta),
+        };
+        // SAFETY: every buffer holds the extent its field names for (b, t, c) (checked above);
+        // the outputs are distinct allocations from each other and from the inputs.
+        let res = unsafe { grn::grn_forward(&*self.dev, &p, b, t, c, eps) };
+        self.ok("grn_forward", &shapes, res);
+    }
+
+    /// GRN backward: overwrites `dx (B,T,C)`, **accumulates** into `dgamma`/`dbeta (C)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grn_backward(
+        &self,
+        dx: &mut DeviceBuf<D>,
+        dgamma: &mut DeviceBuf<D>,
+        dbeta: &mut DeviceBuf<D>,
+        dy: &DeviceBuf<D>,
+        x: &DeviceBuf<D>,
+        mask: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        saved: &GrnSaved<D>,
+        (b, t, c): (usize, usize, usize),
+        eps: f32,
+    ) {
+        let shapes = format!("B={b}, T={t}, C={c}");
+        let sizes = [dx.len, dgamma.len, dbeta.len, dy.len, x.len, mask.len, gamma.len, saved.g.len, saved.n.len];
+        assert_eq!(sizes, [b * t * c, c, c, b * t * c, b * t * c, b * t, c, b * c, b * c], "grn_backward ({shapes})");
+        assert_eq!(saved.mean.len, b, "grn_backward ({shapes}): mean holds B values");
+        let mut partial = self.buf("grn_backward", 2 * b * c);
+        let p = grn::GrnBackward {
+            dx: self.ptr_mut(dx),
+            dgamma: self.ptr_mut(dgamma),
+            dbeta: self.ptr_mut(dbeta),
+            partial: self.ptr_mut(&mut partial),
+            dy: self.ptr(dy),
+            x: self.ptr(x),
+            mask: self.ptr(mask),
+            gamma: self.ptr(gamma),
+            g: self.ptr(&saved.g),
+            mean: self.ptr(&saved.mean),
+            n: self.ptr(&saved.n),
+        };
+        // SAFETY: sizes checked above; partial holds 2·B·C; outputs are distinct allocations.
+        let res = unsafe { grn::grn_backward(&*self.dev, &p, b, t, c, eps) };
+        self.ok("grn_backward", &shapes, res);
+    }
+}
+
+impl<D: Device> GrnSaved<D> {
+    /// Zeroed statistics for `b` sequences of `c` channels.
+    pub fn new(k: &KernelBackend<D>, b: usize, c: usize) -> Self {
+        GrnSaved { g: k.buf("grn", b * c), mean: k.buf("grn", b), n: k.buf("grn", b * c) }
+    }
+}
+
+impl<D: Device> Backend for KernelBackend<D> {
+    type Buf = DeviceBuf<D>;
+    type Ids = DeviceBuf<D>;
+
+    fn name(&self) -> String {
+        self.dev.describe()
+    }
+
+    fn alloc(&self, len: usize) -> DeviceBuf<D> {
+        self.buf("alloc", len)
+    }
+    fn upload(&self, host: &[f32]) -> DeviceBuf<D> {
+        self.upload_words(bytemuck::cast_slice(host))
+    }
+    fn write(&self, buf: &mut DeviceBuf<D>, host: &[f32]) {
+        assert_eq!(buf.len, host.len(), "write: buffer holds {} values, host slice {}", buf.len, host.len());
+        let r = self.dev.htod(&mut buf.mem, 0, bytemuck::cast_slice(host));
+        self.ok("write", format_args!("{} values", host.len()), r);
+    }
+    fn download(&self, buf: &DeviceBuf<D>) -> Vec<f32> {
+        self.download_words(buf).into_iter().map(f32::from_bits).collect()
+    }
+    fn len(&self, buf: &DeviceBuf<D>) -> usize {
+        buf.len
+    }
+    fn upload_ids(&self, ids: &[u32]) -> DeviceBuf<D> {
+        self.upload_words(ids)
+    }
+    fn write_ids(&self, buf: &mut DeviceBuf<D>, ids: &[u32]) {
+        assert_eq!(buf.len, ids.len(), "write_ids: buffer holds {} ids, host slice {}", buf.len, ids.len());
+        let r = self.dev.htod(&mut buf.mem, 0, ids);
+        self.ok("write_ids", format_args!("{} ids", ids.len()), r);
+    }
+    fn zero(&self, buf: &mut DeviceBuf<D>) {
+        let r = self.dev.zero(&mut buf.mem, buf.len);
+        self.ok("zero", format_args!("{} values", buf.len), r);
+    }
+    fn copy(&self, dst: &mut DeviceBuf<D>, src: &DeviceBuf<D>) {
+        assert_eq!(dst.len, src.len, "copy: destination holds {} values, source {}", dst.len, src.len);
+        self.copy_range(dst, 0, src, 0, src.len);
+    }
+
+    fn matmul(&self, out: &mut DeviceBuf<D>, a: &DeviceBuf<D>, b: &DeviceBuf<D>, bias: Option<&DeviceBuf<D>>, g: Gemm) {
+        let shapes = format!("m={}, n={}, k={}, trans_a={}, trans_b={}", g.m, g.n, g.k, g.trans_a, g.trans_b);
+        let ok =
+            out.len == g.m * g.n && a.len == g.m * g.k && b.len == g.k * g.n && bias.map_or(true, |x| x.len == g.n);
+        assert!(ok, "matmul ({shapes}): buffer sizes out={}, a={}, b={} do not match", out.len, a.len, b.len);
+        if g.m * g.n == 0 {
+            return;
+        }
+        if g.k == 0 {
+            // An empty product: cuBLASLt rejects k = 0, and the result is just the bias and/or
+            // the old `out`, so take the rare case through the host.
+            let mut host = if g.accumulate { self.download(out) } else { vec![0.0; out.len] };
+            if let Some(bias) = bias.map(|x| self.download(x)) {
+                host.chunks_exact_mut(g.n).for_each(|row| row.iter_mut().zip(&bias).for_each(|(o, b)| *o += b));
+            }
+            self.write(out, &host);
+            return;
+        }
+        let r = self.dev.gemm(&mut out.mem, &a.mem, &b.mem, bias.map(|x| &x.mem), g);
+        self.ok("matmul", &shapes, r);
+    }
+    fn bias_backward(&self, _dbias: &mut DeviceBuf<D>, _dout: &DeviceBuf<D>, _rows: usize, _cols: usize) {
+        self.unsupported("bias_backward")
+    }
+
+    fn encoder_forward(
+        &self,
+        _out: &mut DeviceBuf<D>,
+        _ids: &DeviceBuf<D>,
+        _wte: &DeviceBuf<D>,
+        _wpe: &DeviceBuf<D>,
+        _b: usize,
+        _t: usize,
+        _c: usize,
+    ) {
+        self.unsupported("encoder_forward")
+    }
+    fn encoder_backward(
+        &self,
+        _dwte: &mut DeviceBuf<D>,
+        _dwpe: &mut DeviceBuf<D>,
+        _dout: &DeviceBuf<D>,
+        _ids: &DeviceBuf<D>,
+        _b: usize,
+        _t: usize,
+        _c: usize,
+    ) {
+        self.unsupported("encoder_backward")
+    }
+    fn layernorm_forward(
+        &self,
+        _out: &mut DeviceBuf<D>,
+        _mean: &mut DeviceBuf<D>,
+        _rstd: &mut DeviceBuf<D>,
+        _inp: &DeviceBuf<D>,
+        _w: &DeviceBuf<D>,
+        _bias: &DeviceBuf<D>,
+        _n: usize,
+        _c: usize,
+        _eps: f32,
+    ) {
+        self.unsupported("layernorm_forward")
+    }
+    fn layernorm_backward(
+        &self,
+        _dinp: &mut DeviceBuf<D>,
+        _dw: &mut DeviceBuf<D>,
+        _dbias: &mut DeviceBuf<D>,
+        _dout: &DeviceBuf<D>,
+        _inp: &DeviceBuf<D>,
+        _w: &DeviceBuf<D>,
+        _mean: &DeviceBuf<D>,
+        _rstd: &DeviceBuf<D>,
+        _n: usize,
+        _c: usize,
+    ) {
+        self.unsupported("layernorm_backward")
+    }
+    fn attention_forward(
+        &self,
+        _out: &mut DeviceBuf<D>,
+        _lse: &mut DeviceBuf<D>,
+        _qkv: &DeviceBuf<D>,
+        _b: usize,
+        _t: usize,
+        _nh: usize,
+        _c: usize,
+    ) {
+        self.unsupported("attention_forward")
+    }
+    fn attention_backward(
+        &self,
+        _dqkv: &mut DeviceBuf<D>,
+        _dout: &DeviceBuf<D>,
+        _qkv: &DeviceBuf<D>,
+        _out: &DeviceBuf<D>,
+        _lse: &DeviceBuf<D>,
+        _b: usize,
+        _t: usize,
+        _nh: usize,
+        _c: usize,
+    ) {
+        self.unsupported("attention_backward")
+    }
+    fn gelu_forward(&self, _out: &mut DeviceBuf<D>, _inp: &DeviceBuf<D>) {
+        self.unsupported("gelu_forward")
+    }
+    fn gelu_backward(&self, _d: &mut DeviceBuf<D>, _inp: &DeviceBuf<D>) {
+        self.unsupported("gelu_backward")
+    }
+    fn cross_entropy(
+        &self,
+        _logits: &mut DeviceBuf<D>,
+        _losses: &mut DeviceBuf<D>,
+        _targets: &DeviceBuf<D>,
+        _weights: &DeviceBuf<D>,
+        _n: usize,
+        _v: usize,
+        _backward: bool,
+    ) {
+        self.unsupported("cross_entropy")
+    }
+    fn adamw(
+        &self,
+        _param: &mut DeviceBuf<D>,
+        _grad: &DeviceBuf<D>,
+        _m: &mut DeviceBuf<D>,
+        _v: &mut DeviceBuf<D>,
+        _h: AdamWStep,
+    ) {
+        self.unsupported("adamw")
+    }
+    fn global_norm(&self, _bufs: &[&DeviceBuf<D>]) -> f32 {
+        self.unsupported("global_norm")
+    }
+    fn scale(&self, _buf: &mut DeviceBuf<D>, _alpha: f32) {
+        self.unsupported("scale")
+    }
+
+    fn ids_len(&self, ids: &DeviceBuf<D>) -> usize {
+        ids.len
+    }
+
+    fn copy_range(&self, dst: &mut DeviceBuf<D>, dst_offset: usize, src: &DeviceBuf<D>, src_offset: usize, len: usize) {
+        let shapes = format!("dst {dst_offset}..+{len} of {}, src {src_offset}..+{len} of {}", dst.len, src.len);
+        assert!(dst_offset + len <= dst.len && src_offset + len <= src.len, "copy_range ({shapes}): out of bounds");
+        if len > 0 {
+            let r = self.dev.dtod(&mut dst.mem, dst_offset, &src.mem, src_offset, len);
+            self.ok("copy_range", &shapes, r);
+        }
+    }
+
+    fn logprob_entropy_forward(
+        &self,
+        logits: &DeviceBuf<D>,
+        targets: &DeviceBuf<D>,
+        logp: &mut DeviceBuf<D>,
+        entropy: &mut DeviceBuf<D>,
+        chunk: LogprobChunk,
+    ) {
+        check_logprob_chunk("logprob_entropy_forward", chunk, logits.len, targets.len, [logp.len, entropy.len]);
+        let (lp, h, x, t) = (self.ptr_mut(logp), self.ptr_mut(entropy), self.ptr(logits), self.ptr(targets));
+        // SAFETY: logits holds rows·V f32, targets/logp/entropy at least row0 + rows values
+        // (checked above); logp and entropy are distinct allocations, not the inputs.
+        let r = unsafe { logprob::logprob_entropy_forward(&*self.dev, lp, h, x, t, chunk) };
+        self.ok("logprob_entropy_forward", format_args!("{chunk:?}"), r);
+    }
+
+    fn logprob_entropy_backward(
+        &self,
+        logits: &mut DeviceBuf<D>,
+        targets: &DeviceBuf<D>,
+        dlogp: &DeviceBuf<D>,
+        dentropy: &DeviceBuf<D>,
+        chunk: LogprobChunk,
+    ) {
+        check_logprob_chunk("logprob_entropy_backward", chunk, logits.len, targets.len, [dlogp.len, dentropy.len]);
+        let (x, t, gl, gh) = (self.ptr_mut(logits), self.ptr(targets), self.ptr(dlogp), self.ptr(dentropy));
+        // SAFETY: sizes checked above; logits (written) is a distinct allocation from the inputs.
+        let r = unsafe { logprob::logprob_entropy_backward(&*self.dev, x, t, gl, gh, chunk) };
+        self.ok("logprob_entropy_backward", format_args!("{chunk:?}"), r);
+    }
+
+    fn policy_loss(
+        &self,
+        dlogp: &mut DeviceBuf<D>,
+        dentropy: &mut DeviceBuf<D>,
+        metrics: &mut DeviceBuf<D>,
+        inputs: PolicyLossInputs<'_, Self>,
+        params: PolicyLossParams,
+    ) {
+        let (s, l) = (params.s, params.l);
+        let shapes = format!("S={s}, L={l}");
+        let PolicyLossInputs { logp, logp_old, logp_ref, advantages, entropy, mask } = inputs;
+        let sl = s * l;
+        let ok = l > 0
+            && [dlogp.len, dentropy.len, logp.len, logp_old.len, entropy.len, mask.len].iter().all(|&n| n == sl)
+            && logp_ref.map_or(true, |r| r.len == sl)
+            && advantages.len == s
+            && metrics.len == super::policy_metric::LEN;
+        assert!(ok, "policy_loss ({shapes}): buffer sizes do not match");
+        let mut workspace = self.buf("policy_loss", policy_loss::WORKSPACE_PER_SEQ * s.max(1));
+        let bufs = policy_loss::PolicyLossBufs {
+            dlogp: self.ptr_mut(dlogp),
+            dentropy: self.ptr_mut(dentropy),
+            metrics: self.ptr_mut(metrics),
+            workspace: self.ptr_mut(&mut workspace),
+            logp: self.ptr(logp),
+            logp_old: self.ptr(logp_old),
+            logp_ref: logp_ref.map(|r| self.ptr(r)),
+            advantages: self.ptr(advantages),
+            entropy: self.ptr(entropy),
+            mask: self.ptr(mask),
+        };
+        // SAFETY: sizes checked above, the workspace holds WORKSPACE_PER_SEQ·S f32, and the
+        // three outputs are distinct allocations from each other and from the inputs.
+        let r = unsafe { policy_loss::policy_loss(&*self.dev, &bufs, &params) };
+        self.ok("policy_loss", &shapes, r);
+    }
+}

@@ -1,0 +1,68 @@
+//! `dapo selftest`: every parity case of [`crate::backend::parity`] on a GPU (or the kernel
+//! emulator), compared with the CPU oracle, printed as a table. Exit code 1 when a row fails,
+//! so a GPU host can be checked with one command before it trains.
+
+use super::device::{open_cuda, Device};
+use crate::backend::cuda::{CudaBackend, CudaDevice};
+use crate::backend::kernel_backend::{EmuBackend, KernelBackend};
+use crate::backend::parity;
+use crate::error::{Error, Result};
+
+/// Arguments of `dapo selftest`.
+#[derive(clap::Args, Debug)]
+pub struct SelftestArgs {
+    /// Device to check: auto (GPU 0 if usable, else the emulator), cuda, cuda:N or emu.
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    /// Seed of the random inputs (the same seed gives the same inputs on every device).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Runs `dapo selftest`.
+pub fn run(a: SelftestArgs) -> Result<()> {
+    match a.device {
+        Device::Cpu => {
+            Err(Error::Invalid("selftest compares a device against the CPU oracle; pick cuda or emu".into()))
+        }
+        Device::Cuda(n) => {
+            let k = open_cuda(n)?;
+            check_cuda(&k, a.seed)
+        }
+        Device::Emu => check(&EmuBackend::emulated(), a.seed),
+        Device::Auto => match CudaDevice::open(0) {
+            Ok(d) => check_cuda(&CudaBackend::new(d), a.seed),
+            Err(why) => {
+                println!("no GPU found ({why}); running the kernels on the emulator instead");
+                check(&EmuBackend::emulated(), a.seed)
+            }
+        },
+    }
+}
+
+fn check_cuda(k: &CudaBackend, seed: u64) -> Result<()> {
+    println!("kernels: {}", k.device().kernel_origin());
+    check(k, seed)
+}
+
+fn check<D: crate::backend::device::Device>(k: &KernelBackend<D>, seed: u64) -> Result<()> {
+    println!("device: {}", k.device().describe());
+    println!("seed: {seed}");
+    let start = std::time::Instant::now();
+    let rows = parity::run_all(k, seed);
+    print!("{}", parity::table(&rows));
+    let passed = rows.iter().filter(|r| r.pass).count();
+    println!("{passed}/{} passed ({:.1} s)", rows.len(), start.elapsed().as_secs_f64());
+    if passed == rows.len() {
+        Ok(())
+    } else {
+        let failed: Vec<String> = rows.iter().filter(|r| !r.pass).map(|r| format!("{} ({})", r.op, r.shape)).collect();
+        Err(Error::Invalid(format!(
+            "selftest: {} of {} parity checks failed on {}: {}",
+            failed.len(),
+            rows.len(),
+            k.device().describe(),
+            failed.join(", ")
+        )))
+    }
+}
