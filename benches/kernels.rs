@@ -13,9 +13,7 @@ use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::device::Device;
 use gepa_dapo_grn::backend::kernel_backend::GrnSaved;
-use gepa_dapo_grn::backend::{
-    policy_metric as pm, Backend, IsLevel, LogprobChunk, LossType, PolicyLossInputs, PolicyLossParams,
-};
+use gepa_dapo_grn::backend::{policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use gepa_dapo_grn::model::grn;
 use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use gepa_dapo_grn::util::rng::Rng;
@@ -68,17 +66,7 @@ mod bytes {
 }
 
 fn policy_params(s: usize, l: usize) -> PolicyLossParams {
-    PolicyLossParams {
-        s,
-        l,
-        loss_type: LossType::Dapo,
-        level: IsLevel::Token,
-        eps_low: 0.2,
-        eps_high: 0.28,
-        beta: 0.04,
-        entropy_coef: 0.01,
-        max_completion_length: l,
-    }
+    PolicyLossParams { beta: 0.04, entropy_coef: 0.01, ..PolicyLossParams::dapo(s, l) }
 }
 
 /// The fused kernels on GPU 0 at the full shapes.

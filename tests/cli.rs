@@ -153,16 +153,7 @@ fn selftest_on_the_emulator_passes_every_row() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("device: emulated"), "{stdout}");
-    for op in [
-        "grn_forward",
-        "grn_backward",
-        "group_advantage",
-        "logprob_fwd",
-        "logprob_bwd",
-        "policy_loss",
-        "matmul",
-        "objective",
-    ] {
+    for op in gepa_dapo_grn::backend::parity::FAMILIES {
         assert!(stdout.lines().any(|l| l.starts_with(op) && l.contains("PASS")), "no PASS row for {op}:\n{stdout}");
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");

@@ -69,3 +69,9 @@ pub trait Device: Launcher + Send + Sync + 'static {
     /// clock under emulation, where launches are synchronous).
     fn time_ms(&self, run: &mut dyn FnMut() -> Result<(), Self::Error>) -> Result<f64, Self::Error>;
 }
+
+/// Words `offset .. offset + words` of an allocation of `len` words, or `None` when that range
+/// overflows or leaves the allocation (each device turns `None` into its own error).
+pub fn word_range(offset: usize, words: usize, len: usize) -> Option<std::ops::Range<usize>> {
+    offset.checked_add(words).filter(|&end| end <= len).map(|end| offset..end)
+}

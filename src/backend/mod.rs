@@ -167,6 +167,24 @@ pub struct PolicyLossParams {
     pub max_completion_length: usize,
 }
 
+impl PolicyLossParams {
+    /// DAPO's defaults for S sequences of L tokens: token-level ratio, ε_low = 0.2,
+    /// ε_high = 0.28, the "dapo" token mean, no KL (β = 0) and no entropy bonus.
+    pub fn dapo(s: usize, l: usize) -> Self {
+        PolicyLossParams {
+            s,
+            l,
+            loss_type: LossType::Dapo,
+            level: IsLevel::Token,
+            eps_low: 0.2,
+            eps_high: 0.28,
+            beta: 0.0,
+            entropy_coef: 0.0,
+            max_completion_length: l,
+        }
+    }
+}
+
 /// The per-token inputs of one [`Backend::policy_loss`] call, each (S, L) except
 /// `advantages` (S). `mask` holds 1 for completion tokens and 0 for padding (other
 /// non-negative weights are allowed); values at mask-0 positions are never read into the

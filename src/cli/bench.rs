@@ -9,9 +9,7 @@ use super::device::{cpu_backend, resolve, Device, Resolved};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::device::Device as DeviceTrait;
 use crate::backend::kernel_backend::{GrnSaved, KernelBackend};
-use crate::backend::{
-    policy_metric as pm, Backend, Gemm, IsLevel, LogprobChunk, LossType, PolicyLossInputs, PolicyLossParams,
-};
+use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
 use crate::rl::advantage::AdvantageScaling;
@@ -315,17 +313,7 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
         let len = l / 2 + rng.below(l / 2 + 1);
         mask[i * l..i * l + len].fill(1.0);
     }
-    let params = PolicyLossParams {
-        s,
-        l,
-        loss_type: LossType::Dapo,
-        level: IsLevel::Token,
-        eps_low: 0.2,
-        eps_high: 0.28,
-        beta: 0.04,
-        entropy_coef: 0.01,
-        max_completion_length: l,
-    };
+    let params = PolicyLossParams { beta: 0.04, entropy_coef: 0.01, ..PolicyLossParams::dapo(s, l) };
     // Bytes: read logp, logp_old, logp_ref, entropy, mask (5·S·L) and advantages (S); write
     // dlogp, dentropy (2·S·L) and the 16 metrics.
     let bytes = (7 * sl + s + pm::LEN) * f32b;

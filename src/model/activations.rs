@@ -68,7 +68,9 @@ pub struct Activations<K: Backend> {
     pub lnf_mean: K::Buf,
     /// ln_f row 1/std (B·T).
     pub lnf_rstd: K::Buf,
-    /// Logits (B,T,V); overwritten by their gradient in the fused loss.
+    /// Logits (B,T,V); overwritten by their gradient in the fused loss. Allocated on the first
+    /// full forward pass ([`Activations::ensure_logits`]): passes that stop at the hidden state
+    /// (the RL objective computes logits in row chunks) never need the (B,T,V) buffer.
     pub logits: K::Buf,
     /// Per-token weighted losses (B·T).
     pub losses: K::Buf,
@@ -108,9 +110,17 @@ impl<K: Backend> Activations<K> {
             lnf: k.alloc(n * c),
             lnf_mean: k.alloc(n),
             lnf_rstd: k.alloc(n),
-            logits: k.alloc(n * cfg.vocab_size),
+            logits: k.alloc(0),
             losses: k.alloc(n),
             grad: None,
+        }
+    }
+
+    /// Allocates the (B,T,V) logits buffer if it is not there yet.
+    pub fn ensure_logits(&mut self, k: &K, cfg: &Gpt2Config) {
+        let want = self.b * self.t * cfg.vocab_size;
+        if k.len(&self.logits) != want {
+            self.logits = k.alloc(want);
         }
     }
 

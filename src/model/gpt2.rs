@@ -17,6 +17,32 @@ pub struct Gpt2<K: Backend> {
     acts: Option<Activations<K>>,
 }
 
+/// What a custom head sees after [`Gpt2::forward_hidden`]: the hidden state and the tied
+/// lm_head weight.
+pub struct HiddenView<'a, K: Backend> {
+    /// The model's backend.
+    pub backend: &'a K,
+    /// ln_f output (B·T, C).
+    pub hidden: &'a K::Buf,
+    /// wte (V, C), which is also the lm_head.
+    pub wte: &'a K::Buf,
+}
+
+/// What a custom head gets in [`Gpt2::forward_backward_with`]: the hidden state, the lm_head
+/// weight, and the two gradients it produces.
+pub struct HeadGrad<'a, K: Backend> {
+    /// The model's backend.
+    pub backend: &'a K,
+    /// ln_f output (B·T, C).
+    pub hidden: &'a K::Buf,
+    /// wte (V, C), which is also the lm_head.
+    pub wte: &'a K::Buf,
+    /// d loss / d hidden (B·T, C): the head overwrites it.
+    pub dhidden: &'a mut K::Buf,
+    /// wte's gradient (V, C): the head adds the lm_head's share.
+    pub dwte: &'a mut K::Buf,
+}
+
 /// Mutable parameters beside read-only gradients, in [`Gpt2::specs`] order.
 pub type ParamsAndGrads<'a, K> = (&'a mut [<K as Backend>::Buf], &'a [<K as Backend>::Buf]);
 
@@ -163,15 +189,75 @@ impl<K: Backend> Gpt2<K> {
 
     /// Runs the forward pass to logits for `ids (B,T)`; read them with [`logits`](Self::logits).
     pub fn forward(&mut self, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        let mut acts = self.take_acts(ids, b, t)?;
+        acts.ensure_logits(&self.backend, &self.config);
+        self.forward_body(&mut acts);
+        self.lm_head(&mut acts);
+        self.acts = Some(acts);
+        Ok(())
+    }
+
+    /// The activations for (B,T) with `ids` written in, taken out of `self` for a pass.
+    fn take_acts(&mut self, ids: &[u32], b: usize, t: usize) -> Result<Activations<K>> {
         self.check_ids("input", ids, b, t)?;
         if !self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
             self.acts = Some(Activations::new(&self.backend, &self.config, b, t));
         }
         let mut acts = self.acts.take().expect("allocated above");
         self.backend.write_ids(&mut acts.ids, ids);
-        self.forward_pass(&mut acts);
+        Ok(acts)
+    }
+
+    /// The forward pass up to the final layer norm, then `head(view)`: for heads that compute
+    /// their own outputs from the hidden state (the chunked RL objective's log-probs, a scalar
+    /// judge head) without the (B,T,V) logits. No gradients.
+    pub fn forward_hidden<R>(
+        &mut self,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        head: impl FnOnce(HiddenView<'_, K>) -> R,
+    ) -> Result<R> {
+        let mut acts = self.take_acts(ids, b, t)?;
+        self.forward_body(&mut acts);
+        let r = head(HiddenView { backend: &self.backend, hidden: &acts.lnf, wte: &self.params[WTE] });
         self.acts = Some(acts);
-        Ok(())
+        Ok(r)
+    }
+
+    /// Forward to the hidden state, a custom head's loss and gradient, then the backward pass
+    /// through the whole model: `head` must **overwrite** `dhidden` (B·T, C) with d loss /
+    /// d hidden and may **accumulate** into `dwte` (the tied lm_head's gradient). Every
+    /// parameter's gradient is **added** to, as in [`forward_backward`](Self::forward_backward).
+    /// If `head` fails, no gradient is touched.
+    pub fn forward_backward_with<R>(
+        &mut self,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        head: impl FnOnce(HeadGrad<'_, K>) -> Result<R>,
+    ) -> Result<R> {
+        let mut acts = self.take_acts(ids, b, t)?;
+        self.forward_body(&mut acts);
+        if self.grads.is_none() {
+            self.zero_grad();
+        }
+        acts.ensure_grad(&self.backend, &self.config);
+        let g = self.grads.as_mut().expect("allocated above");
+        let s = acts.grad.as_mut().expect("allocated above");
+        let view = HeadGrad {
+            backend: &self.backend,
+            hidden: &acts.lnf,
+            wte: &self.params[WTE],
+            dhidden: &mut s.dbtc,
+            dwte: &mut g[WTE],
+        };
+        let out = head(view);
+        if out.is_ok() {
+            self.backward_body(&mut acts);
+        }
+        self.acts = Some(acts);
+        out
     }
 
     /// The logits (B,T,V) of the last [`forward`](Self::forward), as a host copy.
@@ -205,7 +291,8 @@ impl<K: Backend> Gpt2<K> {
         }
         let mut acts = self.acts.take().expect("forward ran");
         acts.ensure_grad(&self.backend, &self.config);
-        self.backward_pass(&mut acts);
+        self.lm_head_backward(&mut acts);
+        self.backward_body(&mut acts);
         self.acts = Some(acts);
         Ok(loss)
     }
@@ -240,10 +327,11 @@ impl<K: Backend> Gpt2<K> {
         Ok(k.download(&acts.losses).iter().map(|&x| x as f64).sum::<f64>() as f32)
     }
 
-    fn forward_pass(&self, a: &mut Activations<K>) {
+    /// Embeddings, the blocks and ln_f: `a.lnf` holds the hidden state (B,T,C).
+    fn forward_body(&self, a: &mut Activations<K>) {
         let k = &self.backend;
         let cfg = &self.config;
-        let (b, t, c, nh, v) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let (b, t, c, nh) = (a.b, a.t, cfg.n_embd, cfg.n_head);
         let n = b * t;
         let p = &self.params;
         let eps = cfg.layer_norm_epsilon;
@@ -279,23 +367,37 @@ impl<K: Backend> Gpt2<K> {
         let last = a.blocks.last().map(|x| &x.res3).unwrap_or(&a.encoded);
         let f = ln_f(cfg.n_layer);
         k.layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[f], &p[f + 1], n, c, eps);
-        // logits (N,V) = lnf (N,C) · wteᵀ: the lm_head is tied to the token embedding.
-        k.matmul(&mut a.logits, &a.lnf, &p[WTE], None, Gemm::nt(n, v, c));
     }
 
-    /// Expects `a.logits` to hold dloss/dlogits already (the fused loss wrote it).
-    fn backward_pass(&mut self, a: &mut Activations<K>) {
+    /// logits (N,V) = lnf (N,C) · wteᵀ: the lm_head is tied to the token embedding.
+    fn lm_head(&self, a: &mut Activations<K>) {
+        let (n, c, v) = (a.b * a.t, self.config.n_embd, self.config.vocab_size);
+        self.backend.matmul(&mut a.logits, &a.lnf, &self.params[WTE], None, Gemm::nt(n, v, c));
+    }
+
+    /// From d loss / d logits in `a.logits` (the fused loss wrote it): the tied lm_head's
+    /// gradient into wte, and d loss / d hidden into the scratch `dbtc`.
+    fn lm_head_backward(&mut self, a: &mut Activations<K>) {
+        let k = &self.backend;
+        let (n, c, v) = (a.b * a.t, self.config.n_embd, self.config.vocab_size);
+        let g = self.grads.as_mut().expect("allocated by forward_backward");
+        let s = a.grad.as_mut().expect("allocated by ensure_grad");
+        // Tied lm_head: wte collects gradient from the logits here and from the encoder below.
+        k.matmul(&mut g[WTE], &a.logits, &a.lnf, None, Gemm::tn(v, c, n).acc());
+        k.matmul(&mut s.dbtc, &a.logits, &self.params[WTE], None, Gemm::nn(n, c, v));
+    }
+
+    /// The backward pass from d loss / d hidden (in the scratch `dbtc`) through ln_f, the
+    /// blocks and the embeddings, adding into every parameter's gradient.
+    fn backward_body(&mut self, a: &mut Activations<K>) {
         let k = &self.backend;
         let cfg = &self.config;
-        let (b, t, c, nh, v) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let (b, t, c, nh) = (a.b, a.t, cfg.n_embd, cfg.n_head);
         let n = b * t;
         let p = &self.params;
         let g = self.grads.as_mut().expect("allocated by forward_backward");
         let s = a.grad.as_mut().expect("allocated by ensure_grad");
         let f = ln_f(cfg.n_layer);
-        // Tied lm_head: wte collects gradient from the logits here and from the encoder below.
-        k.matmul(&mut g[WTE], &a.logits, &a.lnf, None, Gemm::tn(v, c, n).acc());
-        k.matmul(&mut s.dbtc, &a.logits, &p[WTE], None, Gemm::nn(n, c, v));
         // Layer norm accumulates into its input gradient (it is the residual stream's), so
         // the stream's gradient starts from zero here.
         k.zero(&mut s.dres);

@@ -7,6 +7,6 @@ pub mod gpt2;
 pub mod params;
 
 pub use config::Gpt2Config;
-pub use gpt2::{mean_weights, Gpt2};
+pub use gpt2::{mean_weights, Gpt2, HeadGrad, HiddenView};
 pub use params::ParamSpec;
 pub mod grn;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
-use super::device::Device;
+use super::device::{word_range, Device};
 use super::emu::{KernelArgs, Launch};
 use super::kernel_backend::KernelBackend;
 use super::kernels::{DevPtr, Launcher};
@@ -135,8 +135,7 @@ impl CudaDevice {
 
 /// The bounds of `words` words at `offset` in an allocation of `len`.
 fn range(what: &'static str, offset: usize, words: usize, len: usize) -> Result<std::ops::Range<usize>, CudaError> {
-    let end = offset.checked_add(words).filter(|&e| e <= len);
-    end.map(|e| offset..e).ok_or(CudaError::OutOfBounds(what, offset, words, len))
+    word_range(offset, words, len).ok_or(CudaError::OutOfBounds(what, offset, words, len))
 }
 
 impl Launcher for CudaDevice {

@@ -7,7 +7,7 @@
 
 use super::{EmuDevice, EmuError};
 use crate::backend::cpu::matmul;
-use crate::backend::device::Device;
+use crate::backend::device::{word_range, Device};
 use crate::backend::kernels::DevPtr;
 use crate::backend::Gemm;
 
@@ -62,8 +62,7 @@ impl Drop for EmuMem {
 
 /// An out-of-range copy: the emulator reports what the device would fault on.
 fn range(what: &'static str, offset: usize, words: usize, len: usize) -> Result<std::ops::Range<usize>, EmuError> {
-    let end = offset.checked_add(words).filter(|&e| e <= len);
-    end.map(|e| offset..e).ok_or(EmuError::OutOfBounds(what, offset, words, len))
+    word_range(offset, words, len).ok_or(EmuError::OutOfBounds(what, offset, words, len))
 }
 
 impl Device for EmuDevice {
