@@ -63,6 +63,9 @@ pub enum Error {
     /// an empty batch.
     #[error("{0}")]
     Invalid(String),
+    /// The run was stopped on request (Ctrl-C) after writing a checkpoint.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// The library's result type.

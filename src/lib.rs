@@ -25,6 +25,7 @@ pub mod model;
 pub mod optim;
 pub mod reward;
 pub mod rl;
+pub mod rollout;
 pub mod tokenizer;
 pub mod train;
 pub mod util;

@@ -246,8 +246,8 @@ fn bad_files_are_named_errors() {
         ("norm.yaml", "keys:\n  correctness: {weight: 1, normalize: zscore}\n", &["`correctness`", "zscore"]),
         ("clip.json", r#"{"keys": {"c": {"weight": 1, "clip": [1, -1]}}}"#, &["`c`", "lo > hi"]),
         ("policy.toml", "missing = \"ignore\"\n[keys]\na = 1\n", &["`missing`", "ignore"]),
-        ("mixer.ini", "correctness = 1\n", &["unknown reward mixer file format"]),
-        ("noext", "correctness: 1\n", &["unknown reward mixer file format"]),
+        ("mixer.ini", "correctness = 1\n", &["unknown config file format"]),
+        ("noext", "correctness: 1\n", &["unknown config file format"]),
     ];
     for (name, text, needles) in cases {
         let path = write(&dir, name, text);

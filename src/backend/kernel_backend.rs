@@ -416,6 +416,33 @@ impl<D: Device> Backend for KernelBackend<D> {
     ) {
         self.unsupported("attention_backward")
     }
+    fn encoder_forward_at(
+        &self,
+        _out: &mut DeviceBuf<D>,
+        _ids: &DeviceBuf<D>,
+        _pos: &DeviceBuf<D>,
+        _wte: &DeviceBuf<D>,
+        _wpe: &DeviceBuf<D>,
+        _rows: usize,
+        _c: usize,
+    ) {
+        self.unsupported("encoder_forward_at")
+    }
+    fn attention_cached(
+        &self,
+        _out: &mut DeviceBuf<D>,
+        _k_cache: &mut DeviceBuf<D>,
+        _v_cache: &mut DeviceBuf<D>,
+        _qkv: &DeviceBuf<D>,
+        _seq: &DeviceBuf<D>,
+        _pos: &DeviceBuf<D>,
+        _rows: usize,
+        _t_max: usize,
+        _nh: usize,
+        _c: usize,
+    ) {
+        self.unsupported("attention_cached")
+    }
     fn gelu_forward(&self, _out: &mut DeviceBuf<D>, _inp: &DeviceBuf<D>) {
         self.unsupported("gelu_forward")
     }

@@ -362,6 +362,44 @@ pub trait Backend: Clone + Send + Sync {
         nh: usize,
         c: usize,
     );
+    /// Token + position embedding of R independent rows, each at its own position:
+    /// `out (R,C) = wte[ids[r]] + wpe[pos[r]]` with `ids`, `pos` (R). Generation feeds every
+    /// sequence at its own position (prompts differ in length), so positions cannot be
+    /// implied by a (B,T) layout as in [`Backend::encoder_forward`].
+    fn encoder_forward_at(
+        &self,
+        out: &mut Self::Buf,
+        ids: &Self::Ids,
+        pos: &Self::Ids,
+        wte: &Self::Buf,
+        wpe: &Self::Buf,
+        rows: usize,
+        c: usize,
+    );
+    /// Causal multi-head self-attention of R new rows against a KV cache, for generation.
+    /// Row r is position `pos[r]` of cache sequence `seq[r]` (`seq`, `pos`: R); `qkv (R,3C)`
+    /// holds its q, k, v in [`Backend::attention_forward`]'s layout; the caches are
+    /// `k_cache`, `v_cache` (B, T_max, C), head h owning channels h·HS..(h+1)·HS.
+    ///
+    /// Two phases: first every row's k and v are **stored** at slot (`seq[r]`, `pos[r]`) of the
+    /// caches; then row r's q attends over slots `0..=pos[r]` of its sequence and writes
+    /// `out (R,C)`. So one call can prefill many positions of a sequence (they see each
+    /// other's keys causally) or decode one token per sequence; slots past `pos[r]`, which may
+    /// hold stale values from padding or an earlier use, are never read. The (seq, pos) pairs
+    /// of one call must be distinct, with seq < B and pos < T_max.
+    fn attention_cached(
+        &self,
+        out: &mut Self::Buf,
+        k_cache: &mut Self::Buf,
+        v_cache: &mut Self::Buf,
+        qkv: &Self::Buf,
+        seq: &Self::Ids,
+        pos: &Self::Ids,
+        rows: usize,
+        t_max: usize,
+        nh: usize,
+        c: usize,
+    );
     /// GPT-2's tanh-approximated GELU, elementwise.
     fn gelu_forward(&self, out: &mut Self::Buf, inp: &Self::Buf);
     /// In place: `d = d · gelu'(inp)`.

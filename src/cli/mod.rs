@@ -2,8 +2,11 @@
 
 mod bench;
 mod device;
+mod eval;
+mod generate;
 mod selftest;
 mod sft;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -17,25 +20,40 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// DAPO / GRPO reinforcement learning on a task file (or, with no arguments, the built-in
+    /// addition task: a tiny GPT-2, a short SFT warm start, then RL).
+    Train(train::TrainArgs),
     /// Supervised fine-tuning on a JSONL or text file (or a built-in arithmetic task).
     Sft(sft::SftArgs),
     /// Time a GPT-2 forward+backward pass on the CPU, or the fused kernels on a GPU / the emulator.
     Bench(bench::BenchArgs),
+    /// Sample completions from a local checkpoint; prints one JSON line per completion.
+    Generate(generate::GenerateArgs),
+    /// Greedy accuracy of a local checkpoint on a task file (math scorer or an external one).
+    Eval(eval::EvalArgs),
     /// Compare every device kernel with the CPU oracle (GPU, or the emulator) and print a table.
     Selftest(selftest::SelftestArgs),
 }
 
 /// Parses the process arguments, runs the command and returns the exit code: 0 on success,
-/// 1 when the command fails (the error is printed), 2 for usage errors (clap's convention).
+/// 1 when the command fails (the error is printed), 2 for usage errors (clap's convention),
+/// 130 when a run was interrupted (Ctrl-C) after saving a checkpoint.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => train::run(a),
         Command::Sft(a) => sft::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Selftest(a) => selftest::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => 0,
+        Err(e @ crate::error::Error::Interrupted(_)) => {
+            eprintln!("{e}");
+            130
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1

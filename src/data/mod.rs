@@ -9,6 +9,8 @@ pub mod arithmetic;
 mod batch;
 mod jsonl;
 mod sft;
+pub mod tasks;
 
 pub use batch::Batch;
 pub use sft::{Example, SftDataset};
+pub use tasks::{Task, TaskDataset};

@@ -3,6 +3,7 @@
 
 use super::activations::Activations;
 use super::config::Gpt2Config;
+use super::kv_cache::KvCache;
 use super::params::{block, init_params, ln_f, param_specs, BlockParam as P, ParamSpec, WPE, WTE};
 use crate::backend::{Backend, Gemm};
 use crate::error::{Error, Result};
@@ -446,4 +447,140 @@ fn two_mut<T>(xs: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     debug_assert!(i < j);
     let (lo, hi) = xs.split_at_mut(j);
     (&mut lo[i], &mut hi[0])
+}
+
+/// KV-cache generation: a prefill of the prompts, then one decode step per new token. The
+/// passes run the same per-layer ops as [`Gpt2::forward`], with [`Backend::attention_cached`]
+/// in place of the training attention, and keep nothing for a backward pass.
+impl<K: Backend> Gpt2<K> {
+    /// An empty KV cache for `b` sequences of up to `t_max` positions (at most n_positions).
+    /// It holds 2 · n_layer · B · T_max · C values.
+    pub fn kv_cache(&self, b: usize, t_max: usize) -> Result<KvCache<K>> {
+        if b == 0 || t_max == 0 {
+            return Err(Error::Invalid(format!("empty KV cache: B={b}, T_max={t_max}")));
+        }
+        if t_max > self.config.n_positions {
+            return Err(Error::Invalid(format!(
+                "KV cache length {t_max} exceeds the model's n_positions {}",
+                self.config.n_positions
+            )));
+        }
+        Ok(KvCache::new(&self.backend, &self.config, b, t_max))
+    }
+
+    /// Runs every prompt through the model, filling sequence i of the cache with prompt i
+    /// (B = `prompts.len()` must equal the cache's batch; anything cached before is
+    /// discarded). Returns the logits (B,V) at each prompt's last position: the distribution
+    /// of its first new token. Prompts are packed back to back, so ragged lengths cost no
+    /// padding.
+    pub fn prefill(&self, cache: &mut KvCache<K>, prompts: &[Vec<u32>]) -> Result<Vec<f32>> {
+        if prompts.len() != cache.b {
+            return Err(Error::Invalid(format!("{} prompts for a KV cache of {} sequences", prompts.len(), cache.b)));
+        }
+        let (mut ids, mut seq, mut pos, mut last) = (vec![], vec![], vec![], vec![]);
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() || p.len() > cache.t_max {
+                return Err(Error::Invalid(format!(
+                    "prompt {i} has {} tokens; a prompt needs 1 to {} (the KV cache's length)",
+                    p.len(),
+                    cache.t_max
+                )));
+            }
+            self.check_token_ids(&format!("prompt {i}"), p)?;
+            ids.extend_from_slice(p);
+            seq.extend(std::iter::repeat(i as u32).take(p.len()));
+            pos.extend(0..p.len() as u32);
+            last.push(ids.len() - 1);
+        }
+        cache.lens.iter_mut().zip(prompts).for_each(|(l, p)| *l = p.len());
+        Ok(self.forward_rows(cache, &ids, &seq, &pos, &last))
+    }
+
+    /// Feeds `tokens[j]` to sequence `seqs[j]` at its next position (after its prompt and the
+    /// tokens fed before) and returns the logits (len, V) there, row j for `seqs[j]`.
+    /// Sequences not listed (finished ones) cost nothing. `seqs` must be distinct.
+    pub fn decode_step(&self, cache: &mut KvCache<K>, seqs: &[usize], tokens: &[u32]) -> Result<Vec<f32>> {
+        if seqs.is_empty() || seqs.len() != tokens.len() {
+            return Err(Error::Invalid(format!(
+                "decode step with {} sequences and {} tokens (need the same, non-zero number)",
+                seqs.len(),
+                tokens.len()
+            )));
+        }
+        let mut seen = vec![false; cache.b];
+        for &s in seqs {
+            if s >= cache.b || std::mem::replace(&mut seen[s], true) {
+                return Err(Error::Invalid(format!(
+                    "decode step: sequence {s} is out of range for a KV cache of {} or listed twice",
+                    cache.b
+                )));
+            }
+            if cache.lens[s] == 0 || cache.lens[s] >= cache.t_max {
+                return Err(Error::Invalid(format!(
+                    "decode step: sequence {s} has {} cached positions; it needs a prefill and room below {}",
+                    cache.lens[s], cache.t_max
+                )));
+            }
+        }
+        self.check_token_ids("decode step", tokens)?;
+        let seq: Vec<u32> = seqs.iter().map(|&s| s as u32).collect();
+        let pos: Vec<u32> = seqs.iter().map(|&s| cache.lens[s] as u32).collect();
+        seqs.iter().for_each(|&s| cache.lens[s] += 1);
+        let all: Vec<usize> = (0..seqs.len()).collect();
+        Ok(self.forward_rows(cache, tokens, &seq, &pos, &all))
+    }
+
+    fn check_token_ids(&self, what: &str, ids: &[u32]) -> Result<()> {
+        let v = self.config.vocab_size;
+        match ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
+            Some((i, id)) => {
+                Err(Error::Invalid(format!("{what}: token id {id} at position {i} is out of range for vocab_size {v}")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// One cached pass over rows (ids, seq, pos), validated by the caller; returns the logits
+    /// (S,V) of rows `out` (S of them, in that order).
+    fn forward_rows(&self, cache: &mut KvCache<K>, ids: &[u32], seq: &[u32], pos: &[u32], out: &[usize]) -> Vec<f32> {
+        let k = &self.backend;
+        let cfg = &self.config;
+        let (r, c, nh, v) = (ids.len(), cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let p = &self.params;
+        let eps = cfg.layer_norm_epsilon;
+        let t_max = cache.t_max;
+        cache.scratch(k, cfg, r, out.len());
+        let KvCache { k: kc, v: vc, scratch, .. } = cache;
+        let s = scratch.as_mut().expect("allocated above");
+        k.write_ids(&mut s.ids, ids);
+        k.write_ids(&mut s.seq, seq);
+        k.write_ids(&mut s.pos, pos);
+        k.encoder_forward_at(&mut s.x, &s.ids, &s.pos, &p[WTE], &p[WPE], r, c);
+        for l in 0..cfg.n_layer {
+            let w = |q: P| &p[block(l, q)];
+            k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, w(P::Ln1W), w(P::Ln1B), r, c, eps);
+            k.matmul(&mut s.qkv, &s.ln, w(P::QkvW), Some(w(P::QkvB)), Gemm::nn(r, 3 * c, c));
+            k.attention_cached(&mut s.atty, &mut kc[l], &mut vc[l], &s.qkv, &s.seq, &s.pos, r, t_max, nh, c);
+            // x += atty·W + bias: the same sum forward_body forms on a copy of the residual.
+            k.matmul(&mut s.x, &s.atty, w(P::AttnProjW), Some(w(P::AttnProjB)), Gemm::nn(r, c, c).acc());
+            k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, w(P::Ln2W), w(P::Ln2B), r, c, eps);
+            k.matmul(&mut s.fch, &s.ln, w(P::FcW), Some(w(P::FcB)), Gemm::nn(r, 4 * c, c));
+            k.gelu_forward(&mut s.fch_gelu, &s.fch);
+            k.matmul(&mut s.x, &s.fch_gelu, w(P::FcProjW), Some(w(P::FcProjB)), Gemm::nn(r, c, 4 * c).acc());
+        }
+        let f = ln_f(cfg.n_layer);
+        k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, &p[f], &p[f + 1], r, c, eps);
+        // Only the wanted rows go through the (C → V) lm_head: a prefill needs one row per
+        // prompt, not one per prompt token.
+        let hidden = if out.iter().copied().eq(0..r) {
+            &s.ln
+        } else {
+            for (j, &row) in out.iter().enumerate() {
+                k.copy_range(&mut s.sel, j * c, &s.ln, row * c, c);
+            }
+            &s.sel
+        };
+        k.matmul(&mut s.logits, hidden, &p[WTE], None, Gemm::nt(out.len(), v, c));
+        k.download(&s.logits)
+    }
 }

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::model::Gpt2;
 
 /// AdamW hyperparameters (the learning rate comes from the schedule at each step).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdamWConfig {
     /// First-moment decay.
     pub beta1: f32,

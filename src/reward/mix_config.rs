@@ -280,7 +280,7 @@ impl ConfigFormat {
             Some("toml") => Ok(ConfigFormat::Toml),
             _ => Err(Error::config(
                 path,
-                "unknown reward mixer file format: the extension must be .yaml, .yml, .json or .toml",
+                "unknown config file format: the extension must be .yaml, .yml, .json or .toml",
             )),
         }
     }

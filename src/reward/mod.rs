@@ -8,14 +8,20 @@
 //! completion, which the advantage computation in [`crate::rl`] consumes. The mixer's file
 //! format and exact semantics are documented in [`mix_config`].
 
+pub mod external;
 pub mod feedback;
+pub mod judge;
 pub mod mapping;
+pub mod math;
 pub mod mix_config;
 pub mod mixer;
 pub mod scorer;
 
+pub use external::ExternalScorer;
 pub use feedback::{group_sizes_by_prompt, GepaFeedback};
+pub use judge::JudgeScorer;
 pub use mapping::FeedbackMapping;
+pub use math::MathScorer;
 pub use mix_config::{ConfigFormat, KeyConfig, MixMode, MixerConfig, Normalize, ValuePolicy};
 pub use mixer::{MixStats, MixerState, RewardMixer, RunningStats};
 pub use scorer::{score_checked, ExactMatchScorer, FnScorer, Metrics, ScoreInput, Scorer};

@@ -9,6 +9,7 @@ mod cross_entropy;
 mod encoder;
 mod fastmath;
 mod gelu;
+mod generation;
 mod layernorm;
 mod logprob;
 pub(crate) mod matmul;
@@ -198,6 +199,54 @@ impl Backend for CpuBackend {
             "attention_backward: buffer sizes do not match B={b} T={t} NH={nh} C={c}"
         );
         self.run(|| attention::attention_backward(dqkv, dout, qkv, out, lse, b, t, nh, c));
+    }
+    fn encoder_forward_at(
+        &self,
+        out: &mut Vec<f32>,
+        ids: &Vec<u32>,
+        pos: &Vec<u32>,
+        wte: &Vec<f32>,
+        wpe: &Vec<f32>,
+        rows: usize,
+        c: usize,
+    ) {
+        assert!(
+            out.len() == rows * c
+                && ids.len() == rows
+                && pos.len() == rows
+                && ids.iter().all(|&i| (i as usize + 1) * c <= wte.len())
+                && pos.iter().all(|&p| (p as usize + 1) * c <= wpe.len()),
+            "encoder_forward_at: buffer sizes, ids or positions do not match R={rows} C={c}"
+        );
+        self.run(|| generation::encoder_forward_at(out, ids, pos, wte, wpe, c));
+    }
+    fn attention_cached(
+        &self,
+        out: &mut Vec<f32>,
+        k_cache: &mut Vec<f32>,
+        v_cache: &mut Vec<f32>,
+        qkv: &Vec<f32>,
+        seq: &Vec<u32>,
+        pos: &Vec<u32>,
+        rows: usize,
+        t_max: usize,
+        nh: usize,
+        c: usize,
+    ) {
+        let b = k_cache.len().checked_div(t_max * c).unwrap_or(0);
+        assert!(
+            nh > 0
+                && c % nh == 0
+                && out.len() == rows * c
+                && qkv.len() == rows * 3 * c
+                && seq.len() == rows
+                && pos.len() == rows
+                && k_cache.len() == b * t_max * c
+                && v_cache.len() == k_cache.len()
+                && seq.iter().zip(pos).all(|(&s, &p)| (s as usize) < b && (p as usize) < t_max),
+            "attention_cached: buffer sizes, sequences or positions do not match R={rows} T_max={t_max} NH={nh} C={c}"
+        );
+        self.run(|| generation::attention_cached(out, k_cache, v_cache, qkv, seq, pos, t_max, nh, c));
     }
     fn gelu_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>) {
         self.run(|| gelu::gelu_forward(out, inp));

@@ -1,0 +1,183 @@
+//! `dapo eval`: greedy completions of a task file's prompts from a local checkpoint, scored
+//! like `dapo train` scores its held-out split (the built-in math scorer, or an external
+//! command), with the accuracy (mean `correctness`) and the mean of every metric printed, and
+//! optionally every task's completion and metrics written as JSONL.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::device::{cpu_backend, Device};
+use super::generate::{completion_text, finish_name, load_checkpoint};
+use crate::data::TaskDataset;
+use crate::error::{Error, Result};
+use crate::reward::{score_checked, ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, ScoreInput, Scorer};
+use crate::rollout::{generate, RolloutKey, SamplingConfig};
+
+/// Prompts per `generate` call: bounds the KV cache on long task files.
+const BATCH: usize = 256;
+
+/// Arguments of `dapo eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint: a local transformers GPT-2 directory (config.json, model.safetensors,
+    /// tokenizer.json). Nothing is downloaded.
+    #[arg(long)]
+    model: PathBuf,
+    /// Task file: JSONL, one {"prompt", "answer", "task_id"} a line (the format of `dapo train`).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Evaluate only the first N tasks (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Most tokens generated per completion; decoding also stops at <|endoftext|>.
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// Also report the mean mixed reward under these mixer weights (YAML, JSON or TOML); the
+    /// whole evaluation is mixed as one group.
+    #[arg(long)]
+    reward_mixer: Option<PathBuf>,
+    /// An external scorer: a command that reads JSONL requests on stdin and prints one JSON
+    /// reward dict per completion (docs/external_scorer.md). Default: the built-in math scorer.
+    #[arg(long)]
+    scorer_cmd: Option<String>,
+    /// Backend: auto, cpu (generation runs on the CPU until GPT-2's layer ops have CUDA kernels).
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    /// CPU worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write one JSON line per task: prompt, answer, completion, finish, tokens, metrics (and
+    /// reward with --reward-mixer).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// Runs `dapo eval`.
+pub fn run(a: EvalArgs) -> Result<()> {
+    let mut data = TaskDataset::load(&a.dataset, false)?;
+    if let Some(n) = a.limit {
+        if n == 0 {
+            return Err(Error::Invalid("--limit must be at least 1".into()));
+        }
+        data.tasks.truncate(n);
+    }
+    let mut scorer: Box<dyn Scorer> = match &a.scorer_cmd {
+        Some(c) => Box::new(ExternalScorer::from_command_line(c)?),
+        None => Box::new(MathScorer),
+    };
+    let mut mixer = a.reward_mixer.as_ref().map(RewardMixer::from_file).transpose()?;
+    // A weight no metric can satisfy is reported before any generation, as `dapo train` does.
+    if let (Some(m), Some(names)) = (&mixer, scorer.metric_names()) {
+        m.check_keys(names.iter().map(String::as_str))?;
+    }
+    let k = cpu_backend(a.device, a.threads, "eval")?;
+    let (mut model, tok) = load_checkpoint(&a.model, k)?;
+    let eos = tok.eos_id();
+    let cfg = SamplingConfig {
+        temperature: 0.0,
+        max_new_tokens: a.max_new_tokens,
+        stop_token_ids: eos.into_iter().collect(),
+        ..SamplingConfig::default()
+    };
+    cfg.validate()?;
+    let prompts: Vec<Vec<u32>> = data
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tok.encode(&t.prompt).map_err(|e| Error::Invalid(format!("task {i} ({:?}): {e}", t.prompt))))
+        .collect::<Result<_>>()?;
+
+    let start = Instant::now();
+    let (mut completions, mut scored, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, chunk) in prompts.chunks(BATCH).enumerate() {
+        // Greedy decoding draws no random numbers; the key only satisfies the signature.
+        let cs = generate(&mut model, chunk, &cfg, RolloutKey { seed: 0, step: b as u64 }, None)?;
+        // The scorer sees the text exactly as in `dapo train` (the EOS marker included), so
+        // the numbers match its held-out accuracy.
+        let texts: Vec<String> = cs.iter().map(|c| tok.decode(&c.tokens)).collect::<Result<_>>()?;
+        let inputs: Vec<ScoreInput<'_>> = cs
+            .iter()
+            .zip(&texts)
+            .map(|(c, t)| {
+                let task = &data.tasks[b * BATCH + c.prompt_index];
+                ScoreInput { prompt: &task.prompt, completion: t, metadata: &task.record }
+            })
+            .collect();
+        metrics.extend(score_checked(scorer.as_mut(), &inputs)?);
+        for c in cs {
+            scored.push(completion_text(&tok, &c, eos, &[])?);
+            completions.push(c);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+
+    let rewards = match mixer.as_mut() {
+        Some(m) => {
+            let mapping = FeedbackMapping::identity();
+            let feedback = metrics
+                .iter()
+                .zip(&data.tasks)
+                .enumerate()
+                .map(|(i, (m, t))| mapping.apply(m, &t.task_id, i as u64, 0))
+                .collect::<Result<Vec<_>>>()?;
+            Some(m.mix(&feedback, &[feedback.len()])?.0)
+        }
+        None => None,
+    };
+
+    if let Some(path) = &a.output {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?);
+        for (i, ((task, c), m)) in data.tasks.iter().zip(&completions).zip(&metrics).enumerate() {
+            let mut line = json!({
+                "index": i,
+                "prompt": task.prompt,
+                "answer": task.record.get("answer"),
+                "completion": scored[i],
+                "finish": finish_name(c.finish),
+                "tokens": c.tokens.len(),
+                "metrics": m,
+            });
+            if let Some(r) = &rewards {
+                line["reward"] = json!(r[i]);
+            }
+            writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
+        }
+        f.flush().map_err(|e| Error::io(path, e))?;
+    }
+
+    // Means over the completions that report each metric (an external scorer may omit some).
+    let mut sums: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    for m in &metrics {
+        for (key, v) in m {
+            let e = sums.entry(key.as_str()).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    let n = data.tasks.len();
+    let tokens: usize = completions.iter().map(|c| c.tokens.len()).sum();
+    eprintln!(
+        "eval: {n} tasks of {} with {} in {secs:.1}s ({:.0} generated tokens/s)",
+        a.dataset.display(),
+        a.model.display(),
+        tokens as f64 / secs.max(1e-9)
+    );
+    match sums.get("correctness") {
+        Some(&(s, c)) => println!("accuracy={:.4} n={n}", s / c as f64),
+        None => println!("accuracy=n/a n={n} (the scorer reports no `correctness`)"),
+    }
+    for (key, (s, c)) in &sums {
+        println!("mean {key}={:.4}", s / *c as f64);
+    }
+    if let Some(r) = &rewards {
+        println!("mean reward={:.4}", r.iter().sum::<f64>() / r.len().max(1) as f64);
+    }
+    if let Some(p) = &a.output {
+        eprintln!("per-task results: {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `dapo generate`: sample completions from a local checkpoint and print them as JSON lines,
+//! one per completion: `{"prompt", "completion", "tokens", "finish", "logprob_sum"}`.
+//!
+//! Sequences are generated in chunks of [`CHUNK`]; sequence `g` (prompt `g / num_samples`,
+//! sample `g % num_samples`) draws its tokens with the key `(seed, g / CHUNK)` at index
+//! `g % CHUNK`, so the output is a pure function of the prompts, the flags and the seed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::device::{cpu_backend, Device};
+use crate::backend::cpu::CpuBackend;
+use crate::checkpoint::load_model;
+use crate::data::TaskDataset;
+use crate::error::{Error, Result};
+use crate::model::Gpt2;
+use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
+use crate::tokenizer::Tokenizer;
+
+/// Sequences per `generate` call: bounds the KV cache on long prompt files.
+const CHUNK: usize = 64;
+
+/// Arguments of `dapo generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// Checkpoint: a local transformers GPT-2 directory (config.json, model.safetensors,
+    /// tokenizer.json), e.g. runs/sft/checkpoint-1000. Nothing is downloaded.
+    #[arg(long)]
+    model: PathBuf,
+    /// A prompt to continue (repeat the flag for several).
+    #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+    prompt: Vec<String>,
+    /// A JSONL file of prompts, one {"prompt": ...} a line (other fields are ignored).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Most tokens generated per completion (the stop token included).
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy decoding (then --top-k and --top-p do nothing).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Sample from the k most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens holding this much probability (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Completions per prompt.
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+    /// Stop a completion once its text contains this string (repeatable); the printed
+    /// completion is cut before it. Generation always stops at the tokenizer's <|endoftext|>.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Seed of the sampler: the same seed and flags give the same completions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Backend: auto, cpu (generation runs on the CPU until GPT-2's layer ops have CUDA kernels).
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    /// CPU worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `--model` must name a local checkpoint; a bare name that does not exist (`gpt2`,
+/// `distilgpt2`) is most likely a Hugging Face hub name, so say that nothing is downloaded.
+pub(super) fn check_local_model(dir: &Path) -> Result<()> {
+    let s = dir.to_string_lossy();
+    if !dir.exists() && !s.contains('/') && !s.contains('.') {
+        return Err(Error::Invalid(format!(
+            "--model {s}: no such directory; `{s}` looks like a Hugging Face hub name, but nothing is downloaded: \
+             save the model once with transformers (`save_pretrained(dir)` for the model and the tokenizer) and \
+             pass that directory"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the checkpoint directory and its tokenizer onto the CPU backend.
+pub(super) fn load_checkpoint(dir: &Path, k: CpuBackend) -> Result<(Gpt2<CpuBackend>, Tokenizer)> {
+    check_local_model(dir)?;
+    let model = load_model(dir, k)?;
+    let tok = Tokenizer::from_dir(dir)?;
+    if tok.vocab_size() > model.config().vocab_size {
+        return Err(Error::Invalid(format!(
+            "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
+            dir.display(),
+            tok.vocab_size(),
+            model.config().vocab_size
+        )));
+    }
+    Ok((model, tok))
+}
+
+/// The JSON name of a finish reason (the API's snake_case, not the Rust variant).
+pub(super) fn finish_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::StopToken => "stop_token",
+        FinishReason::StopString => "stop_string",
+        FinishReason::Length => "length",
+    }
+}
+
+/// The completion's text: the EOS stop token left out, and cut before the first stop string.
+pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, eos: Option<u32>, stops: &[String]) -> Result<String> {
+    let ids = match (c.finish, c.tokens.split_last()) {
+        (FinishReason::StopToken, Some((&last, rest))) if Some(last) == eos => rest,
+        _ => &c.tokens[..],
+    };
+    let mut text = tok.decode(ids)?;
+    if c.finish == FinishReason::StopString {
+        if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+        }
+    }
+    Ok(text)
+}
+
+/// Runs `dapo generate`.
+pub fn run(a: GenerateArgs) -> Result<()> {
+    if a.num_samples == 0 {
+        return Err(Error::Invalid("--num-samples must be at least 1".into()));
+    }
+    let texts: Vec<String> = match &a.prompts {
+        Some(p) => TaskDataset::load(p, false)?.tasks.into_iter().map(|t| t.prompt).collect(),
+        None => a.prompt.clone(),
+    };
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(Error::Invalid(format!("prompt {i} is empty: the model needs at least one token to continue")));
+    }
+    let k = cpu_backend(a.device, a.threads, "generate")?;
+    let (mut model, tok) = load_checkpoint(&a.model, k)?;
+    let eos = tok.eos_id();
+    let cfg = SamplingConfig {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        max_new_tokens: a.max_new_tokens,
+        stop_token_ids: eos.into_iter().collect(),
+        stop_strings: a.stop.clone(),
+    };
+    cfg.validate()?;
+    let encoded: Vec<Vec<u32>> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tok.encode(t).map_err(|e| Error::Invalid(format!("prompt {i} ({t:?}): {e}"))))
+        .collect::<Result<_>>()?;
+    // Sequence g is sample g % num_samples of prompt g / num_samples.
+    let seqs: Vec<usize> = (0..texts.len() * a.num_samples).map(|g| g / a.num_samples).collect();
+    let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (chunk, owners) in seqs.chunks(CHUNK).enumerate() {
+        let prompts: Vec<Vec<u32>> = owners.iter().map(|&p| encoded[p].clone()).collect();
+        let key = RolloutKey { seed: a.seed, step: chunk as u64 };
+        let completions = generate(&mut model, &prompts, &cfg, key, Some(&decode))?;
+        for c in &completions {
+            let line = json!({
+                "prompt": texts[owners[c.prompt_index]],
+                "completion": completion_text(&tok, c, eos, &cfg.stop_strings)?,
+                "tokens": c.tokens.len(),
+                "finish": finish_name(c.finish),
+                "logprob_sum": c.logprobs.iter().map(|&x| f64::from(x)).sum::<f64>(),
+            });
+            match writeln!(out, "{line}") {
+                // A closed pipe (`| head`) means the reader has what it wants.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r.map_err(|e| Error::io("<stdout>", e))?,
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,129 @@
+//! The key/value cache of batched generation, and the row-sized buffers its forward passes
+//! reuse.
+//!
+//! A prefill or decode pass processes R rows, each one token of one sequence at its own
+//! position: a prefill packs every prompt's tokens back to back (no padding, so no work is
+//! spent on pad positions), a decode step has one row per unfinished sequence (finished
+//! sequences drop out). Each layer's attention stores the rows' keys and values at
+//! (sequence, position) and attends over the sequence's cached prefix.
+
+use super::config::Gpt2Config;
+use crate::backend::Backend;
+
+/// Per-layer keys and values for B sequences of up to T_max positions, and how many
+/// positions of each sequence are filled. Made by [`Gpt2::kv_cache`](super::Gpt2::kv_cache).
+pub struct KvCache<K: Backend> {
+    pub(crate) b: usize,
+    pub(crate) t_max: usize,
+    /// Keys per layer, (B, T_max, C).
+    pub(crate) k: Vec<K::Buf>,
+    /// Values per layer, (B, T_max, C).
+    pub(crate) v: Vec<K::Buf>,
+    /// Filled positions per sequence: the next token of sequence s goes to position `lens[s]`.
+    pub(crate) lens: Vec<usize>,
+    pub(crate) scratch: Option<RowScratch<K>>,
+}
+
+impl<K: Backend> KvCache<K> {
+    /// An empty cache (every sequence at length 0).
+    pub(crate) fn new(k: &K, cfg: &Gpt2Config, b: usize, t_max: usize) -> Self {
+        let per_layer = b * t_max * cfg.n_embd;
+        KvCache {
+            b,
+            t_max,
+            k: (0..cfg.n_layer).map(|_| k.alloc(per_layer)).collect(),
+            v: (0..cfg.n_layer).map(|_| k.alloc(per_layer)).collect(),
+            lens: vec![0; b],
+            scratch: None,
+        }
+    }
+
+    /// B: the number of sequences.
+    pub fn batch(&self) -> usize {
+        self.b
+    }
+
+    /// T_max: positions per sequence.
+    pub fn capacity(&self) -> usize {
+        self.t_max
+    }
+
+    /// Filled positions of sequence `s` (its prompt plus the tokens fed so far).
+    pub fn len(&self, s: usize) -> usize {
+        self.lens[s]
+    }
+
+    /// True when no sequence has any position filled.
+    pub fn is_empty(&self) -> bool {
+        self.lens.iter().all(|&l| l == 0)
+    }
+
+    /// The buffers for a pass of `rows` rows that returns logits for `out_rows` of them,
+    /// reallocated only when either count changes (a decode step's row count drops only when
+    /// a sequence finishes).
+    pub(crate) fn scratch(&mut self, k: &K, cfg: &Gpt2Config, rows: usize, out_rows: usize) -> &mut RowScratch<K> {
+        let fits = self.scratch.as_ref().is_some_and(|s| s.rows == rows && s.out_rows == out_rows);
+        if !fits {
+            self.scratch = Some(RowScratch::new(k, cfg, rows, out_rows));
+        }
+        self.scratch.as_mut().expect("allocated above")
+    }
+}
+
+/// The activations of one cached pass over R rows. Nothing is kept for a backward pass, so
+/// one set of buffers serves every layer.
+pub(crate) struct RowScratch<K: Backend> {
+    /// R.
+    pub rows: usize,
+    /// S: rows whose logits are wanted.
+    pub out_rows: usize,
+    /// Token ids (R).
+    pub ids: K::Ids,
+    /// Cache sequence of each row (R).
+    pub seq: K::Ids,
+    /// Position of each row (R).
+    pub pos: K::Ids,
+    /// The residual stream (R,C), updated in place layer by layer.
+    pub x: K::Buf,
+    /// Layer-norm output (R,C).
+    pub ln: K::Buf,
+    /// Layer-norm row statistics (R), required by the op, unused here.
+    pub mean: K::Buf,
+    /// Layer-norm row 1/std (R).
+    pub rstd: K::Buf,
+    /// c_attn output (R,3C).
+    pub qkv: K::Buf,
+    /// Attention output before c_proj (R,C).
+    pub atty: K::Buf,
+    /// c_fc output (R,4C).
+    pub fch: K::Buf,
+    /// GELU output (R,4C).
+    pub fch_gelu: K::Buf,
+    /// The final hidden state of the wanted rows (S,C).
+    pub sel: K::Buf,
+    /// Their logits (S,V).
+    pub logits: K::Buf,
+}
+
+impl<K: Backend> RowScratch<K> {
+    fn new(k: &K, cfg: &Gpt2Config, rows: usize, out_rows: usize) -> Self {
+        let (r, c) = (rows, cfg.n_embd);
+        RowScratch {
+            rows,
+            out_rows,
+            ids: k.upload_ids(&vec![0; r]),
+            seq: k.upload_ids(&vec![0; r]),
+            pos: k.upload_ids(&vec![0; r]),
+            x: k.alloc(r * c),
+            ln: k.alloc(r * c),
+            mean: k.alloc(r),
+            rstd: k.alloc(r),
+            qkv: k.alloc(r * 3 * c),
+            atty: k.alloc(r * c),
+            fch: k.alloc(r * 4 * c),
+            fch_gelu: k.alloc(r * 4 * c),
+            sel: k.alloc(out_rows * c),
+            logits: k.alloc(out_rows * cfg.vocab_size),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Batched generation with a KV cache: the rollouts of RL training.
+//!
+//! [`generate`] samples one completion per prompt (the trainer passes each prompt G times).
+//! All prompts are prefilled in one pass, then each decode step feeds one token per
+//! unfinished sequence; a sequence leaves the batch as soon as it finishes, so finished
+//! sequences cost nothing. Every token's log-probability under the sampling policy is
+//! recorded for the policy-gradient ratio.
+//!
+//! Reproducibility: the uniform behind token j of completion i is
+//! `counter_rng::uniform(seed, step, i, j)` ([`crate::util::counter_rng::uniform`]), a pure
+//! function of those four numbers. A completion therefore depends only on its prompt, its
+//! index and the key, never on the other sequences in the batch or the order in which they
+//! finish (up to floating-point differences in the logits themselves, which on the CPU can
+//! come from the matmul's blocking for a different number of rows).
+
+pub mod sampler;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::Gpt2;
+use crate::util::counter_rng;
+
+/// How to sample. temperature 0 = greedy (argmax; top-k/top-p ignored).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SamplingConfig {
+    /// Divides the logits; 0 means greedy.
+    pub temperature: f32,
+    /// Keep only the k most probable tokens; 0 = off.
+    pub top_k: usize,
+    /// Keep the smallest most-probable set with this much mass; 1.0 = off.
+    pub top_p: f32,
+    /// At most this many new tokens per completion.
+    pub max_new_tokens: usize,
+    /// Stop after sampling any of these tokens (the token is kept in the completion).
+    pub stop_token_ids: Vec<u32>,
+    /// Stop once the decoded completion contains any of these strings (the token that
+    /// completed it is kept). Needs a `decode` function in [`generate`].
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for SamplingConfig {
+    /// Plain sampling at temperature 1, 16 new tokens, no stops.
+    fn default() -> Self {
+        SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            max_new_tokens: 16,
+            stop_token_ids: vec![],
+            stop_strings: vec![],
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// Checks temperature ≥ 0 and finite, top_p in (0, 1], max_new_tokens ≥ 1 and no empty
+    /// stop string.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Invalid(format!("sampling config: {msg}")));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be finite and ≥ 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if self.max_new_tokens == 0 {
+            return bad("max_new_tokens must be at least 1".into());
+        }
+        if let Some(i) = self.stop_strings.iter().position(|s| s.is_empty()) {
+            return bad(format!("stop string {i} is empty (it would stop every completion at once)"));
+        }
+        Ok(())
+    }
+}
+
+/// The RNG key of one generate call; sequence index and position complete the counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolloutKey {
+    /// The run's seed.
+    pub seed: u64,
+    /// The training step (so every step draws fresh completions).
+    pub step: u64,
+}
+
+/// Why a completion ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum FinishReason {
+    /// It sampled one of the stop tokens.
+    StopToken,
+    /// Its text came to contain one of the stop strings.
+    StopString,
+    /// It reached max_new_tokens, or the model's n_positions (prompt + completion).
+    Length,
+}
+
+/// One sampled completion.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// Index into `prompts`.
+    pub prompt_index: usize,
+    /// Sampled tokens, including the stop token / the token that completed a stop string.
+    pub tokens: Vec<u32>,
+    /// Per token: `log softmax(logits / T)[token]` (T = temperature, or 1 when greedy), not
+    /// truncated by top-k/top-p: what the DAPO objective recomputes with the same
+    /// temperature, so the ratio is 1 on the first update.
+    pub logprobs: Vec<f32>,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+/// Turns token ids into text, for stop strings.
+pub type Decode<'a> = &'a dyn Fn(&[u32]) -> String;
+
+/// Generates one completion per prompt. `decode` turns token ids into text (needed only for
+/// stop strings). Errors: empty prompts list or an empty prompt, a token id ≥ vocab, invalid
+/// config, stop strings without `decode`, a prompt that leaves no room below n_positions,
+/// non-finite logits. A sequence that reaches the model's n_positions stops with
+/// [`FinishReason::Length`].
+///
+/// Token j of completion i is drawn with the uniform `counter_rng::uniform(key.seed,
+/// key.step, i, j)`.
+pub fn generate<K: Backend>(
+    model: &mut Gpt2<K>,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    key: RolloutKey,
+    decode: Option<Decode<'_>>,
+) -> Result<Vec<Completion>> {
+    cfg.validate()?;
+    let (v, n_positions) = (model.config().vocab_size, model.config().n_positions);
+    if prompts.is_empty() {
+        return Err(Error::Invalid("generate: no prompts".into()));
+    }
+    if prompts.len() > u32::MAX as usize {
+        return Err(Error::Invalid(format!("generate: {} prompts do not fit the RNG counter", prompts.len())));
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() || p.len() >= n_positions {
+            return Err(Error::Invalid(format!(
+                "generate: prompt {i} has {} tokens; it needs 1 to {} so that at least one token fits in the model's \
+                 n_positions {n_positions}",
+                p.len(),
+                n_positions - 1
+            )));
+        }
+    }
+    let decode = match (cfg.stop_strings.is_empty(), decode) {
+        (false, None) => return Err(Error::Invalid("generate: stop strings need a decode function".into())),
+        (_, d) => d,
+    };
+    // The last sampled token is never fed back, so a sequence occupies at most
+    // P + max_new_tokens − 1 positions.
+    let p_max = prompts.iter().map(Vec::len).max().expect("non-empty");
+    let t_max = (p_max + cfg.max_new_tokens - 1).min(n_positions);
+    let mut cache = model.kv_cache(prompts.len(), t_max)?;
+    let mut logits = model.prefill(&mut cache, prompts)?;
+
+    let mut out: Vec<Completion> = (0..prompts.len())
+        .map(|i| Completion { prompt_index: i, tokens: vec![], logprobs: vec![], finish: FinishReason::Length })
+        .collect();
+    // Row r of `logits` belongs to sequence active[r].
+    let mut active: Vec<usize> = (0..prompts.len()).collect();
+    while !active.is_empty() {
+        let (mut next, mut fed) = (Vec::with_capacity(active.len()), Vec::with_capacity(active.len()));
+        for (r, &i) in active.iter().enumerate() {
+            let c = &mut out[i];
+            let u = counter_rng::uniform(key.seed, key.step, i as u32, c.tokens.len() as u32);
+            let s = sampler::sample(&logits[r * v..(r + 1) * v], cfg, u)
+                .map_err(|e| Error::Invalid(format!("generate: sequence {i}, token {}: {e}", c.tokens.len())))?;
+            c.tokens.push(s.token);
+            c.logprobs.push(s.logprob);
+            let finish = if cfg.stop_token_ids.contains(&s.token) {
+                Some(FinishReason::StopToken)
+            } else if decode.is_some_and(|d| {
+                let text = d(&c.tokens);
+                cfg.stop_strings.iter().any(|s| text.contains(s.as_str()))
+            }) {
+                Some(FinishReason::StopString)
+            } else if c.tokens.len() == cfg.max_new_tokens || prompts[i].len() + c.tokens.len() == n_positions {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            match finish {
+                Some(f) => c.finish = f,
+                None => {
+                    next.push(i);
+                    fed.push(s.token);
+                }
+            }
+        }
+        if !next.is_empty() {
+            logits = model.decode_step(&mut cache, &next, &fed)?;
+        }
+        active = next;
+    }
+    Ok(out)
+}

@@ -1,0 +1,177 @@
+//! The DAPO trainer end to end on the CPU: a step does what the log says, a resumed run equals
+//! the uninterrupted one bit for bit, and bad settings are named errors.
+
+use gepa_dapo_grn::backend::cpu::CpuBackend;
+use gepa_dapo_grn::data::arithmetic::addition_problems;
+use gepa_dapo_grn::data::{Task, TaskDataset};
+use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
+use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, MathScorer, Metrics, RewardMixer, ScoreInput, Scorer};
+use gepa_dapo_grn::rl::curriculum::CurriculumConfig;
+use gepa_dapo_grn::tokenizer::Tokenizer;
+use gepa_dapo_grn::train::dapo::{DapoTrainer, StepRecord};
+use gepa_dapo_grn::train::dapo_config::DapoConfig;
+use std::path::Path;
+
+fn tasks(n: usize) -> TaskDataset {
+    let (train, _) = addition_problems(1);
+    TaskDataset::from_tasks(
+        train
+            .into_iter()
+            .take(n)
+            .map(|(p, a)| Task {
+                prompt: p.clone(),
+                task_id: if p.len() > 5 { "long".into() } else { "short".into() },
+                record: serde_json::json!({ "prompt": p, "answer": a }),
+            })
+            .collect(),
+    )
+}
+
+fn config(out: &Path) -> DapoConfig {
+    let mut c = DapoConfig {
+        steps: 4,
+        batch_size: 3,
+        group_size: 4,
+        learning_rate: 1e-3,
+        min_learning_rate: 1e-4,
+        warmup_steps: 1,
+        num_iterations: 2,
+        mini_batches: 2,
+        curriculum: Some(CurriculumConfig::default()),
+        output_dir: out.to_path_buf(),
+        seed: 11,
+        ..DapoConfig::default()
+    };
+    c.objective.beta = 0.04;
+    c.sampling.max_new_tokens = 4;
+    c
+}
+
+fn trainer(out: &Path) -> DapoTrainer<CpuBackend> {
+    let mixer =
+        RewardMixer::from_weights([("correctness", 1.0), ("reasoning_quality", 0.5), ("format_penalty", -0.25)])
+            .unwrap();
+    trainer_with(out, Box::new(MathScorer), mixer)
+}
+
+fn trainer_with(out: &Path, scorer: Box<dyn Scorer>, mixer: RewardMixer) -> DapoTrainer<CpuBackend> {
+    let tok = Tokenizer::default_char();
+    let cfg = Gpt2Config::named("tiny", tok.vocab_size()).unwrap();
+    let model = Gpt2::random(CpuBackend::new(Some(2)), cfg, 3).unwrap();
+    DapoTrainer::new(model, tok, scorer, FeedbackMapping::identity(), mixer, config(out)).unwrap()
+}
+
+/// A reward a random model's output varies in: the share of digits in the completion.
+fn digit_share() -> Box<dyn Scorer> {
+    Box::new(FnScorer::new("digits", |x: &ScoreInput<'_>| {
+        let n = x.completion.chars().count().max(1) as f64;
+        let d = x.completion.chars().filter(char::is_ascii_digit).count() as f64;
+        Ok(Metrics::from([("digits".to_string(), d / n)]))
+    }))
+}
+
+fn weights(t: &DapoTrainer<CpuBackend>) -> Vec<Vec<u32>> {
+    t.model().to_host().iter().map(|p| p.iter().map(|x| x.to_bits()).collect()).collect()
+}
+
+fn summary(r: &StepRecord) -> (u64, Vec<u64>, u32, u32) {
+    let rewards = r.gepa.iter().flat_map(|g| g.rewards.values().map(|v| v.to_bits())).collect();
+    (r.step, rewards, r.rl.loss.to_bits(), r.rl.grad_norm.to_bits())
+}
+
+#[test]
+fn resuming_from_a_checkpoint_repeats_the_uninterrupted_run_bit_for_bit() {
+    let data = tasks(40);
+    let dir = tempfile::tempdir().unwrap();
+
+    let straight_dir = dir.path().join("straight");
+    let mut straight = trainer(&straight_dir);
+    let mut want = Vec::new();
+    for _ in 0..4 {
+        want.push(summary(&straight.step(&data).unwrap()));
+    }
+    let rec = &want[3];
+    assert_eq!(rec.0, 4);
+
+    let split_dir = dir.path().join("split");
+    let mut first = trainer(&split_dir);
+    first.save_reference().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(summary(&first.step(&data).unwrap()));
+    }
+    let ckpt = first.save().unwrap();
+    assert!(ckpt.ends_with("checkpoint-2"), "{}", ckpt.display());
+    drop(first);
+
+    let mut second = trainer(&split_dir);
+    second.resume(&ckpt).unwrap();
+    assert_eq!(second.steps_done(), 2);
+    for _ in 0..2 {
+        got.push(summary(&second.step(&data).unwrap()));
+    }
+    assert_eq!(got, want, "per-step rewards, losses and gradient norms");
+    assert_eq!(weights(&second), weights(&straight), "final weights");
+}
+
+#[test]
+fn a_step_reports_consistent_numbers_and_the_policy_moves() {
+    let data = tasks(20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(dir.path());
+    let r = t.step(&data).unwrap();
+    assert_eq!(r.gepa.len(), 12, "batch 3 × group 4");
+    for g in &r.gepa {
+        for key in ["correctness", "reasoning_quality", "format_penalty", "brevity"] {
+            assert!(g.rewards.contains_key(key), "missing {key}: {:?}", g.rewards);
+        }
+    }
+    // A random policy's completions are all wrong: every group's rewards are equal, the
+    // advantages are zero, and so is the gradient (no weight decay in the default config).
+    assert_eq!(r.rl.grad_norm, 0.0);
+
+    let mut t = trainer_with(dir.path(), digit_share(), RewardMixer::from_weights([("digits", 1.0)]).unwrap());
+    let before = weights(&t);
+    let r = t.step(&data).unwrap();
+    assert!(r.rl.lr > 0.0 && r.rl.grad_norm.is_finite() && r.rl.kl >= 0.0);
+    assert!((r.rl.kl_coef - 0.04).abs() < 1e-7, "beta is the f32 0.04");
+    assert!(r.tokens > 0 && r.tokens <= 12 * 4);
+    assert_ne!(weights(&t), before, "an update changed the weights");
+    let line = serde_json::to_value(&r).unwrap();
+    for key in ["step", "gepa", "rl", "generation", "timing"] {
+        assert!(line.get(key).is_some(), "log record lacks `{key}`: {line}");
+    }
+    let eval = t.evaluate(&data, 10).unwrap();
+    assert_eq!(eval.n, 10);
+    assert_eq!(eval.accuracy, None, "no `correctness` metric, no accuracy");
+    assert!((0.0..=1.0).contains(&eval.metrics["digits"]));
+}
+
+#[test]
+fn bad_settings_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = Tokenizer::default_char();
+    let cfg = Gpt2Config::named("tiny", tok.vocab_size()).unwrap();
+    let mk = |c: DapoConfig| {
+        let model = Gpt2::random(CpuBackend::new(Some(1)), cfg.clone(), 3).unwrap();
+        let mixer = RewardMixer::from_weights([("correctness", 1.0)]).unwrap();
+        DapoTrainer::new(model, tok.clone(), Box::new(MathScorer), FeedbackMapping::identity(), mixer, c)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let base = config(dir.path());
+    assert!(mk(DapoConfig { group_size: 0, ..base.clone() }).unwrap().contains("group_size"));
+    assert!(mk(DapoConfig { mini_batches: 100, ..base.clone() }).unwrap().contains("mini_batches"));
+    let mut c = base.clone();
+    c.sampling.top_p = 0.0;
+    assert!(mk(c).unwrap().contains("top_p"));
+    let mixer_bad = {
+        let model = Gpt2::random(CpuBackend::new(Some(1)), cfg.clone(), 3).unwrap();
+        let mixer = RewardMixer::from_weights([("no_such_metric", 1.0)]).unwrap();
+        DapoTrainer::new(model, tok.clone(), Box::new(MathScorer), FeedbackMapping::identity(), mixer, base)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert!(mixer_bad.contains("no_such_metric"), "{mixer_bad}");
+}
