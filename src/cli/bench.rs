@@ -1,6 +1,7 @@
 //! `dapo bench`. On the CPU (`--device cpu`, the default): GPT-2 forward+backward throughput on
 //! random weights, printed in the same format as `bench/torch_cpu_gpt2.py` so the two read side
-//! by side. On a GPU (`--device cuda[:N]`, or `auto` finding one) or the emulator (`emu`): a
+//! by side; then rollout decoding throughput and one DAPO step's phases (`--skip-rl` leaves the
+//! step out). On a GPU (`--device cuda[:N]`, or `auto` finding one) or the emulator (`emu`): a
 //! table of the fused kernels (median device time, minimal bytes moved, GB/s and the fraction of
 //! a device-to-device copy's bandwidth measured in the same run), on the shapes
 //! `bench/torch_reference.py` times PyTorch eager on, plus one GEMM row in TFLOP/s.
@@ -10,9 +11,15 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::device::Device as DeviceTrait;
 use crate::backend::kernel_backend::{GrnSaved, KernelBackend};
 use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
+use crate::reward::{FeedbackMapping, FnScorer, Metrics, RewardMixer, ScoreInput};
 use crate::rl::advantage::AdvantageScaling;
+use crate::rollout::{generate, RolloutKey, SamplingConfig};
+use crate::tokenizer::Tokenizer;
+use crate::train::dapo::DapoTrainer;
+use crate::train::dapo_config::DapoConfig;
 use crate::util::rng::Rng;
 use std::time::Instant;
 
@@ -35,12 +42,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
     /// Timed iterations, the median is reported (default: 5 on the CPU after 2 warm-up
-    /// iterations; 20 per kernel on a GPU, 3 on the emulator).
+    /// iterations, 2 decode runs after 1; 20 per kernel on a GPU, 3 on the emulator). The RL
+    /// step runs once.
     #[arg(long)]
     iters: Option<usize>,
     /// Kernel table: small shapes (for the emulator).
     #[arg(long)]
     small: bool,
+    /// CPU: skip the RL-step breakdown (it builds a trainer with a reference copy and AdamW
+    /// state of the model: ~15 s and ~2.5 GB for gpt2 on 2 cores).
+    #[arg(long)]
+    skip_rl: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -98,6 +110,100 @@ fn cpu_bench(a: BenchArgs, k: CpuBackend) -> Result<()> {
     println!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
     let f = time(false, &mut model)?;
     println!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
+    // Fewer decode runs than fwd+bwd ones by default: each is ~4 s for gpt2 on 2 cores.
+    decode_bench(&mut model, a.iters.unwrap_or(2).max(1))?;
+    // The step builds its own policy, reference and optimizer state: free this one first.
+    drop(model);
+    if !a.skip_rl {
+        rl_step_bench(k, cfg)?;
+    }
+    Ok(())
+}
+
+/// Rollout throughput: greedy `rollout::generate` of 32 tokens on 8 random 16-token prompts,
+/// with the prefill included, and the decode steps alone (generate minus a timed prefill).
+fn decode_bench(model: &mut Gpt2<CpuBackend>, iters: usize) -> Result<()> {
+    let (b, p, new) = (8, 16, 32);
+    let v = model.config().vocab_size;
+    let mut rng = Rng::new(4);
+    let prompts: Vec<Vec<u32>> = (0..b).map(|_| (0..p).map(|_| rng.below(v) as u32).collect()).collect();
+    // No stop tokens: every sequence generates exactly `new` tokens, so the work is fixed.
+    let cfg = SamplingConfig { temperature: 0.0, max_new_tokens: new, ..SamplingConfig::default() };
+    let key = RolloutKey { seed: 0, step: 0 };
+    let (mut gen, mut pre) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..iters + 1 {
+        let start = Instant::now();
+        let out = generate(model, &prompts, &cfg, key, None)?;
+        let g = start.elapsed().as_secs_f64();
+        debug_assert!(out.iter().all(|c| c.tokens.len() == new));
+        let start = Instant::now();
+        let mut cache = model.kv_cache(b, p + new - 1)?;
+        model.prefill(&mut cache, &prompts)?;
+        // The first warm-up run allocates the scratch buffers; it is not timed.
+        if i >= 1 {
+            pre.push(start.elapsed().as_secs_f64());
+            gen.push(g);
+        }
+    }
+    let (g, pf) = (median(gen), median(pre));
+    // The first token comes from the prefill's logits; the other new−1 need a decode step each.
+    let decode_only = (b * (new - 1)) as f64 / (g - pf).max(1e-9);
+    println!(
+        "dapo   decode   B={b} prompt={p} new={new}  median_s={g:.3}  tokens/s={:.1}  prefill_s={pf:.3}  \
+         decode_only_tokens/s={decode_only:.1}",
+        (b * new) as f64 / g
+    );
+    Ok(())
+}
+
+/// One DAPO step on the benchmark's model shape, with its phases from `StepRecord.timing`: 4
+/// prompts × 4 completions × 16 new tokens at temperature 1, β = 0.04 so the reference pass
+/// runs. The tokenizer is a character-level one covering the whole vocabulary, so that every
+/// sampled id decodes; the reward is a hash of the completion's text, so groups differ and the
+/// advantages are non-zero.
+fn rl_step_bench(k: CpuBackend, cfg: Gpt2Config) -> Result<()> {
+    let v = cfg.vocab_size;
+    // v − 1 distinct characters from U+0100 on (id 0 is <|endoftext|>); U+0100 + 50256 stays
+    // below the surrogates at U+D800, so every one is a valid `char`.
+    let alphabet: String = (0x100u32..).filter_map(char::from_u32).take(v - 1).collect();
+    let tok = Tokenizer::char_level(&alphabet)?;
+    let chars: Vec<char> = alphabet.chars().collect();
+    let mut rng = Rng::new(5);
+    let tasks = (0..8)
+        .map(|_| Task {
+            prompt: (0..16).map(|_| chars[rng.below(chars.len())]).collect(),
+            task_id: "bench".into(),
+            record: serde_json::Value::Null,
+        })
+        .collect();
+    let data = TaskDataset::from_tasks(tasks);
+    let scorer = FnScorer::new("bench_hash", |x: &ScoreInput<'_>| {
+        let h = x.completion.chars().fold(0u64, |h, c| h.wrapping_mul(31).wrapping_add(u64::from(c)));
+        Ok(Metrics::from([("score".to_string(), (h % 5) as f64 / 4.0)]))
+    })
+    .with_metric_names(["score"]);
+    let mut dcfg = DapoConfig { steps: 1, batch_size: 4, group_size: 4, learning_rate: 1e-5, ..DapoConfig::default() };
+    dcfg.objective.beta = 0.04;
+    dcfg.sampling = SamplingConfig { temperature: 1.0, max_new_tokens: 16, ..SamplingConfig::default() };
+    let model = Gpt2::random(k, cfg, 1)?;
+    let mixer = RewardMixer::from_weights([("score", 1.0)])?;
+    let mut trainer = DapoTrainer::new(model, tok, Box::new(scorer), FeedbackMapping::identity(), mixer, dcfg.clone())?;
+    let start = Instant::now();
+    let rec = trainer.step(&data)?;
+    let total = start.elapsed().as_secs_f64();
+    let phase = |name: &str| rec.timing.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    println!(
+        "dapo   rl-step  P={} G={} new={} beta={}  rollout_s={:.3} score_s={:.3} reference_s={:.3} update_s={:.3} \
+         total_s={total:.3}",
+        dcfg.batch_size,
+        dcfg.group_size,
+        dcfg.sampling.max_new_tokens,
+        dcfg.objective.beta,
+        phase("rollout_s"),
+        phase("score_s"),
+        phase("reference_s"),
+        phase("update_s"),
+    );
     Ok(())
 }
 

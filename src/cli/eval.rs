@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::device::{cpu_backend, Device};
-use super::generate::{completion_text, finish_name, load_checkpoint};
+use super::generate::{check_local_model, completion_text, finish_name, load_checkpoint};
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
 use crate::reward::{score_checked, ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, ScoreInput, Scorer};
@@ -41,7 +41,8 @@ pub struct EvalArgs {
     #[arg(long)]
     reward_mixer: Option<PathBuf>,
     /// An external scorer: a command that reads JSONL requests on stdin and prints one JSON
-    /// reward dict per completion (docs/external_scorer.md). Default: the built-in math scorer.
+    /// reward dict per completion (docs/external_scorer.md). It sees each completion as in
+    /// `dapo train`, a final <|endoftext|> included. Default: the built-in math scorer.
     #[arg(long)]
     scorer_cmd: Option<String>,
     /// Backend: auto, cpu (generation runs on the CPU until GPT-2's layer ops have CUDA kernels).
@@ -58,6 +59,7 @@ pub struct EvalArgs {
 
 /// Runs `dapo eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
+    check_local_model(&a.model)?;
     let mut data = TaskDataset::load(&a.dataset, false)?;
     if let Some(n) = a.limit {
         if n == 0 {
@@ -161,7 +163,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let n = data.tasks.len();
     let tokens: usize = completions.iter().map(|c| c.tokens.len()).sum();
     eprintln!(
-        "eval: {n} tasks of {} with {} in {secs:.1}s ({:.0} generated tokens/s)",
+        "eval: {n} tasks of {} with {} in {secs:.2}s ({:.0} generated tokens/s)",
         a.dataset.display(),
         a.model.display(),
         tokens as f64 / secs.max(1e-9)

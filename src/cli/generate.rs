@@ -81,7 +81,6 @@ pub(super) fn check_local_model(dir: &Path) -> Result<()> {
 
 /// Loads the checkpoint directory and its tokenizer onto the CPU backend.
 pub(super) fn load_checkpoint(dir: &Path, k: CpuBackend) -> Result<(Gpt2<CpuBackend>, Tokenizer)> {
-    check_local_model(dir)?;
     let model = load_model(dir, k)?;
     let tok = Tokenizer::from_dir(dir)?;
     if tok.vocab_size() > model.config().vocab_size {
@@ -121,6 +120,7 @@ pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, eos: Option<u32>,
 
 /// Runs `dapo generate`.
 pub fn run(a: GenerateArgs) -> Result<()> {
+    check_local_model(&a.model)?;
     if a.num_samples == 0 {
         return Err(Error::Invalid("--num-samples must be at least 1".into()));
     }

@@ -13,7 +13,7 @@ use crate::checkpoint::load_model;
 use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
-use crate::reward::{ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, Scorer};
+use crate::reward::{ExternalScorer, FeedbackMapping, JudgeScorer, MathScorer, RewardMixer, Scorer};
 use crate::tokenizer::Tokenizer;
 use crate::train::dapo::{DapoTrainer, EvalReport, StepRecord, LOG_FILE};
 use crate::train::dapo_config::DapoConfig;
@@ -93,8 +93,16 @@ pub struct TrainArgs {
     reward_mixer: Option<PathBuf>,
     /// An external scorer: a command that reads JSONL requests on stdin and prints one JSON
     /// reward dict per completion (docs/external_scorer.md). Default: the built-in math scorer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "judge_model")]
     scorer_cmd: Option<String>,
+    /// Seconds an external scorer may take per batch before it is killed and the run stops.
+    #[arg(long, default_value_t = 60.0)]
+    scorer_timeout: f64,
+    /// A judge model scores the completions instead: a local GPT2ForSequenceClassification
+    /// directory (config.json, model.safetensors with `score.weight`, tokenizer.json); its
+    /// metric is named `judge`, so give the mixer a `judge` weight.
+    #[arg(long)]
+    judge_model: Option<PathBuf>,
     /// Evaluate on the held-out split every N steps.
     #[arg(long)]
     eval_every: Option<u64>,
@@ -211,12 +219,20 @@ fn mixer(path: Option<&Path>) -> Result<RewardMixer> {
     }
 }
 
-/// The scorer: an external command, or the built-in math scorer.
-fn scorer(cmd: Option<&str>) -> Result<Box<dyn Scorer>> {
-    match cmd {
-        Some(c) => Ok(Box::new(ExternalScorer::from_command_line(c)?)),
-        None => Ok(Box::new(MathScorer)),
+/// The scorer: an external command, a judge model, or the built-in math scorer.
+fn scorer(a: &TrainArgs) -> Result<Box<dyn Scorer>> {
+    if let Some(c) = &a.scorer_cmd {
+        if !(a.scorer_timeout.is_finite() && a.scorer_timeout > 0.0) {
+            return Err(Error::Invalid(format!("--scorer-timeout must be > 0 seconds, got {}", a.scorer_timeout)));
+        }
+        let timeout = std::time::Duration::from_secs_f64(a.scorer_timeout);
+        return Ok(Box::new(ExternalScorer::from_command_line(c)?.with_timeout(timeout)));
     }
+    if let Some(dir) = &a.judge_model {
+        check_model_dir(dir)?;
+        return Ok(Box::new(JudgeScorer::load(dir)?));
+    }
+    Ok(Box::new(MathScorer))
 }
 
 /// Ctrl-C sets the flag; the loop finishes its step, checkpoints and returns.
@@ -289,11 +305,24 @@ pub fn run(a: TrainArgs) -> Result<()> {
             (train, e.clone().or(Some(heldout)))
         }
     };
-    let data = TaskDataset::load(&train_path, a.skip_bad_lines)?;
+    let mut data = TaskDataset::load(&train_path, a.skip_bad_lines)?;
     for s in &data.skipped {
         eprintln!("warning: skipped {s}");
     }
-    let eval = eval_path.as_ref().map(|p| TaskDataset::load(p, a.skip_bad_lines)).transpose()?;
+    let mut eval = eval_path.as_ref().map(|p| TaskDataset::load(p, a.skip_bad_lines)).transpose()?;
+    if eval.is_none() && cfg.eval_every > 0 {
+        // No held-out file: evaluate on a tenth of the tasks (at most eval_size), kept out of
+        // training, chosen with the seed.
+        let n = (data.len() / 10).min(cfg.eval_size).max(1);
+        let (train, held) = data.split_heldout(n, cfg.seed ^ 0x5eed);
+        eprintln!(
+            "eval: holding out {} of {} tasks of {} (no --eval-dataset)",
+            held.len(),
+            data.len(),
+            train_path.display()
+        );
+        (data, eval) = (train, (!held.is_empty()).then_some(held));
+    }
 
     let (model, tok) = match &a.model {
         Some(dir) => {
@@ -309,7 +338,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut trainer = DapoTrainer::new(
         model,
         tok,
-        scorer(a.scorer_cmd.as_deref())?,
+        scorer(&a)?,
         FeedbackMapping::identity(),
         mixer(a.reward_mixer.as_deref())?,
         cfg.clone(),

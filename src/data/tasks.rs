@@ -83,6 +83,24 @@ impl TaskDataset {
         TaskDataset { tasks, source: PathBuf::from("<memory>"), skipped: Vec::new() }
     }
 
+    /// Splits off a held-out set of `n` tasks chosen with `seed` (at least one task stays for
+    /// training): `(train, held_out)`, each in file order.
+    pub fn split_heldout(&self, n: usize, seed: u64) -> (TaskDataset, TaskDataset) {
+        let n = n.min(self.len().saturating_sub(1));
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        crate::util::rng::Rng::new(seed).shuffle(&mut idx);
+        let mut held: Vec<usize> = idx[..n].to_vec();
+        held.sort_unstable();
+        let mut is_held = vec![false; self.len()];
+        held.iter().for_each(|&i| is_held[i] = true);
+        let pick = |want: bool| TaskDataset {
+            tasks: self.tasks.iter().zip(&is_held).filter(|(_, &h)| h == want).map(|(t, _)| t.clone()).collect(),
+            source: self.source.clone(),
+            skipped: Vec::new(),
+        };
+        (pick(false), pick(true))
+    }
+
     /// Number of tasks.
     pub fn len(&self) -> usize {
         self.tasks.len()
@@ -119,6 +137,9 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d.skipped.len(), 2);
         assert!(d.skipped[1].contains("t.jsonl:3: invalid JSON"), "{:?}", d.skipped);
+
+        let (train, held) = d.split_heldout(5, 1);
+        assert_eq!((train.len(), held.len()), (1, 0), "one task stays for training");
 
         std::fs::write(&p, "\n  \n").unwrap();
         assert!(TaskDataset::load(&p, true).unwrap_err().to_string().contains("no tasks"));

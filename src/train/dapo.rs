@@ -395,23 +395,21 @@ impl<K: Backend> DapoTrainer<K> {
         let cfg = SamplingConfig { temperature: 0.0, ..self.cfg.sampling.clone() };
         let tok = &self.tok;
         let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-        let mut metrics = Vec::with_capacity(n);
-        // Batches of 256 prompts keep the KV cache small on long held-out sets.
+        // Generation in batches of 256 prompts keeps the KV cache small on long held-out
+        // sets; scoring is one batch, so a scorer sees one call per evaluation.
+        let mut texts = Vec::with_capacity(n);
         for start in (0..n).step_by(256) {
             let end = (start + 256).min(n);
             let key = RolloutKey { seed: self.cfg.seed, step: u64::MAX };
-            let completions = generate(&mut self.model, &prompts[start..end], &cfg, key, Some(&decode))?;
-            let texts: Vec<String> = completions.iter().map(|c| self.tok.decode(&c.tokens)).collect::<Result<_>>()?;
-            let inputs: Vec<ScoreInput<'_>> = (start..end)
-                .zip(&texts)
-                .map(|(i, t)| ScoreInput {
-                    prompt: &data.tasks[i].prompt,
-                    completion: t,
-                    metadata: &data.tasks[i].record,
-                })
-                .collect();
-            metrics.extend(score_checked(self.scorer.as_mut(), &inputs)?);
+            for c in generate(&mut self.model, &prompts[start..end], &cfg, key, Some(&decode))? {
+                texts.push(self.tok.decode(&c.tokens)?);
+            }
         }
+        let inputs: Vec<ScoreInput<'_>> = (0..n)
+            .zip(&texts)
+            .map(|(i, t)| ScoreInput { prompt: &data.tasks[i].prompt, completion: t, metadata: &data.tasks[i].record })
+            .collect();
+        let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
         let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for m in &metrics {
             for (k, v) in m {
