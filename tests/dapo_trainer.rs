@@ -7,6 +7,7 @@ use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
 use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, MathScorer, Metrics, RewardMixer, ScoreInput, Scorer};
 use gepa_dapo_grn::rl::curriculum::CurriculumConfig;
+use gepa_dapo_grn::rl::safety::SafetyConfig;
 use gepa_dapo_grn::tokenizer::Tokenizer;
 use gepa_dapo_grn::train::dapo::{DapoTrainer, StepRecord};
 use gepa_dapo_grn::train::dapo_config::DapoConfig;
@@ -174,4 +175,27 @@ fn bad_settings_are_named_errors() {
             .to_string()
     };
     assert!(mixer_bad.contains("no_such_metric"), "{mixer_bad}");
+}
+
+#[test]
+fn a_tripped_safety_rule_skips_the_update_and_is_reported() {
+    let data = tasks(20);
+    let dir = tempfile::tempdir().unwrap();
+    let rules: SafetyConfig = serde_json::from_str(
+        r#"{"rules": [{"name": "always", "metric": "reward_mean", "when": {"above": -1e9}, "action": "skip_update"},
+                      {"name": "tags", "metric": "rewards.digits", "when": {"below": 2.0}, "action": {"scale_lr": 0.5}}]}"#,
+    )
+    .unwrap();
+    let tok = Tokenizer::default_char();
+    let model =
+        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
+    let cfg = DapoConfig { safety: Some(rules), ..config(dir.path()) };
+    let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
+    let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+    let before = weights(&t);
+    let r = t.step(&data).unwrap();
+    assert!(r.skipped_update);
+    let names: Vec<&str> = r.safety.iter().map(|e| e.rule.as_str()).collect();
+    assert_eq!(names, ["always", "tags"]);
+    assert_eq!(weights(&t), before, "a skipped update leaves the weights alone");
 }

@@ -14,6 +14,7 @@ use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
 use crate::reward::{ExternalScorer, FeedbackMapping, JudgeScorer, MathScorer, RewardMixer, Scorer};
+use crate::rl::safety::SafetyConfig;
 use crate::tokenizer::Tokenizer;
 use crate::train::dapo::{DapoTrainer, EvalReport, StepRecord, LOG_FILE};
 use crate::train::dapo_config::DapoConfig;
@@ -103,6 +104,10 @@ pub struct TrainArgs {
     /// metric is named `judge`, so give the mixer a `judge` weight.
     #[arg(long)]
     judge_model: Option<PathBuf>,
+    /// Safety rules (YAML, TOML or JSON): skip the update, scale the learning rate or raise β
+    /// when a metric (reward_mean, kl, rewards.<key>, tags.<key>) crosses a threshold.
+    #[arg(long)]
+    safety: Option<PathBuf>,
     /// Evaluate on the held-out split every N steps.
     #[arg(long)]
     eval_every: Option<u64>,
@@ -186,6 +191,9 @@ fn settings(a: &TrainArgs, builtin: bool) -> Result<DapoConfig> {
     set!(a.eval_every => eval_every);
     set!(a.save_every => save_every);
     set!(a.seed => seed);
+    if let Some(p) = &a.safety {
+        c.safety = Some(SafetyConfig::from_path(p)?);
+    }
     c.validate()?;
     Ok(c)
 }
@@ -361,6 +369,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut on_step = |r: &StepRecord| {
         tokens += r.tokens;
         let acc = r.accuracy.map(|a| format!("acc {:.0}%  ", 100.0 * a)).unwrap_or_default();
+        for e in &r.safety {
+            bar.println(format!("step {}: {e}", r.step));
+        }
         bar.set_position(r.step);
         bar.set_message(format!(
             "reward {:.3}  {acc}KL {:.4}  {:.0} tok/s",

@@ -36,6 +36,7 @@ use crate::rl::dynamic_sampling::filter_groups;
 use crate::rl::kl_controller::KlController;
 use crate::rl::objective::{DapoObjective, ObjectiveBatch, ObjectiveMetrics};
 use crate::rl::overlong::OverlongShaping;
+use crate::rl::safety::{tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::Rng;
@@ -100,6 +101,10 @@ pub struct StepRecord {
     pub tokens: usize,
     /// Groups dropped by dynamic sampling.
     pub groups_dropped: usize,
+    /// Safety rules that tripped this step (and what they did).
+    pub safety: Vec<SafetyEvent>,
+    /// The update was skipped (a safety rule asked for it, or no group had a learning signal).
+    pub skipped_update: bool,
 }
 
 /// A held-out evaluation: greedy completions scored.
@@ -137,6 +142,8 @@ pub struct DapoTrainer<K: Backend> {
     opt: AdamW<K>,
     kl: KlController,
     curriculum: Option<Curriculum>,
+    safety: Option<SafetyMonitor>,
+    last_kl: f64,
     step: u64,
 }
 
@@ -175,7 +182,23 @@ impl<K: Backend> DapoTrainer<K> {
         let objective = DapoObjective::new(ocfg)?;
         let opt = AdamW::new(&model, cfg.adamw);
         let curriculum = cfg.curriculum.map(Curriculum::new).transpose()?;
-        Ok(DapoTrainer { cfg, model, reference, tok, scorer, mapping, mixer, objective, opt, kl, curriculum, step: 0 })
+        let safety = cfg.safety.clone().map(SafetyMonitor::new).transpose()?;
+        Ok(DapoTrainer {
+            cfg,
+            model,
+            reference,
+            tok,
+            scorer,
+            mapping,
+            mixer,
+            objective,
+            opt,
+            kl,
+            curriculum,
+            safety,
+            last_kl: 0.0,
+            step: 0,
+        })
     }
 
     /// The policy.
@@ -302,14 +325,21 @@ impl<K: Backend> DapoTrainer<K> {
             group_advantages(&rewards, &vec![g; kept.len() / g], &self.cfg.advantage)?
         };
 
+        // Safety rules see the step's rewards and tags and the previous step's KL.
+        let (events, decision) = self.check_safety(&kept, &rewards)?;
+        if decision.beta_scale != 1.0 {
+            self.kl.scale(decision.beta_scale)?;
+        }
+
         // The update (skipped when dynamic sampling kept nothing: every group was uniform).
         let t2 = Instant::now();
-        let lr = self.schedule().lr(self.step);
+        let lr = self.schedule().lr(self.step) * decision.lr_scale as f32;
         let beta = self.kl.beta();
+        let skipped_update = kept.is_empty() || decision.skip_update;
         self.objective.set_beta(beta as f32)?;
         let mut rl = RlMetrics { lr, kl_coef: beta, ..RlMetrics::default() };
         let mut reference_s = 0.0;
-        if !kept.is_empty() {
+        if !skipped_update {
             let grid = Grid::build(&kept, &adv, self.cfg.mask_truncated, self.model.config().n_positions)?;
             if let Some(reference) = self.reference.as_mut() {
                 let t = Instant::now();
@@ -322,8 +352,11 @@ impl<K: Backend> DapoTrainer<K> {
             rl.kl_coef = beta;
         }
         let update_s = t2.elapsed().as_secs_f64() - reference_s;
-        if self.cfg.kl_target.is_some() {
+        if self.cfg.kl_target.is_some() && !skipped_update {
             self.kl.update(f64::from(rl.kl), 1)?;
+        }
+        if !skipped_update {
+            self.last_kl = f64::from(rl.kl);
         }
         if let Some(c) = self.curriculum.as_mut() {
             c.update_many(kept.iter().zip(&rewards).map(|(r, &x)| (r.feedback.task_id.as_str(), x)))?;
@@ -348,7 +381,26 @@ impl<K: Backend> DapoTrainer<K> {
             timing: json!({ "rollout_s": rollout_s, "score_s": score_s, "reference_s": reference_s, "update_s": update_s }),
             tokens,
             groups_dropped: dropped,
+            safety: events,
+            skipped_update,
         })
+    }
+
+    /// Evaluates the safety rules on the step's metrics; no rules, no events.
+    fn check_safety(&self, kept: &[Rollout], rewards: &[f64]) -> Result<(Vec<SafetyEvent>, SafetyDecision)> {
+        let Some(monitor) = &self.safety else {
+            return Ok((Vec::new(), SafetyDecision::from_events(&[])));
+        };
+        let mut m = tag_means(kept.iter().map(|r| &r.feedback.tags));
+        let n = rewards.len().max(1) as f64;
+        m.insert("reward_mean".into(), rewards.iter().sum::<f64>() / n);
+        m.insert("kl".into(), self.last_kl);
+        for (k, v) in key_means(kept.iter().map(|r| &r.feedback.rewards)) {
+            m.insert(format!("rewards.{k}"), v);
+        }
+        let events = monitor.evaluate(&m);
+        let decision = SafetyDecision::from_events(&events);
+        Ok((events, decision))
     }
 
     /// μ passes over the step's sequences in `mini_batches` optimizer steps each.
@@ -410,15 +462,7 @@ impl<K: Backend> DapoTrainer<K> {
             .map(|(i, t)| ScoreInput { prompt: &data.tasks[i].prompt, completion: t, metadata: &data.tasks[i].record })
             .collect();
         let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
-        let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-        for m in &metrics {
-            for (k, v) in m {
-                let e = sums.entry(k.clone()).or_default();
-                e.0 += v;
-                e.1 += 1;
-            }
-        }
-        let means: BTreeMap<String, f64> = sums.into_iter().map(|(k, (s, c))| (k, s / c.max(1) as f64)).collect();
+        let means = key_means(metrics.iter());
         Ok(EvalReport { n, accuracy: means.get("correctness").copied(), metrics: means })
     }
 
@@ -431,6 +475,7 @@ impl<K: Backend> DapoTrainer<K> {
             "kl": self.kl,
             "mixer": self.mixer.state(),
             "curriculum": self.curriculum,
+            "last_kl": self.last_kl,
             "config": self.cfg,
         });
         save_checkpoint(&dir, &self.model, &self.tok, &self.opt, &state)?;
@@ -472,6 +517,7 @@ impl<K: Backend> DapoTrainer<K> {
         self.mixer.set_state(mixer);
         self.curriculum =
             serde_json::from_value(field("curriculum")?).map_err(|e| Error::config(&path, e.to_string()))?;
+        self.last_kl = serde_json::from_value(field("last_kl")?).map_err(|e| Error::config(&path, e.to_string()))?;
         if self.reference.is_some() {
             let rdir = self.cfg.output_dir.join(REFERENCE_DIR);
             self.reference = Some(load_model(&rdir, k)?);
@@ -556,6 +602,19 @@ fn mix_seed(seed: u64, step: u64, round: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Per key, the mean over the maps that have it.
+fn key_means<'a>(maps: impl Iterator<Item = &'a BTreeMap<String, f64>>) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for m in maps {
+        for (k, v) in m {
+            let e = sums.entry(k.clone()).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    sums.into_iter().map(|(k, (s, c))| (k, s / c as f64)).collect()
 }
 
 /// Mean of `key` over the metric maps that have it.

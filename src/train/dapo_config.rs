@@ -12,6 +12,7 @@ use crate::reward::ConfigFormat;
 use crate::rl::advantage::AdvantageConfig;
 use crate::rl::curriculum::CurriculumConfig;
 use crate::rl::objective::ObjectiveConfig;
+use crate::rl::safety::SafetyConfig;
 use crate::rollout::SamplingConfig;
 
 /// Everything a DAPO run needs besides the model, tokenizer, data and scorer.
@@ -58,6 +59,9 @@ pub struct DapoConfig {
     pub mask_truncated: bool,
     /// Sample prompts by curriculum weights over `task_id` instead of uniformly.
     pub curriculum: Option<CurriculumConfig>,
+    /// Safety rules over each step's metrics (`reward_mean`, `kl` of the previous step,
+    /// `rewards.<key>` means, `tags.<key>` means): skip the update, scale the LR, raise β.
+    pub safety: Option<SafetyConfig>,
     /// Evaluate on the held-out split every this many steps (0: only before and after).
     pub eval_every: u64,
     /// Held-out prompts per evaluation (greedy decoding).
@@ -93,6 +97,7 @@ impl Default for DapoConfig {
             overlong: None,
             mask_truncated: false,
             curriculum: None,
+            safety: None,
             eval_every: 0,
             eval_size: 200,
             save_every: 0,
@@ -150,6 +155,9 @@ impl DapoConfig {
         self.advantage.validate()?;
         if let Some(c) = &self.curriculum {
             c.validate()?;
+        }
+        if let Some(s) = &self.safety {
+            s.validate()?;
         }
         Ok(())
     }
