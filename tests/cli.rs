@@ -1,26 +1,15 @@
 //! The `dapo` binary end to end: a short SFT run whose checkpoint reloads, and bad input that
 //! must end in a clear error and exit code 1 (2 for usage errors), never a panic.
 
+mod common;
+
+use common::cli::{dapo, fails_with};
+
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::checkpoint::{load_model, load_optimizer};
 use gepa_dapo_grn::optim::{AdamW, AdamWConfig};
 use gepa_dapo_grn::tokenizer::Tokenizer;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn dapo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dapo")).args(args).output().expect("the binary runs")
-}
-
-/// Asserts a failed run: exit code 1, no panic, and every `needle` in stderr.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "panic:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
-    }
-}
 
 fn sft_args<'a>(out_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v =

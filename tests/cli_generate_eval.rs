@@ -1,28 +1,14 @@
 //! `dapo generate`, `dapo eval` and the CPU bench's decode / RL-step lines, end to end through
 //! the binary, on a checkpoint written by a 5-step `dapo sft` run.
 
+mod common;
+
+use common::cli::{dapo, fails_with, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/toy_math/addition_small.jsonl");
-
-fn dapo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dapo")).args(args).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts a failed run: exit code 1, no panic, and every `needle` in stderr.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "panic:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
-    }
-}
 
 /// A tiny checkpoint: 5 SFT steps on the built-in addition task, under `dir`.
 fn checkpoint(dir: &Path) -> PathBuf {

@@ -2,26 +2,12 @@
 //! example command, and the faults a run must survive with a clear error (exit 1, never a
 //! panic) and its last checkpoint intact; Ctrl-C writes a checkpoint and exits 130.
 
+mod common;
+
+use common::cli::{dapo, fails_with, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn dapo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dapo")).args(args).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts a failed run: exit code 1, no panic, and every `needle` in stderr.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "panic:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
-    }
-}
+use std::process::{Command, Stdio};
 
 /// The built-in default at toy size: a few SFT and RL steps (3 unless `extra` sets `--steps`).
 fn small<'a>(out_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

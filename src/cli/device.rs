@@ -108,3 +108,22 @@ pub fn cpu_backend(device: Device, threads: Option<usize>, command: &str) -> Res
         ))),
     }
 }
+
+/// `--device` and `--threads` of the commands that run GPT-2 (train, sft, generate, eval).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// Backend: auto, cpu, cuda[:N]. GPT-2 runs on the CPU until its layer ops have CUDA
+    /// kernels, so `auto` picks the CPU and `cuda` is refused with the reason.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// CPU worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl ComputeArgs {
+    /// The CPU backend for `dapo <command>` (see [`cpu_backend`]).
+    pub fn cpu_backend(&self, command: &str) -> Result<CpuBackend> {
+        cpu_backend(self.device, self.threads, command)
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::device::{cpu_backend, Device};
+use super::device::ComputeArgs;
 use super::generate::{check_local_model, completion_text, finish_name, load_checkpoint};
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
@@ -45,12 +45,8 @@ pub struct EvalArgs {
     /// `dapo train`, a final <|endoftext|> included. Default: the built-in math scorer.
     #[arg(long)]
     scorer_cmd: Option<String>,
-    /// Backend: auto, cpu (generation runs on the CPU until GPT-2's layer ops have CUDA kernels).
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// Write one JSON line per task: prompt, answer, completion, finish, tokens, metrics (and
     /// reward with --reward-mixer).
     #[arg(long)]
@@ -76,7 +72,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let (Some(m), Some(names)) = (&mixer, scorer.metric_names()) {
         m.check_keys(names.iter().map(String::as_str))?;
     }
-    let k = cpu_backend(a.device, a.threads, "eval")?;
+    let k = a.compute.cpu_backend("eval")?;
     let (mut model, tok) = load_checkpoint(&a.model, k)?;
     let eos = tok.eos_id();
     let cfg = SamplingConfig {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::device::{cpu_backend, Device};
+use super::device::ComputeArgs;
 use crate::backend::cpu::CpuBackend;
 use crate::checkpoint::load_model;
 use crate::data::TaskDataset;
@@ -57,12 +57,8 @@ pub struct GenerateArgs {
     /// Seed of the sampler: the same seed and flags give the same completions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Backend: auto, cpu (generation runs on the CPU until GPT-2's layer ops have CUDA kernels).
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 /// `--model` must name a local checkpoint; a bare name that does not exist (`gpt2`,
@@ -131,7 +127,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if let Some(i) = texts.iter().position(String::is_empty) {
         return Err(Error::Invalid(format!("prompt {i} is empty: the model needs at least one token to continue")));
     }
-    let k = cpu_backend(a.device, a.threads, "generate")?;
+    let k = a.compute.cpu_backend("generate")?;
     let (mut model, tok) = load_checkpoint(&a.model, k)?;
     let eos = tok.eos_id();
     let cfg = SamplingConfig {

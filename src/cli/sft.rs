@@ -1,6 +1,6 @@
 //! `dapo sft`: supervised fine-tuning from a checkpoint or a named fresh architecture.
 
-use super::device::{cpu_backend, Device};
+use super::device::ComputeArgs;
 use crate::checkpoint::load_model;
 use crate::data::{arithmetic, SftDataset};
 use crate::error::{Error, Result};
@@ -67,17 +67,13 @@ pub struct SftArgs {
     /// Seed for initialisation and batch sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Backend: auto, cpu, cuda[:N] (GPT-2 training runs on the CPU until its layer ops have CUDA kernels).
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 /// Runs `dapo sft`.
 pub fn run(a: SftArgs) -> Result<()> {
-    let k = cpu_backend(a.device, a.threads, "sft")?;
+    let k = a.compute.cpu_backend("sft")?;
     let (mut model, tok) = match &a.model {
         Some(dir) => {
             let tok = match &a.tokenizer {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::device::{cpu_backend, Device};
+use super::device::ComputeArgs;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::LossType;
 use crate::checkpoint::load_model;
@@ -123,12 +123,8 @@ pub struct TrainArgs {
     /// Seed of initialisation, prompt sampling and rollouts.
     #[arg(long)]
     seed: Option<u64>,
-    /// Backend: auto, cpu, cuda[:N] (training runs on the CPU until GPT-2's layer ops have CUDA kernels).
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 /// The built-in default's settings: what makes RL visibly help on the addition task within
@@ -301,7 +297,7 @@ fn print_eval(label: &str, r: &EvalReport) {
 pub fn run(a: TrainArgs) -> Result<()> {
     let builtin = a.model.is_none() && a.dataset.is_none();
     let cfg = settings(&a, builtin)?;
-    let k = cpu_backend(a.device, a.threads, "train")?;
+    let k = a.compute.cpu_backend("train")?;
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
 
     let (train_path, eval_path) = match (&a.dataset, &a.eval_dataset) {

@@ -2,6 +2,7 @@
 //! files instantiate them per backend (`cpu` today), so CPU and device run the same checks.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod gradcheck;
 pub mod objective;
 

@@ -42,7 +42,9 @@ import shutil
 import torch
 import transformers
 from safetensors.torch import load_file
-from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+from transformers import GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+from gen_golden import make_config  # the same GPT-2 settings as the language-model goldens
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT_DIR = os.path.join(REPO_ROOT, "tests", "data", "judge")
@@ -93,18 +95,11 @@ def char_tokenizer_json():
 def build_model():
     """GPT2ForSequenceClassification (float32, eval) with every parameter randomised as in
     gen_golden.py, and a larger scoring head so scores are O(1)."""
-    cfg = GPT2Config(
-        **MODEL,
-        num_labels=1,
-        pad_token_id=0,
-        activation_function="gelu_new",
-        layer_norm_epsilon=1e-5,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        summary_first_dropout=0.0,
-        tie_word_embeddings=True,
-    )
+    # The same GPT-2 settings as the language-model goldens, plus a one-label head and the
+    # pad token that tells transformers where each sequence ends.
+    cfg = make_config(MODEL)
+    cfg.num_labels = 1
+    cfg.pad_token_id = 0
     torch.manual_seed(SEED)
     model = GPT2ForSequenceClassification(cfg).float()
     model.config._attn_implementation = "eager"
