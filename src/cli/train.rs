@@ -76,6 +76,9 @@ pub struct TrainArgs {
     /// Passes over each step's rollouts (μ).
     #[arg(long)]
     num_iterations: Option<usize>,
+    /// Sequences per forward/backward pass; gradients accumulate over a minibatch (0: all).
+    #[arg(long)]
+    micro_batch_size: Option<usize>,
     /// Most tokens generated per completion.
     #[arg(long)]
     max_new_tokens: Option<usize>,
@@ -180,6 +183,7 @@ fn settings(a: &TrainArgs, builtin: bool) -> Result<DapoConfig> {
     }
     set!(a.loss_type => objective.loss_type);
     set!(a.num_iterations => num_iterations);
+    set!(a.micro_batch_size => micro_batch_size);
     set!(a.max_new_tokens => sampling.max_new_tokens);
     set!(a.temperature => sampling.temperature);
     set!(a.top_k => sampling.top_k);

@@ -166,6 +166,14 @@ impl<K: Backend> Gpt2<K> {
         }
     }
 
+    /// Multiplies every parameter gradient by `factor` (gradient accumulation with unequal
+    /// micro-batch weights). Does nothing before the first backward pass.
+    pub fn scale_grads(&mut self, factor: f32) {
+        if let Some(g) = &mut self.grads {
+            g.iter_mut().for_each(|g| self.backend.scale(g, factor));
+        }
+    }
+
     fn check_ids(&self, what: &str, ids: &[u32], b: usize, t: usize) -> Result<()> {
         if b == 0 || t == 0 {
             return Err(Error::Invalid(format!("empty batch: B={b}, T={t}")));

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::dapo_config::DapoConfig;
 use super::sft::save_checkpoint;
-use crate::backend::Backend;
+use crate::backend::{Backend, LossType};
 use crate::checkpoint::{load_model, load_optimizer, save_model};
 use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
@@ -403,27 +403,40 @@ impl<K: Backend> DapoTrainer<K> {
         Ok((events, decision))
     }
 
-    /// μ passes over the step's sequences in `mini_batches` optimizer steps each.
+    /// μ passes over the step's sequences in `mini_batches` optimizer steps each; within a
+    /// minibatch, micro-batches of `micro_batch_size` sequences accumulate their gradients.
     fn update(&mut self, grid: &Grid, ref_logp: Option<&[f32]>, lr: f32, beta: f64) -> Result<RlMetrics> {
-        let mb = self.cfg.mini_batches;
-        let per = grid.s.div_ceil(mb);
+        let per = grid.s.div_ceil(self.cfg.mini_batches);
+        let micro = if self.cfg.micro_batch_size == 0 { per } else { self.cfg.micro_batch_size };
         let mut last = (ObjectiveMetrics::default(), 0.0f32);
         for _ in 0..self.cfg.num_iterations {
             for start in (0..grid.s).step_by(per) {
-                let range = start..(start + per).min(grid.s);
+                let mini = start..(start + per).min(grid.s);
                 self.model.zero_grad();
-                let sub = grid.slice(range.clone(), ref_logp);
-                let k = self.model.backend().clone();
-                let (t, c, v) = (grid.t, self.model.config().n_embd, self.model.config().vocab_size);
-                let bufs = sub.upload(&k);
-                let objective = &mut self.objective;
-                let m = self.model.forward_backward_with(&sub.ids, sub.s, t, |h| {
-                    let batch = bufs.batch(h.hidden, h.wte, sub.s, t, c, v);
-                    objective.forward_backward(h.backend, &batch, h.dhidden, h.dwte)
-                })?;
+                // Each pass normalises its loss over its own tokens (or sequences); weighting
+                // pass i's gradient by its share w_i of the minibatch gives the minibatch's
+                // gradient. Scaling the running sum by w_i / w_(i+1) after each pass and by
+                // the last w at the end does that with one in-place op per pass.
+                let parts: Vec<(std::ops::Range<usize>, f64)> = mini
+                    .clone()
+                    .step_by(micro)
+                    .map(|s| {
+                        let r = s..(s + micro).min(mini.end);
+                        let w = self.share(grid, &r, &mini);
+                        (r, w)
+                    })
+                    .filter(|(_, w)| *w > 0.0)
+                    .collect();
+                for (i, (r, w)) in parts.iter().enumerate() {
+                    last.0 = self.backward_part(grid, r.clone(), ref_logp)?;
+                    let next = parts.get(i + 1).map_or(1.0, |(_, wn)| *wn);
+                    if parts.len() > 1 {
+                        self.model.scale_grads((w / next) as f32);
+                    }
+                }
                 let max_norm = (self.cfg.max_grad_norm > 0.0).then_some(self.cfg.max_grad_norm);
                 let info = self.opt.step(&mut self.model, lr, max_norm)?;
-                last = (m, info.grad_norm);
+                last.1 = info.grad_norm;
             }
         }
         let (m, grad_norm) = last;
@@ -437,6 +450,37 @@ impl<K: Backend> DapoTrainer<K> {
             clip_frac_high: m.clip_frac_high,
             lr,
             grad_norm,
+        })
+    }
+
+    /// Micro-batch `part`'s share of minibatch `mini` in the loss: its masked tokens for the
+    /// token-mean losses, its sequences for the per-sequence ones.
+    fn share(&self, grid: &Grid, part: &std::ops::Range<usize>, mini: &std::ops::Range<usize>) -> f64 {
+        match self.cfg.objective.loss_type {
+            LossType::Dapo | LossType::Bnpo => {
+                let tokens =
+                    |r: &std::ops::Range<usize>| grid.mask[r.start * grid.t..r.end * grid.t].iter().sum::<f32>();
+                f64::from(tokens(part)) / f64::from(tokens(mini)).max(f64::MIN_POSITIVE)
+            }
+            LossType::Grpo | LossType::DrGrpo => part.len() as f64 / mini.len() as f64,
+        }
+    }
+
+    /// Forward and backward of sequences `seqs`, adding to the gradients.
+    fn backward_part(
+        &mut self,
+        grid: &Grid,
+        seqs: std::ops::Range<usize>,
+        ref_logp: Option<&[f32]>,
+    ) -> Result<ObjectiveMetrics> {
+        let sub = grid.slice(seqs, ref_logp);
+        let k = self.model.backend().clone();
+        let (t, c, v) = (grid.t, self.model.config().n_embd, self.model.config().vocab_size);
+        let bufs = sub.upload(&k);
+        let objective = &mut self.objective;
+        self.model.forward_backward_with(&sub.ids, sub.s, t, |h| {
+            let batch = bufs.batch(h.hidden, h.wte, sub.s, t, c, v);
+            objective.forward_backward(h.backend, &batch, h.dhidden, h.dwte)
         })
     }
 

@@ -39,6 +39,10 @@ pub struct DapoConfig {
     pub num_iterations: usize,
     /// Optimizer steps per pass: the step's sequences are split into this many minibatches.
     pub mini_batches: usize,
+    /// Sequences per forward/backward pass within a minibatch; their gradients are accumulated
+    /// (weighted as the loss type aggregates) before the optimizer step. 0: the whole minibatch
+    /// in one pass.
+    pub micro_batch_size: usize,
     /// The loss: type, clip range, KL β (the initial `kl_coef`), entropy bonus, temperature.
     pub objective: ObjectiveConfig,
     /// Adapt β toward this KL (PPO's rule); `None` keeps β fixed.
@@ -87,6 +91,7 @@ impl Default for DapoConfig {
             max_grad_norm: 1.0,
             num_iterations: 1,
             mini_batches: 1,
+            micro_batch_size: 0,
             objective: ObjectiveConfig::default(),
             kl_target: None,
             kl_horizon: 10_000.0,
