@@ -9,8 +9,11 @@
 //! S sequences, L tokens per sequence (policy loss).
 
 pub mod advantage;
+pub mod attention;
+pub mod basic;
 pub mod grn;
 pub mod logprob;
+pub mod norm;
 pub mod policy_loss;
 
 use super::emu::{EmuDevice, EmuError, EmuFunction, KernelArgs, Launch};

@@ -15,6 +15,10 @@
 //! the worst error, and its note names the configuration it came from (or the first failing
 //! one).
 
+mod attention;
+mod basic;
+mod norm;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::cpu::CpuBackend;
@@ -226,6 +230,9 @@ pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
     policy_loss_cases(k, seed, &mut r);
     matmul_cases(k, seed, &mut r);
     objective_cases(k, seed, &mut r);
+    basic::cases(k, seed, &mut r);
+    norm::cases(k, seed, &mut r);
+    attention::cases(k, seed, &mut r);
     r.rows
 }
 

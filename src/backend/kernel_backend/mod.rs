@@ -16,6 +16,10 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
+mod attention;
+mod basic;
+mod norm;
+
 use super::device::Device;
 use super::emu::EmuDevice;
 use super::kernels::{advantage, grn, logprob, policy_loss, DevPtr};
@@ -333,149 +337,149 @@ impl<D: Device> Backend for KernelBackend<D> {
         let r = self.dev.gemm(&mut out.mem, &a.mem, &b.mem, bias.map(|x| &x.mem), g);
         self.ok("matmul", &shapes, r);
     }
-    fn bias_backward(&self, _dbias: &mut DeviceBuf<D>, _dout: &DeviceBuf<D>, _rows: usize, _cols: usize) {
-        self.unsupported("bias_backward")
+    fn bias_backward(&self, dbias: &mut DeviceBuf<D>, dout: &DeviceBuf<D>, rows: usize, cols: usize) {
+        self.bias_backward_k(dbias, dout, rows, cols)
     }
 
     fn encoder_forward(
         &self,
-        _out: &mut DeviceBuf<D>,
-        _ids: &DeviceBuf<D>,
-        _wte: &DeviceBuf<D>,
-        _wpe: &DeviceBuf<D>,
-        _b: usize,
-        _t: usize,
-        _c: usize,
+        out: &mut DeviceBuf<D>,
+        ids: &DeviceBuf<D>,
+        wte: &DeviceBuf<D>,
+        wpe: &DeviceBuf<D>,
+        b: usize,
+        t: usize,
+        c: usize,
     ) {
-        self.unsupported("encoder_forward")
+        self.encoder_forward_k(out, ids, wte, wpe, b, t, c)
     }
     fn encoder_backward(
         &self,
-        _dwte: &mut DeviceBuf<D>,
-        _dwpe: &mut DeviceBuf<D>,
-        _dout: &DeviceBuf<D>,
-        _ids: &DeviceBuf<D>,
-        _b: usize,
-        _t: usize,
-        _c: usize,
+        dwte: &mut DeviceBuf<D>,
+        dwpe: &mut DeviceBuf<D>,
+        dout: &DeviceBuf<D>,
+        ids: &DeviceBuf<D>,
+        b: usize,
+        t: usize,
+        c: usize,
     ) {
-        self.unsupported("encoder_backward")
+        self.encoder_backward_k(dwte, dwpe, dout, ids, b, t, c)
     }
     fn layernorm_forward(
         &self,
-        _out: &mut DeviceBuf<D>,
-        _mean: &mut DeviceBuf<D>,
-        _rstd: &mut DeviceBuf<D>,
-        _inp: &DeviceBuf<D>,
-        _w: &DeviceBuf<D>,
-        _bias: &DeviceBuf<D>,
-        _n: usize,
-        _c: usize,
-        _eps: f32,
+        out: &mut DeviceBuf<D>,
+        mean: &mut DeviceBuf<D>,
+        rstd: &mut DeviceBuf<D>,
+        inp: &DeviceBuf<D>,
+        w: &DeviceBuf<D>,
+        bias: &DeviceBuf<D>,
+        n: usize,
+        c: usize,
+        eps: f32,
     ) {
-        self.unsupported("layernorm_forward")
+        self.layernorm_forward_k(out, mean, rstd, inp, w, bias, n, c, eps)
     }
     fn layernorm_backward(
         &self,
-        _dinp: &mut DeviceBuf<D>,
-        _dw: &mut DeviceBuf<D>,
-        _dbias: &mut DeviceBuf<D>,
-        _dout: &DeviceBuf<D>,
-        _inp: &DeviceBuf<D>,
-        _w: &DeviceBuf<D>,
-        _mean: &DeviceBuf<D>,
-        _rstd: &DeviceBuf<D>,
-        _n: usize,
-        _c: usize,
+        dinp: &mut DeviceBuf<D>,
+        dw: &mut DeviceBuf<D>,
+        dbias: &mut DeviceBuf<D>,
+        dout: &DeviceBuf<D>,
+        inp: &DeviceBuf<D>,
+        w: &DeviceBuf<D>,
+        mean: &DeviceBuf<D>,
+        rstd: &DeviceBuf<D>,
+        n: usize,
+        c: usize,
     ) {
-        self.unsupported("layernorm_backward")
+        self.layernorm_backward_k(dinp, dw, dbias, dout, inp, w, mean, rstd, n, c)
     }
     fn attention_forward(
         &self,
-        _out: &mut DeviceBuf<D>,
-        _lse: &mut DeviceBuf<D>,
-        _qkv: &DeviceBuf<D>,
-        _b: usize,
-        _t: usize,
-        _nh: usize,
-        _c: usize,
+        out: &mut DeviceBuf<D>,
+        lse: &mut DeviceBuf<D>,
+        qkv: &DeviceBuf<D>,
+        b: usize,
+        t: usize,
+        nh: usize,
+        c: usize,
     ) {
-        self.unsupported("attention_forward")
+        self.attention_forward_k(out, lse, qkv, b, t, nh, c)
     }
     fn attention_backward(
         &self,
-        _dqkv: &mut DeviceBuf<D>,
-        _dout: &DeviceBuf<D>,
-        _qkv: &DeviceBuf<D>,
-        _out: &DeviceBuf<D>,
-        _lse: &DeviceBuf<D>,
-        _b: usize,
-        _t: usize,
-        _nh: usize,
-        _c: usize,
+        dqkv: &mut DeviceBuf<D>,
+        dout: &DeviceBuf<D>,
+        qkv: &DeviceBuf<D>,
+        out: &DeviceBuf<D>,
+        lse: &DeviceBuf<D>,
+        b: usize,
+        t: usize,
+        nh: usize,
+        c: usize,
     ) {
-        self.unsupported("attention_backward")
+        self.attention_backward_k(dqkv, dout, qkv, out, lse, b, t, nh, c)
     }
     fn encoder_forward_at(
         &self,
-        _out: &mut DeviceBuf<D>,
-        _ids: &DeviceBuf<D>,
-        _pos: &DeviceBuf<D>,
-        _wte: &DeviceBuf<D>,
-        _wpe: &DeviceBuf<D>,
-        _rows: usize,
-        _c: usize,
+        out: &mut DeviceBuf<D>,
+        ids: &DeviceBuf<D>,
+        pos: &DeviceBuf<D>,
+        wte: &DeviceBuf<D>,
+        wpe: &DeviceBuf<D>,
+        rows: usize,
+        c: usize,
     ) {
-        self.unsupported("encoder_forward_at")
+        self.encoder_forward_at_k(out, ids, pos, wte, wpe, rows, c)
     }
     fn attention_cached(
         &self,
-        _out: &mut DeviceBuf<D>,
-        _k_cache: &mut DeviceBuf<D>,
-        _v_cache: &mut DeviceBuf<D>,
-        _qkv: &DeviceBuf<D>,
-        _seq: &DeviceBuf<D>,
-        _pos: &DeviceBuf<D>,
-        _rows: usize,
-        _t_max: usize,
-        _nh: usize,
-        _c: usize,
+        out: &mut DeviceBuf<D>,
+        k_cache: &mut DeviceBuf<D>,
+        v_cache: &mut DeviceBuf<D>,
+        qkv: &DeviceBuf<D>,
+        seq: &DeviceBuf<D>,
+        pos: &DeviceBuf<D>,
+        rows: usize,
+        t_max: usize,
+        nh: usize,
+        c: usize,
     ) {
-        self.unsupported("attention_cached")
+        self.attention_cached_k(out, k_cache, v_cache, qkv, seq, pos, rows, t_max, nh, c)
     }
-    fn gelu_forward(&self, _out: &mut DeviceBuf<D>, _inp: &DeviceBuf<D>) {
-        self.unsupported("gelu_forward")
+    fn gelu_forward(&self, out: &mut DeviceBuf<D>, inp: &DeviceBuf<D>) {
+        self.gelu_forward_k(out, inp)
     }
-    fn gelu_backward(&self, _d: &mut DeviceBuf<D>, _inp: &DeviceBuf<D>) {
-        self.unsupported("gelu_backward")
+    fn gelu_backward(&self, d: &mut DeviceBuf<D>, inp: &DeviceBuf<D>) {
+        self.gelu_backward_k(d, inp)
     }
     fn cross_entropy(
         &self,
-        _logits: &mut DeviceBuf<D>,
-        _losses: &mut DeviceBuf<D>,
-        _targets: &DeviceBuf<D>,
-        _weights: &DeviceBuf<D>,
-        _n: usize,
-        _v: usize,
-        _backward: bool,
+        logits: &mut DeviceBuf<D>,
+        losses: &mut DeviceBuf<D>,
+        targets: &DeviceBuf<D>,
+        weights: &DeviceBuf<D>,
+        n: usize,
+        v: usize,
+        backward: bool,
     ) {
-        self.unsupported("cross_entropy")
+        self.cross_entropy_k(logits, losses, targets, weights, n, v, backward)
     }
     fn adamw(
         &self,
-        _param: &mut DeviceBuf<D>,
-        _grad: &DeviceBuf<D>,
-        _m: &mut DeviceBuf<D>,
-        _v: &mut DeviceBuf<D>,
-        _h: AdamWStep,
+        param: &mut DeviceBuf<D>,
+        grad: &DeviceBuf<D>,
+        m: &mut DeviceBuf<D>,
+        v: &mut DeviceBuf<D>,
+        h: AdamWStep,
     ) {
-        self.unsupported("adamw")
+        self.adamw_k(param, grad, m, v, h)
     }
-    fn global_norm(&self, _bufs: &[&DeviceBuf<D>]) -> f32 {
-        self.unsupported("global_norm")
+    fn global_norm(&self, bufs: &[&DeviceBuf<D>]) -> f32 {
+        self.global_norm_k(bufs)
     }
-    fn scale(&self, _buf: &mut DeviceBuf<D>, _alpha: f32) {
-        self.unsupported("scale")
+    fn scale(&self, buf: &mut DeviceBuf<D>, alpha: f32) {
+        self.scale_k(buf, alpha)
     }
 
     fn ids_len(&self, ids: &DeviceBuf<D>) -> usize {
