@@ -125,7 +125,7 @@ fn cuda_request_and_bad_flags() {
     // No CUDA path for GPT-2 training yet: the message names the device and what is missing.
     fails_with(
         &dapo(&sft_args(o.to_str().unwrap(), &["--device", "cuda"])),
-        &["--device cuda:0", "`dapo sft` needs GPT-2's layer ops", "--device cpu"],
+        &["--device cuda:0", "`dapo sft` runs on the CPU only for now", "--device cpu"],
     );
     fails_with(&dapo(&sft_args(o.to_str().unwrap(), &["--init", "gpt5"])), &["unknown model config `gpt5`"]);
     // Usage errors follow clap: exit code 2 and a usage line.

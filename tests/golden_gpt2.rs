@@ -17,6 +17,8 @@ mod common;
 
 use common::rel_err;
 use gepa_dapo_grn::backend::cpu::CpuBackend;
+use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
+use gepa_dapo_grn::backend::Backend;
 use gepa_dapo_grn::checkpoint::{load_model, TensorFile};
 use gepa_dapo_grn::model::Gpt2;
 use gepa_dapo_grn::optim::{AdamW, AdamWConfig, LrSchedule};
@@ -57,13 +59,17 @@ fn golden(cfg: &str) -> Golden {
     }
 }
 
-fn model(cfg: &str, sub: &str) -> Gpt2<CpuBackend> {
-    load_model(&dir(cfg).join(sub), CpuBackend::new(Some(2))).unwrap()
+fn model<K: Backend>(cfg: &str, sub: &str, k: K) -> Gpt2<K> {
+    load_model(&dir(cfg).join(sub), k).unwrap()
 }
 
-fn logits_loss_and_grads(cfg: &str) {
+fn cpu() -> CpuBackend {
+    CpuBackend::new(Some(2))
+}
+
+fn logits_loss_and_grads<K: Backend>(cfg: &str, k: K) {
     let g = golden(cfg);
-    let mut m = model(cfg, "model");
+    let mut m = model(cfg, "model", k);
     let loss = m.forward_backward(&g.ids, &g.targets, &g.weights, g.b, g.t).unwrap();
     let want_loss = g.file.f32("loss", None).unwrap().0[0];
     println!("[{cfg}] loss rust {loss:.7} torch {want_loss:.7}");
@@ -92,7 +98,7 @@ fn logits_loss_and_grads(cfg: &str) {
     println!("[{cfg}] {} gradients match; worst {} at {:.2e}", m.specs().len(), worst.1, worst.0);
 }
 
-fn adamw_steps(cfg: &str) {
+fn adamw_steps<K: Backend>(cfg: &str, k: K) {
     let g = golden(cfg);
     let a = &g.meta["adamw"];
     let f = |k: &str| a[k].as_f64().unwrap() as f32;
@@ -107,7 +113,7 @@ fn adamw_steps(cfg: &str) {
         weight_decay: f("weight_decay"),
     };
     let max_norm = f("max_grad_norm");
-    let mut m = model(cfg, "model");
+    let mut m = model(cfg, "model", k);
     let mut opt = AdamW::new(&m, opt_cfg);
     let want_losses = g.file.f32("adamw_losses", None).unwrap().0;
     let want_norms = g.file.f32("adamw_grad_norms", None).unwrap().0;
@@ -163,22 +169,35 @@ fn adamw_steps(cfg: &str) {
 
 #[test]
 fn config_a_logits_loss_grads() {
-    logits_loss_and_grads("a");
+    logits_loss_and_grads("a", cpu());
 }
 
 #[test]
 fn config_b_logits_loss_grads() {
-    logits_loss_and_grads("b");
+    logits_loss_and_grads("b", cpu());
+}
+
+/// The same checks on the kernel backend under emulation: every GPT-2 op through the
+/// `kernels/*.cu` sources and the launch code the GPU runs. The emulator's GEMM is the CPU's,
+/// so the golden tolerances hold unchanged; on a GPU (TF32 matmuls) they would not.
+#[test]
+fn config_a_logits_loss_grads_emulated() {
+    logits_loss_and_grads("a", EmuBackend::emulated());
+}
+
+#[test]
+fn config_a_adamw_emulated() {
+    adamw_steps("a", EmuBackend::emulated());
 }
 
 #[test]
 fn config_a_adamw() {
-    adamw_steps("a");
+    adamw_steps("a", cpu());
 }
 
 #[test]
 fn config_b_adamw() {
-    adamw_steps("b");
+    adamw_steps("b", cpu());
 }
 
 /// f16, bf16 and un-prefixed copies of config b load to the same weights (exactly for the
@@ -186,11 +205,11 @@ fn config_b_adamw() {
 /// attention-mask buffer.
 #[test]
 fn dtype_and_name_variants_load() {
-    let base = model("b", "model").to_host();
-    let noprefix = model("b", "model_noprefix").to_host();
+    let base = model("b", "model", cpu()).to_host();
+    let noprefix = model("b", "model_noprefix", cpu()).to_host();
     assert_eq!(base, noprefix);
     for (sub, ulp) in [("model_f16", 2f32.powi(-11)), ("model_bf16", 2f32.powi(-8))] {
-        let m = model("b", sub).to_host();
+        let m = model("b", sub, cpu()).to_host();
         for (x, y) in m.iter().flatten().zip(base.iter().flatten()) {
             assert!((x - y).abs() <= ulp * y.abs() + 1e-7, "{sub}: {x} vs {y}");
         }

@@ -89,22 +89,22 @@ pub fn resolve(device: Device, threads: Option<usize>) -> Result<Resolved> {
     }
 }
 
-/// The CPU backend for a command whose ops exist only on the CPU so far (GPT-2 training):
-/// `auto` takes the CPU and says why; `cuda` and `emu` are refused with the reason.
+/// The CPU backend for a command that is not wired to the device backend yet (the GPT-2
+/// commands): `auto` takes the CPU and says why; `cuda` and `emu` are refused with the reason.
 pub fn cpu_backend(device: Device, threads: Option<usize>, command: &str) -> Result<CpuBackend> {
     match device {
         Device::Cpu => Ok(CpuBackend::new(threads)),
         Device::Auto => {
             let k = CpuBackend::new(threads);
             eprintln!(
-                "device: {} (auto: `dapo {command}` runs on the CPU: GPT-2's layer ops have no CUDA kernels yet)",
+                "device: {} (auto: `dapo {command}` runs on the CPU until the commands are wired to the GPU backend)",
                 k.name()
             );
             Ok(k)
         }
         Device::Cuda(_) | Device::Emu => Err(Error::Invalid(format!(
-            "--device {device}: `dapo {command}` needs GPT-2's layer ops (layernorm, attention, ...), which have no \
-             CUDA kernels yet; use --device cpu (the fused RL kernels run on the GPU: see `dapo selftest`)"
+            "--device {device}: `dapo {command}` runs on the CPU only for now: the commands are not yet wired to \
+             the device backend (whose kernels `dapo selftest` checks); use --device cpu"
         ))),
     }
 }
@@ -112,8 +112,8 @@ pub fn cpu_backend(device: Device, threads: Option<usize>, command: &str) -> Res
 /// `--device` and `--threads` of the commands that run GPT-2 (train, sft, generate, eval).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ComputeArgs {
-    /// Backend: auto, cpu, cuda[:N]. GPT-2 runs on the CPU until its layer ops have CUDA
-    /// kernels, so `auto` picks the CPU and `cuda` is refused with the reason.
+    /// Backend: auto, cpu, cuda[:N]. The GPT-2 commands run on the CPU until they are wired to
+    /// the GPU backend, so `auto` picks the CPU and `cuda` is refused with the reason.
     #[arg(long, default_value = "auto")]
     pub device: Device,
     /// CPU worker threads (default: all cores).

@@ -3,11 +3,11 @@
 //! on a GPU). The same code serves the real GPU ([`crate::backend::cuda::CudaBackend`]) and the
 //! emulator ([`EmuBackend`]), so CI executes it.
 //!
-//! Ops on this backend today: memory, `matmul`, the fused log-prob + entropy forward/backward,
-//! the clipped-ratio policy loss, and (as inherent methods, outside the op set) GRN and group
-//! advantages. The GPT-2 layer ops (encoder, layernorm, attention, GELU, cross-entropy,
-//! bias backward, AdamW, norms) have no kernels yet; calling one panics with a message naming
-//! the op, and [`KernelBackend::supports_gpt2_training`] lets a command refuse up front.
+//! Every op of the set has a kernel: memory, `matmul`, the fused log-prob + entropy
+//! forward/backward and the clipped-ratio policy loss (here), GRN and group advantages (as
+//! inherent methods, outside the op set), and the GPT-2 layer ops by family: embeddings, GELU,
+//! bias gradients, AdamW, norms ([`basic`]); layer norm and cross-entropy ([`norm`]); causal and
+//! KV-cache attention ([`attention`]).
 //!
 //! The op set is infallible (the CPU cannot fail mid-op), so a device failure (out of memory,
 //! a launch error) panics with the op, its shapes and the device's error; size mismatches are
@@ -107,23 +107,9 @@ impl<D: Device> KernelBackend<D> {
         &self.dev
     }
 
-    /// False until the GPT-2 layer ops have kernels: commands that train GPT-2 check this and
-    /// say so instead of reaching a panicking op.
-    pub fn supports_gpt2_training(&self) -> bool {
-        false
-    }
-
     /// Unwraps a device result, or panics naming the op, its shapes and the device error.
     fn ok<T>(&self, op: &str, shapes: impl Display, r: Result<T, D::Error>) -> T {
         r.unwrap_or_else(|e| panic!("{op} ({shapes}) failed on {}: {e}", self.dev.describe()))
-    }
-
-    fn unsupported(&self, op: &str) -> ! {
-        panic!(
-            "{op} has no kernel on {} yet (the GPT-2 layer ops come with the CUDA training work); \
-             run this on --device cpu",
-            self.dev.describe()
-        )
     }
 
     fn buf(&self, op: &str, len: usize) -> DeviceBuf<D> {

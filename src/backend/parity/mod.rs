@@ -237,7 +237,7 @@ pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
 }
 
 /// The op families [`run_all`] covers (the part of [`ParityRow::op`] before `/`).
-pub const FAMILIES: [&str; 8] = [
+pub const FAMILIES: [&str; 23] = [
     "grn_forward",
     "grn_backward",
     "group_advantage",
@@ -246,6 +246,21 @@ pub const FAMILIES: [&str; 8] = [
     "policy_loss",
     "matmul",
     "objective",
+    "encoder_forward",
+    "encoder_backward",
+    "encoder_forward_at",
+    "gelu_forward",
+    "gelu_backward",
+    "bias_backward",
+    "adamw",
+    "global_norm",
+    "scale",
+    "layernorm_forward",
+    "layernorm_backward",
+    "cross_entropy",
+    "attention_forward",
+    "attention_backward",
+    "attention_cached",
 ];
 
 /// The rows as an aligned text table: op, shape, max abs err, max rel err, tolerance, result, note.
