@@ -11,7 +11,8 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::device::ComputeArgs;
-use super::generate::{check_local_model, completion_text, finish_name, load_checkpoint};
+use super::generate::{completion_text, finish_name};
+use super::model_arg::{check_model_dir, load_checkpoint};
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
 use crate::reward::{score_checked, ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, ScoreInput, Scorer};
@@ -55,7 +56,7 @@ pub struct EvalArgs {
 
 /// Runs `dapo eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    check_local_model(&a.model)?;
+    check_model_dir(&a.model)?;
     let mut data = TaskDataset::load(&a.dataset, false)?;
     if let Some(n) = a.limit {
         if n == 0 {

@@ -6,16 +6,14 @@
 //! `g % CHUNK`, so the output is a pure function of the prompts, the flags and the seed.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::json;
 
 use super::device::ComputeArgs;
-use crate::backend::cpu::CpuBackend;
-use crate::checkpoint::load_model;
+use super::model_arg::{check_model_dir, load_checkpoint};
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
-use crate::model::Gpt2;
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -61,35 +59,6 @@ pub struct GenerateArgs {
     compute: ComputeArgs,
 }
 
-/// `--model` must name a local checkpoint; a bare name that does not exist (`gpt2`,
-/// `distilgpt2`) is most likely a Hugging Face hub name, so say that nothing is downloaded.
-pub(super) fn check_local_model(dir: &Path) -> Result<()> {
-    let s = dir.to_string_lossy();
-    if !dir.exists() && !s.contains('/') && !s.contains('.') {
-        return Err(Error::Invalid(format!(
-            "--model {s}: no such directory; `{s}` looks like a Hugging Face hub name, but nothing is downloaded: \
-             save the model once with transformers (`save_pretrained(dir)` for the model and the tokenizer) and \
-             pass that directory"
-        )));
-    }
-    Ok(())
-}
-
-/// Loads the checkpoint directory and its tokenizer onto the CPU backend.
-pub(super) fn load_checkpoint(dir: &Path, k: CpuBackend) -> Result<(Gpt2<CpuBackend>, Tokenizer)> {
-    let model = load_model(dir, k)?;
-    let tok = Tokenizer::from_dir(dir)?;
-    if tok.vocab_size() > model.config().vocab_size {
-        return Err(Error::Invalid(format!(
-            "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
-            dir.display(),
-            tok.vocab_size(),
-            model.config().vocab_size
-        )));
-    }
-    Ok((model, tok))
-}
-
 /// The JSON name of a finish reason (the API's snake_case, not the Rust variant).
 pub(super) fn finish_name(f: FinishReason) -> &'static str {
     match f {
@@ -116,7 +85,7 @@ pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, eos: Option<u32>,
 
 /// Runs `dapo generate`.
 pub fn run(a: GenerateArgs) -> Result<()> {
-    check_local_model(&a.model)?;
+    check_model_dir(&a.model)?;
     if a.num_samples == 0 {
         return Err(Error::Invalid("--num-samples must be at least 1".into()));
     }

@@ -4,6 +4,7 @@ mod bench;
 mod device;
 mod eval;
 mod generate;
+mod model_arg;
 mod selftest;
 mod sft;
 mod train;

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::device::ComputeArgs;
+use super::model_arg::{check_model_dir, load_checkpoint};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::LossType;
-use crate::checkpoint::load_model;
 use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
@@ -198,25 +198,6 @@ fn settings(a: &TrainArgs, builtin: bool) -> Result<DapoConfig> {
     Ok(c)
 }
 
-/// `--model` must be a local directory: say so for a hub name.
-fn check_model_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let looks_like_hub = !dir.exists() && dir.components().count() <= 2 && !dir.to_string_lossy().starts_with('.');
-    let hint = if looks_like_hub {
-        format!(
-            " — `{}` looks like a Hugging Face hub name, but nothing is downloaded: save the model once with \
-             transformers (`AutoModelForCausalLM.from_pretrained(name).save_pretrained(dir)` plus the tokenizer) \
-             and pass that directory",
-            dir.display()
-        )
-    } else {
-        String::new()
-    };
-    Err(Error::Invalid(format!("--model {}: not a directory{hint}", dir.display())))
-}
-
 /// The mixer: `--reward-mixer`, or the seed's weights.
 fn mixer(path: Option<&Path>) -> Result<RewardMixer> {
     match path {
@@ -335,7 +316,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (model, tok) = match &a.model {
         Some(dir) => {
             check_model_dir(dir)?;
-            (load_model(dir, k)?, Tokenizer::from_dir(dir)?)
+            load_checkpoint(dir, k)?
         }
         None => {
             let tok = Tokenizer::default_char();

@@ -39,7 +39,7 @@ use crate::rl::overlong::OverlongShaping;
 use crate::rl::safety::{tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
 use crate::tokenizer::Tokenizer;
-use crate::util::rng::Rng;
+use crate::util::rng::{mix64, Rng};
 
 /// The log file inside the output directory.
 pub const LOG_FILE: &str = "dapo_log.jsonl";
@@ -640,12 +640,9 @@ fn copy_model<K: Backend>(m: &Gpt2<K>) -> Result<Gpt2<K>> {
     Gpt2::from_host(m.backend().clone(), m.config().clone(), &m.to_host())
 }
 
-/// A seed from (seed, step, round): SplitMix64-style mixing so nearby steps are unrelated.
+/// A seed from (seed, step, round), mixed so nearby steps are unrelated.
 fn mix_seed(seed: u64, step: u64, round: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 /// Per key, the mean over the maps that have it.

@@ -9,7 +9,12 @@ pub struct Rng {
 
 fn splitmix64(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
+    mix64(*x)
+}
+
+/// SplitMix64's output function: a bijection of 64-bit words in which every input bit affects
+/// every output bit, for turning structured seeds (seed, step, ...) into unrelated ones.
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
