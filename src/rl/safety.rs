@@ -254,15 +254,20 @@ impl SafetyMonitor {
 /// The mean of each tag over `tags` (one map per completion), keyed `tags.<name>`. A tag absent
 /// from some completions is averaged over those that have it.
 pub fn tag_means<'a>(tags: impl IntoIterator<Item = &'a BTreeMap<String, f64>>) -> BTreeMap<String, f64> {
+    key_means(tags).into_iter().map(|(k, m)| (format!("{TAG_PREFIX}{k}"), m)).collect()
+}
+
+/// Per key, the mean of its values over the maps that have it.
+pub fn key_means<'a>(maps: impl IntoIterator<Item = &'a BTreeMap<String, f64>>) -> BTreeMap<String, f64> {
     let mut sums: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
-    for t in tags {
-        for (k, &v) in t {
+    for m in maps {
+        for (k, &v) in m {
             let s = sums.entry(k.as_str()).or_insert((0.0, 0));
             s.0 += v;
             s.1 += 1;
         }
     }
-    sums.into_iter().map(|(k, (s, n))| (format!("{TAG_PREFIX}{k}"), s / n as f64)).collect()
+    sums.into_iter().map(|(k, (s, n))| (k.to_string(), s / n as f64)).collect()
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use crate::rl::dynamic_sampling::filter_groups;
 use crate::rl::kl_controller::KlController;
 use crate::rl::objective::{DapoObjective, ObjectiveBatch, ObjectiveMetrics};
 use crate::rl::overlong::OverlongShaping;
-use crate::rl::safety::{tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
+use crate::rl::safety::{key_means, tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::{mix64, Rng};
@@ -643,19 +643,6 @@ fn copy_model<K: Backend>(m: &Gpt2<K>) -> Result<Gpt2<K>> {
 /// A seed from (seed, step, round), mixed so nearby steps are unrelated.
 fn mix_seed(seed: u64, step: u64, round: u64) -> u64 {
     mix64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03))
-}
-
-/// Per key, the mean over the maps that have it.
-fn key_means<'a>(maps: impl Iterator<Item = &'a BTreeMap<String, f64>>) -> BTreeMap<String, f64> {
-    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    for m in maps {
-        for (k, v) in m {
-            let e = sums.entry(k.clone()).or_default();
-            e.0 += v;
-            e.1 += 1;
-        }
-    }
-    sums.into_iter().map(|(k, (s, c))| (k, s / c as f64)).collect()
 }
 
 /// Mean of `key` over the metric maps that have it.
