@@ -1,5 +1,5 @@
-//! Criterion benchmarks of the four fused kernels (log-prob + entropy forward/backward, group
-//! advantages, policy loss, GRN forward/backward) on GPU 0 through `CudaBackend`, at the shapes
+//! Criterion benchmarks of the fused kernels (log-prob + entropy forward/backward, group
+//! advantages, policy loss, GRN forward/backward, sampling) on GPU 0 through `CudaBackend`, at the shapes
 //! of `dapo bench --device cuda` and `bench/torch_reference.py`, with `Throughput::Bytes` set to
 //! the minimal bytes each op moves (so criterion prints GB/s). Without a usable GPU the GPU
 //! group says why and is skipped. A CPU-oracle group of the same ops at small shapes always
@@ -13,7 +13,9 @@ use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::device::Device;
 use gepa_dapo_grn::backend::kernel_backend::GrnSaved;
-use gepa_dapo_grn::backend::{policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use gepa_dapo_grn::backend::{
+    policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams, SampleParams,
+};
 use gepa_dapo_grn::model::grn;
 use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use gepa_dapo_grn::util::rng::Rng;
@@ -42,6 +44,11 @@ mod bytes {
     pub fn logprob_fwd(n: u64, v: u64) -> u64 {
         (n * v + 3 * n) * F32
     }
+    /// Read logits (N·V), the counters (2N); write a token and a log-prob (2N). (The kernel
+    /// re-reads the row on each of its passes; this counts one read.)
+    pub fn sample(n: u64, v: u64) -> u64 {
+        (n * v + 4 * n) * F32
+    }
     /// Read logits (N·V), targets, dlogp, dH (3N); write dlogits (N·V).
     pub fn logprob_bwd(n: u64, v: u64) -> u64 {
         (2 * n * v + 3 * n) * F32
@@ -63,6 +70,18 @@ mod bytes {
     pub fn grn_bwd(b: u64, t: u64, c: u64) -> u64 {
         (3 * b * t * c + b * t + c + 2 * b * c + b + 4 * c) * F32
     }
+}
+
+/// The sampling configurations benchmarked: untruncated at T = 1, and T = 0.7 with top-k 50
+/// and top-p 0.9 (three radix selects per row).
+fn sample_configs() -> [(&'static str, SampleParams); 2] {
+    let p = |temperature, top_k, top_p| SampleParams { temperature, top_k, top_p, seed: 7, step: 1 };
+    [("T=1", p(1.0, 0, 1.0)), ("T=0.7 k=50 p=0.9", p(0.7, 50, 0.9))]
+}
+
+/// One (sequence, position) per row, as a decode step has.
+fn sample_counters(n: usize) -> Vec<[u32; 2]> {
+    (0..n as u32).map(|r| [r, 100]).collect()
 }
 
 fn policy_params(s: usize, l: usize) -> PolicyLossParams {
@@ -178,6 +197,18 @@ fn gpu(c: &mut Criterion) {
             sync(&k)
         })
     });
+
+    // Sampling: one decode step of 64 sequences over GPT-2's V = 50257. `sample` downloads its
+    // results, so every iteration already waits for the device.
+    let (sn, sv) = (64usize, 50257usize);
+    let logits = k.upload(&randn(&mut rng, sn * sv, 3.0));
+    let ctr = sample_counters(sn);
+    g.throughput(Throughput::Bytes(bytes::sample(sn as u64, sv as u64)));
+    for (name, p) in sample_configs() {
+        g.bench_function(BenchmarkId::new("sample", format!("N={sn} V={sv} {name}")), |bch| {
+            bch.iter(|| k.sample(&logits, sv, &ctr, p))
+        });
+    }
     g.finish();
 }
 
@@ -273,6 +304,16 @@ fn cpu_oracle(c: &mut Criterion) {
             )
         })
     });
+
+    let (sn, sv) = (64usize, 1000usize);
+    let logits = randn(&mut rng, sn * sv, 3.0);
+    let ctr = sample_counters(sn);
+    g.throughput(Throughput::Bytes(bytes::sample(sn as u64, sv as u64)));
+    for (name, p) in sample_configs() {
+        g.bench_function(BenchmarkId::new("sample", format!("N={sn} V={sv} {name}")), |bch| {
+            bch.iter(|| k.sample(&logits, sv, &ctr, p))
+        });
+    }
     g.finish();
 }
 

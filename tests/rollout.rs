@@ -128,7 +128,7 @@ fn sampled_frequencies_match_the_truncated_distribution() {
     let mut counts = vec![0usize; logits.len()];
     for i in 0..n {
         let u = counter_rng::uniform(42, 0, 0, i);
-        counts[sample(&logits, &cfg, u).unwrap().token as usize] += 1;
+        counts[sample(&logits, &cfg.params(RolloutKey { seed: 0, step: 0 }), u).unwrap().token as usize] += 1;
     }
     let kept: Vec<usize> = p.iter().map(|x| x.0).collect();
     for (j, &c) in counts.iter().enumerate() {

@@ -392,6 +392,8 @@ inline unsigned int __float_as_uint(float f) { return std::bit_cast<unsigned int
 inline float __uint_as_float(unsigned int u) { return std::bit_cast<float>(u); }
 inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
 inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
+inline long long __double_as_longlong(double d) { return std::bit_cast<long long>(d); }
+inline double __longlong_as_double(long long i) { return std::bit_cast<double>(i); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __log2f(float x) { return std::log2(x); }

@@ -17,6 +17,9 @@ pub mod emu;
 pub mod kernel_backend;
 pub mod kernels;
 pub mod parity;
+pub mod sampling;
+
+pub use sampling::{SampleError, SampleParams, Sampled};
 
 /// One matrix product `out (m,n) = op(a) · op(b)` in row-major storage, where `op(a)` is
 /// (m,k) and `op(b)` is (k,n). With `trans_a` the buffer `a` holds (k,m); with `trans_b`
@@ -242,6 +245,15 @@ pub mod policy_metric {
     pub const BAD_ENTROPY: usize = 15;
     /// Length of the metrics buffer.
     pub const LEN: usize = 16;
+}
+
+/// What [`Backend::memory`] reports, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Held by live buffers now.
+    pub now: usize,
+    /// The most held at once since the last reset.
+    pub peak: usize,
 }
 
 /// The op set. `Buf` holds f32 values, `Ids` token ids; both live wherever the backend
@@ -479,6 +491,36 @@ pub trait Backend: Clone + Send + Sync {
         inputs: PolicyLossInputs<'_, Self>,
         params: PolicyLossParams,
     );
+
+    // ---- bookkeeping -----------------------------------------------------------------
+
+    /// Waits until every op queued so far has finished, so a host clock measures them (a
+    /// device queues work asynchronously; the CPU computes in the call).
+    fn synchronize(&self) {}
+
+    /// Bytes this backend's live buffers hold, and the most since [`Backend::reset_peak_memory`]
+    /// (`None` where nothing is tracked: the CPU backend's buffers are plain `Vec`s).
+    fn memory(&self) -> Option<MemoryUse> {
+        None
+    }
+
+    /// Starts a new peak-memory window at the current use.
+    fn reset_peak_memory(&self) {}
+
+    // ---- generation ------------------------------------------------------------------
+
+    /// Draws one token from each of the first `counters.len()` rows of `logits` (rows, V):
+    /// row r with the uniform `counter_rng::uniform(p.seed, p.step, counters[r][0],
+    /// counters[r][1])` (sequence, position), by `rollout::sampler`'s rules. Only the
+    /// (token, log-prob) pairs leave the backend. A row that cannot be sampled (NaN/+∞
+    /// logits, all −∞, overflow after the temperature) gives its error, not a panic.
+    fn sample(
+        &self,
+        logits: &Self::Buf,
+        v: usize,
+        counters: &[[u32; 2]],
+        p: SampleParams,
+    ) -> Vec<Result<Sampled, SampleError>>;
 }
 
 /// Panics unless a log-prob chunk fits its buffers: every backend checks this before

@@ -5,7 +5,7 @@ use super::activations::Activations;
 use super::config::Gpt2Config;
 use super::kv_cache::KvCache;
 use super::params::{block, init_params, ln_f, param_specs, BlockParam as P, ParamSpec, WPE, WTE};
-use crate::backend::{Backend, Gemm};
+use crate::backend::{Backend, Gemm, SampleError, SampleParams, Sampled};
 use crate::error::{Error, Result};
 
 /// A GPT-2 language model whose parameters, gradients and activations live on backend `K`.
@@ -76,6 +76,29 @@ impl<K: Backend> Gpt2<K> {
         }
         let params = host.iter().map(|h| backend.upload(h)).collect();
         Ok(Gpt2 { backend, config, specs, params, grads: None, acts: None })
+    }
+
+    /// A copy of the weights on the same backend, copied where they live (device to device on
+    /// a GPU): no gradients, no activations. The DAPO trainer's frozen reference.
+    pub fn weights_copy(&self) -> Self {
+        let k = &self.backend;
+        let params = self
+            .params
+            .iter()
+            .map(|p| {
+                let mut q = k.alloc(k.len(p));
+                k.copy(&mut q, p);
+                q
+            })
+            .collect();
+        Gpt2 {
+            backend: k.clone(),
+            config: self.config.clone(),
+            specs: self.specs.clone(),
+            params,
+            grads: None,
+            acts: None,
+        }
     }
 
     /// A freshly initialised model (GPT-2's initialisation, seeded).
@@ -482,6 +505,13 @@ impl<K: Backend> Gpt2<K> {
     /// of its first new token. Prompts are packed back to back, so ragged lengths cost no
     /// padding.
     pub fn prefill(&self, cache: &mut KvCache<K>, prompts: &[Vec<u32>]) -> Result<Vec<f32>> {
+        self.prefill_in_cache(cache, prompts)?;
+        Ok(self.cached_logits(cache))
+    }
+
+    /// [`Gpt2::prefill`] without the download: the logits stay in the cache's buffers for
+    /// [`Gpt2::sample_in_cache`] (or [`Gpt2::cached_logits`]).
+    pub fn prefill_in_cache(&self, cache: &mut KvCache<K>, prompts: &[Vec<u32>]) -> Result<()> {
         if prompts.len() != cache.b {
             return Err(Error::Invalid(format!("{} prompts for a KV cache of {} sequences", prompts.len(), cache.b)));
         }
@@ -501,13 +531,20 @@ impl<K: Backend> Gpt2<K> {
             last.push(ids.len() - 1);
         }
         cache.lens.iter_mut().zip(prompts).for_each(|(l, p)| *l = p.len());
-        Ok(self.forward_rows(cache, &ids, &seq, &pos, &last))
+        self.forward_rows(cache, &ids, &seq, &pos, &last);
+        Ok(())
     }
 
     /// Feeds `tokens[j]` to sequence `seqs[j]` at its next position (after its prompt and the
     /// tokens fed before) and returns the logits (len, V) there, row j for `seqs[j]`.
     /// Sequences not listed (finished ones) cost nothing. `seqs` must be distinct.
     pub fn decode_step(&self, cache: &mut KvCache<K>, seqs: &[usize], tokens: &[u32]) -> Result<Vec<f32>> {
+        self.decode_in_cache(cache, seqs, tokens)?;
+        Ok(self.cached_logits(cache))
+    }
+
+    /// [`Gpt2::decode_step`] without the download: the logits stay in the cache's buffers.
+    pub fn decode_in_cache(&self, cache: &mut KvCache<K>, seqs: &[usize], tokens: &[u32]) -> Result<()> {
         if seqs.is_empty() || seqs.len() != tokens.len() {
             return Err(Error::Invalid(format!(
                 "decode step with {} sequences and {} tokens (need the same, non-zero number)",
@@ -535,7 +572,29 @@ impl<K: Backend> Gpt2<K> {
         let pos: Vec<u32> = seqs.iter().map(|&s| cache.lens[s] as u32).collect();
         seqs.iter().for_each(|&s| cache.lens[s] += 1);
         let all: Vec<usize> = (0..seqs.len()).collect();
-        Ok(self.forward_rows(cache, tokens, &seq, &pos, &all))
+        self.forward_rows(cache, tokens, &seq, &pos, &all);
+        Ok(())
+    }
+
+    /// A host copy of the logits (S,V) of the cache's last prefill or decode step. Panics
+    /// if there was none.
+    pub fn cached_logits(&self, cache: &KvCache<K>) -> Vec<f32> {
+        let s = cache.scratch.as_ref().expect("a prefill or decode step ran on this cache");
+        self.backend.download(&s.logits)
+    }
+
+    /// Draws one token from each row of the last step's logits where they live (row r with
+    /// the counter `counters[r]` = [sequence, position]); see [`Backend::sample`]. Panics if
+    /// no step ran or `counters` has more rows than that step's logits.
+    pub fn sample_in_cache(
+        &self,
+        cache: &KvCache<K>,
+        counters: &[[u32; 2]],
+        params: SampleParams,
+    ) -> Vec<std::result::Result<Sampled, SampleError>> {
+        let s = cache.scratch.as_ref().expect("a prefill or decode step ran on this cache");
+        assert!(counters.len() <= s.out_rows, "{} counters for {} rows of logits", counters.len(), s.out_rows);
+        self.backend.sample(&s.logits, self.config.vocab_size, counters, params)
     }
 
     fn check_token_ids(&self, what: &str, ids: &[u32]) -> Result<()> {
@@ -548,9 +607,9 @@ impl<K: Backend> Gpt2<K> {
         }
     }
 
-    /// One cached pass over rows (ids, seq, pos), validated by the caller; returns the logits
-    /// (S,V) of rows `out` (S of them, in that order).
-    fn forward_rows(&self, cache: &mut KvCache<K>, ids: &[u32], seq: &[u32], pos: &[u32], out: &[usize]) -> Vec<f32> {
+    /// One cached pass over rows (ids, seq, pos), validated by the caller; leaves the logits
+    /// (S,V) of rows `out` (S of them, in that order) in the cache's scratch.
+    fn forward_rows(&self, cache: &mut KvCache<K>, ids: &[u32], seq: &[u32], pos: &[u32], out: &[usize]) {
         let k = &self.backend;
         let cfg = &self.config;
         let (r, c, nh, v) = (ids.len(), cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -589,6 +648,5 @@ impl<K: Backend> Gpt2<K> {
             &s.sel
         };
         k.matmul(&mut s.logits, hidden, &p[WTE], None, Gemm::nt(out.len(), v, c));
-        k.download(&s.logits)
     }
 }

@@ -15,10 +15,9 @@
 
 pub mod sampler;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SampleParams};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
-use crate::util::counter_rng;
 
 /// How to sample. temperature 0 = greedy (argmax; top-k/top-p ignored).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,6 +52,17 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
+    /// The settings [`Backend::sample`] draws with under `key`.
+    pub fn params(&self, key: RolloutKey) -> SampleParams {
+        SampleParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: key.seed,
+            step: key.step,
+        }
+    }
+
     /// Checks temperature ≥ 0 and finite, top_p in (0, 1], max_new_tokens ≥ 1 and no empty
     /// stop string.
     pub fn validate(&self) -> Result<()> {
@@ -118,7 +128,7 @@ pub type Decode<'a> = &'a dyn Fn(&[u32]) -> String;
 /// [`FinishReason::Length`].
 ///
 /// Token j of completion i is drawn with the uniform `counter_rng::uniform(key.seed,
-/// key.step, i, j)`.
+/// key.step, i, j)` ([`crate::util::counter_rng::uniform`]), on the model's backend.
 pub fn generate<K: Backend>(
     model: &mut Gpt2<K>,
     prompts: &[Vec<u32>],
@@ -127,7 +137,7 @@ pub fn generate<K: Backend>(
     decode: Option<Decode<'_>>,
 ) -> Result<Vec<Completion>> {
     cfg.validate()?;
-    let (v, n_positions) = (model.config().vocab_size, model.config().n_positions);
+    let n_positions = model.config().n_positions;
     if prompts.is_empty() {
         return Err(Error::Invalid("generate: no prompts".into()));
     }
@@ -153,20 +163,22 @@ pub fn generate<K: Backend>(
     let p_max = prompts.iter().map(Vec::len).max().expect("non-empty");
     let t_max = (p_max + cfg.max_new_tokens - 1).min(n_positions);
     let mut cache = model.kv_cache(prompts.len(), t_max)?;
-    let mut logits = model.prefill(&mut cache, prompts)?;
+    model.prefill_in_cache(&mut cache, prompts)?;
+    let params = cfg.params(key);
 
     let mut out: Vec<Completion> = (0..prompts.len())
         .map(|i| Completion { prompt_index: i, tokens: vec![], logprobs: vec![], finish: FinishReason::Length })
         .collect();
-    // Row r of `logits` belongs to sequence active[r].
+    // Row r of the cached logits belongs to sequence active[r]. The draw happens where the
+    // logits are (Backend::sample); only a token and a log-prob per row come back.
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     while !active.is_empty() {
+        let counters: Vec<[u32; 2]> = active.iter().map(|&i| [i as u32, out[i].tokens.len() as u32]).collect();
+        let drawn = model.sample_in_cache(&cache, &counters, params);
         let (mut next, mut fed) = (Vec::with_capacity(active.len()), Vec::with_capacity(active.len()));
-        for (r, &i) in active.iter().enumerate() {
+        for (&i, s) in active.iter().zip(drawn) {
             let c = &mut out[i];
-            let u = counter_rng::uniform(key.seed, key.step, i as u32, c.tokens.len() as u32);
-            let s = sampler::sample(&logits[r * v..(r + 1) * v], cfg, u)
-                .map_err(|e| Error::Invalid(format!("generate: sequence {i}, token {}: {e}", c.tokens.len())))?;
+            let s = s.map_err(|e| Error::Invalid(format!("generate: sequence {i}, token {}: {e}", c.tokens.len())))?;
             c.tokens.push(s.token);
             c.logprobs.push(s.logprob);
             let finish = if cfg.stop_token_ids.contains(&s.token) {
@@ -190,7 +202,7 @@ pub fn generate<K: Backend>(
             }
         }
         if !next.is_empty() {
-            logits = model.decode_step(&mut cache, &next, &fed)?;
+            model.decode_in_cache(&mut cache, &next, &fed)?;
         }
         active = next;
     }

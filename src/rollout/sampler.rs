@@ -1,29 +1,19 @@
 //! Choosing one token from one row of logits: greedy, or temperature → top-k → top-p
-//! (nucleus) → an inverse-CDF draw with a given uniform.
+//! (nucleus) → an inverse-CDF draw with a given uniform. This is the CPU oracle of
+//! [`Backend::sample`](crate::backend::Backend::sample); `kernels/sampling.cu` implements the
+//! same rules on the device.
 //!
 //! The order follows transformers' logits warpers: top-k keeps the k highest tempered
 //! logits; top-p then keeps, among those and renormalised over them, the smallest set of
 //! most probable tokens whose mass reaches top_p. Ties are broken by the lower token id
 //! everywhere, so the kept set and the draw order are functions of the logits alone.
 
-use super::SamplingConfig;
-use crate::error::{Error, Result};
-
-/// One sampled token and its log-probability under the untruncated tempered distribution,
-/// `log softmax(logits / T)[token]` (T = 1 when greedy): what the policy-gradient objective
-/// recomputes, so its first ratio is 1.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sampled {
-    /// The token id.
-    pub token: u32,
-    /// Its log-probability.
-    pub logprob: f32,
-}
+pub use crate::backend::{SampleError, SampleParams, Sampled};
 
 /// The kept tokens and their probabilities (renormalised over the kept set, summing to 1)
 /// in draw order: token id order when nothing is truncated, else decreasing probability.
 /// Errors if the row has a NaN or +∞, or no finite logit at all.
-pub fn truncated_distribution(logits: &[f32], cfg: &SamplingConfig) -> Result<Vec<(u32, f64)>> {
+pub fn truncated_distribution(logits: &[f32], cfg: &SampleParams) -> Result<Vec<(u32, f64)>, SampleError> {
     let inv_t = inv_temperature(cfg);
     let z = tempered(logits, inv_t)?;
     let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -76,7 +66,7 @@ pub fn truncated_distribution(logits: &[f32], cfg: &SamplingConfig) -> Result<Ve
 /// Samples one token from `logits` (V) with the uniform `u` in [0, 1): greedy (argmax,
 /// lowest id on ties) when the temperature is 0, else the first kept token (in
 /// [`truncated_distribution`]'s order) whose cumulative probability exceeds `u`.
-pub fn sample(logits: &[f32], cfg: &SamplingConfig, u: f64) -> Result<Sampled> {
+pub fn sample(logits: &[f32], cfg: &SampleParams, u: f64) -> Result<Sampled, SampleError> {
     let inv_t = inv_temperature(cfg);
     let token = if cfg.temperature == 0.0 {
         let z = tempered(logits, inv_t)?;
@@ -112,7 +102,7 @@ pub fn log_softmax_at(logits: &[f32], inv_t: f32, j: usize) -> f32 {
 }
 
 /// 1/T, or 1 for greedy (whose log-probs are those of the untempered model).
-fn inv_temperature(cfg: &SamplingConfig) -> f32 {
+fn inv_temperature(cfg: &SampleParams) -> f32 {
     if cfg.temperature == 0.0 {
         1.0
     } else {
@@ -121,16 +111,16 @@ fn inv_temperature(cfg: &SamplingConfig) -> f32 {
 }
 
 /// logits · inv_t, rejecting rows no distribution can be made from.
-fn tempered(logits: &[f32], inv_t: f32) -> Result<Vec<f32>> {
-    if let Some((j, x)) = logits.iter().enumerate().find(|(_, x)| x.is_nan() || **x == f32::INFINITY) {
-        return Err(Error::Invalid(format!("logit {x} for token {j}: the model produced a non-finite value")));
+fn tempered(logits: &[f32], inv_t: f32) -> Result<Vec<f32>, SampleError> {
+    if let Some((j, &x)) = logits.iter().enumerate().find(|(_, x)| x.is_nan() || **x == f32::INFINITY) {
+        return Err(SampleError::NonFinite { token: j as u32, value: x });
     }
     if !logits.iter().any(|x| x.is_finite()) {
-        return Err(Error::Invalid("every logit is −∞: there is no token to sample".into()));
+        return Err(SampleError::AllMasked);
     }
     let z: Vec<f32> = logits.iter().map(|&x| x * inv_t).collect();
     if z.iter().any(|x| x.is_nan() || *x == f32::INFINITY) {
-        return Err(Error::Invalid(format!("logits divided by the temperature {} overflow f32", 1.0 / inv_t)));
+        return Err(SampleError::TemperatureOverflow { temperature: 1.0 / inv_t });
     }
     Ok(z)
 }
@@ -139,8 +129,8 @@ fn tempered(logits: &[f32], inv_t: f32) -> Result<Vec<f32>> {
 mod tests {
     use super::*;
 
-    fn cfg(temperature: f32, top_k: usize, top_p: f32) -> SamplingConfig {
-        SamplingConfig { temperature, top_k, top_p, ..SamplingConfig::default() }
+    fn cfg(temperature: f32, top_k: usize, top_p: f32) -> SampleParams {
+        SampleParams { temperature, top_k, top_p, seed: 0, step: 0 }
     }
 
     #[test]

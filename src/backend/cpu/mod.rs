@@ -17,7 +17,7 @@ mod optim;
 mod policy_loss;
 
 use crate::backend::{check_logprob_chunk, LogprobChunk, PolicyLossInputs, PolicyLossParams};
-use crate::backend::{AdamWStep, Backend, Gemm};
+use crate::backend::{AdamWStep, Backend, Gemm, SampleError, SampleParams, Sampled};
 use std::sync::Arc;
 
 /// The CPU backend. Cloning shares the thread pool.
@@ -347,4 +347,32 @@ impl Backend for CpuBackend {
             policy_loss::Inputs { logp, logp_old, logp_ref: logp_ref.map(|r| r.as_slice()), advantages, entropy, mask };
         self.run(|| policy_loss::policy_loss(dlogp, dentropy, metrics, x, params));
     }
+
+    fn sample(
+        &self,
+        logits: &Vec<f32>,
+        v: usize,
+        counters: &[[u32; 2]],
+        p: SampleParams,
+    ) -> Vec<Result<Sampled, SampleError>> {
+        assert!(
+            v > 0 && logits.len() >= counters.len() * v,
+            "sample: {} rows of V={v} do not fit the logits",
+            counters.len()
+        );
+        self.run(|| sample_rows(logits, v, counters, p))
+    }
+}
+
+/// Row by row with `rollout::sampler`, the oracle of every backend's `sample`.
+fn sample_rows(logits: &[f32], v: usize, counters: &[[u32; 2]], p: SampleParams) -> Vec<Result<Sampled, SampleError>> {
+    use rayon::prelude::*;
+    logits
+        .par_chunks(v)
+        .zip(counters.par_iter())
+        .map(|(row, &[seq, pos])| {
+            let u = crate::util::counter_rng::uniform(p.seed, p.step, seq, pos);
+            crate::rollout::sampler::sample(row, &p, u)
+        })
+        .collect()
 }

@@ -7,33 +7,53 @@
 //! forward/backward and the clipped-ratio policy loss (here), GRN and group advantages (as
 //! inherent methods, outside the op set), and the GPT-2 layer ops by family: embeddings, GELU,
 //! bias gradients, AdamW, norms ([`basic`]); layer norm and cross-entropy ([`norm`]); causal and
-//! KV-cache attention ([`attention`]).
+//! KV-cache attention ([`attention`]); token sampling ([`sampling`]).
 //!
 //! The op set is infallible (the CPU cannot fail mid-op), so a device failure (out of memory,
 //! a launch error) panics with the op, its shapes and the device's error; size mismatches are
 //! caught before anything is launched, as on the CPU backend.
 
 use std::fmt::Display;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 mod attention;
 mod basic;
 mod norm;
+mod sampling;
 
 use super::device::Device;
 use super::emu::EmuDevice;
 use super::kernels::{advantage, grn, logprob, policy_loss, DevPtr};
 use super::{check_logprob_chunk, AdamWStep, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use super::{MemoryUse, SampleError, SampleParams, Sampled};
 use crate::rl::advantage::AdvantageScaling;
 
 /// The op set on a kernel-running device. Cloning shares the device.
 pub struct KernelBackend<D: Device> {
     dev: Arc<D>,
+    meter: Arc<Meter>,
 }
 
 impl<D: Device> Clone for KernelBackend<D> {
     fn clone(&self) -> Self {
-        KernelBackend { dev: self.dev.clone() }
+        KernelBackend { dev: self.dev.clone(), meter: self.meter.clone() }
+    }
+}
+
+/// Bytes held by a backend's live buffers, and the most held since the last reset: what
+/// `torch.cuda.max_memory_allocated` counts (tensors, not the context or library workspaces),
+/// so peak-memory numbers read side by side with PyTorch's.
+#[derive(Default)]
+struct Meter {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Meter {
+    fn add(&self, bytes: usize) {
+        let now = self.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
     }
 }
 
@@ -51,9 +71,21 @@ impl EmuBackend {
 pub struct DeviceBuf<D: Device> {
     mem: D::Mem,
     len: usize,
+    meter: Arc<Meter>,
+}
+
+impl<D: Device> Drop for DeviceBuf<D> {
+    fn drop(&mut self) {
+        self.meter.now.fetch_sub(Self::bytes(self.len), Ordering::Relaxed);
+    }
 }
 
 impl<D: Device> DeviceBuf<D> {
+    /// Bytes of an allocation of `len` words (at least one word: see [`Device::alloc`]).
+    fn bytes(len: usize) -> usize {
+        4 * len.max(1)
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         self.len
@@ -99,7 +131,7 @@ pub struct GrnSaved<D: Device> {
 impl<D: Device> KernelBackend<D> {
     /// A backend on `dev`.
     pub fn new(dev: D) -> Self {
-        KernelBackend { dev: Arc::new(dev) }
+        KernelBackend { dev: Arc::new(dev), meter: Arc::default() }
     }
 
     /// The device.
@@ -114,7 +146,8 @@ impl<D: Device> KernelBackend<D> {
 
     fn buf(&self, op: &str, len: usize) -> DeviceBuf<D> {
         let mem = self.ok(op, format_args!("{len} values"), self.dev.alloc(len));
-        DeviceBuf { mem, len }
+        self.meter.add(DeviceBuf::<D>::bytes(len));
+        DeviceBuf { mem, len, meter: self.meter.clone() }
     }
 
     fn ptr(&self, b: &DeviceBuf<D>) -> DevPtr {
@@ -547,5 +580,53 @@ impl<D: Device> Backend for KernelBackend<D> {
         // three outputs are distinct allocations from each other and from the inputs.
         let r = unsafe { policy_loss::policy_loss(&*self.dev, &bufs, &params) };
         self.ok("policy_loss", &shapes, r);
+    }
+
+    fn synchronize(&self) {
+        let r = self.dev.synchronize();
+        self.ok("synchronize", "", r);
+    }
+
+    fn memory(&self) -> Option<MemoryUse> {
+        Some(MemoryUse { now: self.meter.now.load(Ordering::Relaxed), peak: self.meter.peak.load(Ordering::Relaxed) })
+    }
+
+    fn reset_peak_memory(&self) {
+        self.meter.peak.store(self.meter.now.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn sample(
+        &self,
+        logits: &DeviceBuf<D>,
+        v: usize,
+        counters: &[[u32; 2]],
+        p: SampleParams,
+    ) -> Vec<Result<Sampled, SampleError>> {
+        self.sample_k(logits, v, counters, p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meter_counts_live_buffers_and_their_peak() {
+        let k = EmuBackend::emulated();
+        let m0 = k.memory().expect("a kernel backend tracks its buffers");
+        let a = k.alloc(1000);
+        let b = k.clone().upload(&[1.0; 10]);
+        let e = k.alloc(0);
+        let m = k.memory().unwrap();
+        // Every allocation holds at least one word.
+        assert_eq!(m.now - m0.now, 4 * (1000 + 10 + 1));
+        assert_eq!(m.peak, m.now);
+        drop(a);
+        let m = k.memory().unwrap();
+        assert_eq!((m.now - m0.now, m.peak - m0.now), (44, 4044));
+        k.reset_peak_memory();
+        assert_eq!(k.memory().unwrap().peak, m.now);
+        drop((b, e));
+        assert_eq!(k.memory().unwrap().now, m0.now);
     }
 }

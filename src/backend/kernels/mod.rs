@@ -15,6 +15,7 @@ pub mod grn;
 pub mod logprob;
 pub mod norm;
 pub mod policy_loss;
+pub mod sampling;
 
 use super::emu::{EmuDevice, EmuError, EmuFunction, KernelArgs, Launch};
 

@@ -18,6 +18,7 @@
 mod attention;
 mod basic;
 mod norm;
+mod sampling;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -233,11 +234,12 @@ pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
     basic::cases(k, seed, &mut r);
     norm::cases(k, seed, &mut r);
     attention::cases(k, seed, &mut r);
+    sampling::cases(k, seed, &mut r);
     r.rows
 }
 
 /// The op families [`run_all`] covers (the part of [`ParityRow::op`] before `/`).
-pub const FAMILIES: [&str; 23] = [
+pub const FAMILIES: [&str; 24] = [
     "grn_forward",
     "grn_backward",
     "group_advantage",
@@ -261,6 +263,7 @@ pub const FAMILIES: [&str; 23] = [
     "attention_forward",
     "attention_backward",
     "attention_cached",
+    "sample",
 ];
 
 /// The rows as an aligned text table: op, shape, max abs err, max rel err, tolerance, result, note.
