@@ -1,19 +1,27 @@
-//! `dapo bench`. On the CPU (`--device cpu`, the default): GPT-2 forward+backward throughput on
-//! random weights, printed in the same format as `bench/torch_cpu_gpt2.py` so the two read side
-//! by side; then rollout decoding throughput and one DAPO step's phases (`--skip-rl` leaves the
-//! step out). On a GPU (`--device cuda[:N]`, or `auto` finding one) or the emulator (`emu`): a
-//! table of the fused kernels (median device time, minimal bytes moved, GB/s and the fraction of
-//! a device-to-device copy's bandwidth measured in the same run), on the shapes
+//! `dapo bench`: GPT-2 workloads on any backend, then (on a GPU or the emulator) the kernel
+//! table.
+//!
+//! The workloads, on random weights: a training step (forward + backward + AdamW) with its
+//! tokens/s, MFU and peak memory; rollout decoding (`rollout::generate`, every sequence running
+//! to the full length); and one DAPO step split into rollout / score / reference / update with
+//! its peak memory. On the CPU the shapes are those of `bench/torch_cpu_gpt2.py` (B=4, T=256,
+//! plus forward+backward and forward alone); on a GPU those of `bench/torch_gpt2_gpu.py`
+//! (training B=16, T=1024; decoding 256 prompts × 256 new tokens; the RL step at 64 prompts ×
+//! 8 completions × 128 new tokens), printed in the same format so the lines read side by side.
+//! The emulator runs tiny shapes: it checks the code path, not speed.
+//!
+//! The kernel table: each fused kernel's median device time, minimal bytes moved, GB/s and the
+//! fraction of a device-to-device copy's bandwidth measured in the same run, on the shapes
 //! `bench/torch_reference.py` times PyTorch eager on, plus one GEMM row in TFLOP/s.
 
-use super::device::{cpu_backend, resolve, Device, Resolved};
-use crate::backend::cpu::CpuBackend;
+use super::device::{resolve, Device, Resolved};
 use crate::backend::device::Device as DeviceTrait;
 use crate::backend::kernel_backend::{GrnSaved, KernelBackend};
 use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::reward::{FeedbackMapping, FnScorer, Metrics, RewardMixer, ScoreInput};
 use crate::rl::advantage::AdvantageScaling;
 use crate::rollout::{generate, RolloutKey, SamplingConfig};
@@ -26,7 +34,7 @@ use std::time::Instant;
 /// Arguments of `dapo bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Backend to time: cpu (GPT-2 fwd+bwd), cuda, cuda:N or emu (kernel table), auto.
+    /// Backend to time: cpu, cuda, cuda:N, emu (the kernel emulator), or auto.
     #[arg(long, default_value = "cpu")]
     device: Device,
     /// CPU worker threads (default: all cores).
@@ -35,24 +43,33 @@ pub struct BenchArgs {
     /// Model shape: tiny, small, gpt2 (124M) or gpt2-medium.
     #[arg(long, default_value = "gpt2")]
     model: String,
-    /// Sequences per batch (B).
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    /// Tokens per sequence (T).
-    #[arg(long, default_value_t = 256)]
-    seq_len: usize,
-    /// Timed iterations, the median is reported (default: 5 on the CPU after 2 warm-up
-    /// iterations, 2 decode runs after 1; 20 per kernel on a GPU, 3 on the emulator). The RL
-    /// step runs once.
+    /// Sequences per training batch (B); default 4 on the CPU, 16 on a GPU.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Tokens per training sequence (T); default 256 on the CPU, 1024 on a GPU.
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Timed iterations, the median is reported (default: 5 training steps after 2 warm-ups,
+    /// 2 decode runs after 1; 20 per kernel on a GPU, 3 on the emulator). The RL step runs
+    /// once after one warm-up step on a GPU.
     #[arg(long)]
     iters: Option<usize>,
-    /// Kernel table: small shapes (for the emulator).
+    /// Small shapes everywhere (a tiny model; for the emulator, which always uses them).
     #[arg(long)]
     small: bool,
-    /// CPU: skip the RL-step breakdown (it builds a trainer with a reference copy and AdamW
-    /// state of the model: ~15 s and ~2.5 GB for gpt2 on 2 cores).
+    /// Skip the RL-step breakdown (it builds a trainer with a reference copy and AdamW state:
+    /// ~15 s and ~2.5 GB for gpt2 on 2 cores).
     #[arg(long)]
     skip_rl: bool,
+    /// GPU: skip the GPT-2 workloads and print only the kernel table.
+    #[arg(long)]
+    kernels_only: bool,
+    /// Sequences per forward/backward pass of the RL step's update (0: the whole batch).
+    #[arg(long)]
+    rl_micro_batch: Option<usize>,
+    /// The device's peak dense TF32 throughput in TFLOP/s, for MFU (H100 SXM: 494.7).
+    #[arg(long, default_value_t = 494.7)]
+    peak_tflops: f64,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -62,86 +79,240 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// Runs `dapo bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.device == Device::Cpu {
-        let k = cpu_backend(a.device, a.threads, "bench")?;
-        return cpu_bench(a, k);
-    }
-    // `auto` without a usable GPU resolves to the CPU (and says why): the GPT-2 benchmark.
+    // `auto` without a usable GPU resolves to the CPU (and says why).
     match resolve(a.device, a.threads)? {
-        Resolved::Cpu(k) => cpu_bench(a, k),
-        Resolved::Cuda(k) => kernel_bench(&k, &a, false),
-        Resolved::Emu(k) => kernel_bench(&k, &a, true),
+        Resolved::Cpu(k) => model_bench(k, &Workloads::cpu(&a), a.skip_rl),
+        Resolved::Cuda(k) => {
+            if !a.kernels_only {
+                model_bench(k.clone(), &Workloads::gpu(&a), a.skip_rl)?;
+            }
+            kernel_bench(&k, &a, false)
+        }
+        Resolved::Emu(k) => {
+            if !a.kernels_only {
+                model_bench(k.clone(), &Workloads::small(), a.skip_rl)?;
+            }
+            kernel_bench(&k, &a, true)
+        }
     }
 }
 
-fn cpu_bench(a: BenchArgs, k: CpuBackend) -> Result<()> {
-    let cfg = Gpt2Config::named(&a.model, 50257)?;
-    let (b, t) = (a.batch_size, a.seq_len);
+/// The GPT-2 workloads of `dapo bench` and their sizes: the CPU's (comparable with
+/// `bench/torch_cpu_gpt2.py`), the GPU's (those of issue 6 and `bench/torch_gpt2_gpu.py`), and
+/// tiny ones that run on the emulator.
+struct Workloads {
+    model: String,
+    vocab: usize,
+    /// Training batch: B sequences of T tokens.
+    b: usize,
+    t: usize,
+    /// Also time forward+backward and forward alone (the CPU comparison with PyTorch).
+    fwd_bwd: bool,
+    /// Decoding: prompts × prompt tokens, new tokens each; greedy or sampled at T=1.
+    decode: (usize, usize, usize),
+    decode_greedy: bool,
+    /// One RL step: prompts × completions × new tokens, prompt tokens.
+    rl: (usize, usize, usize, usize),
+    /// Untimed RL steps before the timed one (allocations, module loads).
+    rl_warmup: usize,
+    micro_batch: usize,
+    /// MFU's denominator, FLOP/s (none on the CPU).
+    peak_flops: Option<f64>,
+    /// Timed training steps (after `warmup` untimed ones) and decode runs (after one).
+    iters: usize,
+    decode_iters: usize,
+    warmup: usize,
+}
+
+impl Workloads {
+    fn cpu(a: &BenchArgs) -> Self {
+        Workloads {
+            model: a.model.clone(),
+            vocab: 50257,
+            b: a.batch_size.unwrap_or(4),
+            t: a.seq_len.unwrap_or(256),
+            fwd_bwd: true,
+            decode: (8, 16, 32),
+            decode_greedy: true,
+            rl: (4, 4, 16, 16),
+            rl_warmup: 0,
+            micro_batch: a.rl_micro_batch.unwrap_or(0),
+            peak_flops: None,
+            iters: a.iters.unwrap_or(5).max(1),
+            decode_iters: a.iters.unwrap_or(2).max(1),
+            warmup: 2,
+        }
+        .or_small(a.small)
+    }
+
+    fn gpu(a: &BenchArgs) -> Self {
+        Workloads {
+            model: a.model.clone(),
+            vocab: 50257,
+            b: a.batch_size.unwrap_or(16),
+            t: a.seq_len.unwrap_or(1024),
+            fwd_bwd: false,
+            decode: (256, 16, 256),
+            decode_greedy: false,
+            rl: (64, 8, 128, 16),
+            rl_warmup: 1,
+            micro_batch: a.rl_micro_batch.unwrap_or(128),
+            peak_flops: Some(a.peak_tflops * 1e12),
+            iters: a.iters.unwrap_or(5).max(1),
+            decode_iters: a.iters.unwrap_or(2).max(1),
+            warmup: 2,
+        }
+        .or_small(a.small)
+    }
+
+    /// The tiny shapes (`--small`, and always on the emulator).
+    fn small() -> Self {
+        Workloads {
+            model: "tiny".into(),
+            vocab: 512,
+            b: 2,
+            t: 16,
+            fwd_bwd: false,
+            decode: (4, 4, 4),
+            decode_greedy: false,
+            rl: (2, 2, 4, 4),
+            rl_warmup: 0,
+            micro_batch: 0,
+            peak_flops: None,
+            iters: 1,
+            decode_iters: 1,
+            warmup: 1,
+        }
+    }
+
+    fn or_small(self, small: bool) -> Self {
+        if small {
+            Workloads {
+                peak_flops: self.peak_flops,
+                iters: self.iters,
+                decode_iters: self.decode_iters,
+                ..Self::small()
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// "peak_MiB=…" of the backend's buffers since the last reset, or "n/a" where untracked.
+fn peak_mib<K: Backend>(k: &K) -> String {
+    k.memory().map_or_else(|| "n/a".to_string(), |m| format!("{:.0}", m.peak as f64 / (1 << 20) as f64))
+}
+
+/// Seconds of `run`, measured from a synchronised start to a synchronised end.
+fn seconds<K: Backend, T>(k: &K, run: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+    k.synchronize();
+    let start = Instant::now();
+    let out = run()?;
+    k.synchronize();
+    Ok((start.elapsed().as_secs_f64(), out))
+}
+
+/// Training throughput (one step = forward + backward + AdamW on B×T random tokens), then
+/// decoding and one RL step, on backend `k`.
+fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
+    let cfg = Gpt2Config::named(&w.model, w.vocab)?;
+    let (b, t) = (w.b, w.t);
+    if t > cfg.n_positions {
+        return Err(Error::Invalid(format!("--seq-len {t} exceeds {}'s n_positions {}", w.model, cfg.n_positions)));
+    }
     let mut model = Gpt2::random(k.clone(), cfg.clone(), 1)?;
     let mut rng = Rng::new(2);
     let ids: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
     let weights = vec![1.0 / (b * t) as f32; b * t];
+    let n = model.num_params();
     println!(
-        "dapo  {}  model={} ({:.1}M params)  backend={}",
+        "dapo  {}  model={} ({:.1}M params, V={})  backend={}",
         env!("CARGO_PKG_VERSION"),
-        a.model,
-        model.num_params() as f64 / 1e6,
+        w.model,
+        n as f64 / 1e6,
+        cfg.vocab_size,
         k.name()
     );
-    let iters = a.iters.unwrap_or(5).max(1);
-    let time = |train: bool, model: &mut Gpt2<_>| -> Result<f64> {
+    let (iters, warmup) = (w.iters, w.warmup);
+    let mut opt = AdamW::new(&model, AdamWConfig::default());
+    // step: 0 = forward, 1 = forward+backward, 2 = the whole training step.
+    let mut time = |what: u8, model: &mut Gpt2<K>| -> Result<f64> {
         let mut secs = Vec::with_capacity(iters);
-        for i in 0..iters + 2 {
-            let start = Instant::now();
-            if train {
+        for i in 0..iters + warmup {
+            let (s, _) = seconds(&k, || {
+                if what == 0 {
+                    return model.forward(&ids, b, t);
+                }
                 model.zero_grad();
                 model.forward_backward(&ids, &targets, &weights, b, t)?;
-            } else {
-                model.forward(&ids, b, t)?;
-            }
-            if i >= 2 {
-                secs.push(start.elapsed().as_secs_f64());
+                if what == 2 {
+                    opt.step(model, 3e-4, Some(1.0))?;
+                }
+                Ok(())
+            })?;
+            if i >= warmup {
+                secs.push(s);
             }
         }
         Ok(median(secs))
     };
-    let fb = time(true, &mut model)?;
-    println!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
-    let f = time(false, &mut model)?;
-    println!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
-    // Fewer decode runs than fwd+bwd ones by default: each is ~4 s for gpt2 on 2 cores.
-    decode_bench(&mut model, a.iters.unwrap_or(2).max(1))?;
+    if w.fwd_bwd {
+        let fb = time(1, &mut model)?;
+        println!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
+        let f = time(0, &mut model)?;
+        println!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
+    }
+    k.reset_peak_memory();
+    let step = time(2, &mut model)?;
+    let tps = (b * t) as f64 / step;
+    // llm.c's estimate: 6 FLOPs per parameter per token (forward 2, backward 4) plus the
+    // attention scores and their use, 6·layers·T·C per token (bench/torch_gpt2_gpu.py uses the
+    // same formula).
+    let flops_per_token = 6.0 * n as f64 + 6.0 * (cfg.n_layer * t * cfg.n_embd) as f64;
+    let mfu = w.peak_flops.map_or_else(|| "n/a".into(), |p| format!("{:.1}%", 100.0 * flops_per_token * tps / p));
+    println!(
+        "dapo   train    B={b} T={t}  median_ms={:.2}  tokens/s={tps:.0}  MFU={mfu}  peak_MiB={}",
+        1e3 * step,
+        peak_mib(&k)
+    );
+    drop(opt);
+    decode_bench(&mut model, w)?;
     // The step builds its own policy, reference and optimizer state: free this one first.
     drop(model);
-    if !a.skip_rl {
-        rl_step_bench(k, cfg)?;
+    if !skip_rl {
+        rl_step_bench(k, cfg, w)?;
     }
     Ok(())
 }
 
-/// Rollout throughput: greedy `rollout::generate` of 32 tokens on 8 random 16-token prompts,
-/// with the prefill included, and the decode steps alone (generate minus a timed prefill).
-fn decode_bench(model: &mut Gpt2<CpuBackend>, iters: usize) -> Result<()> {
-    let (b, p, new) = (8, 16, 32);
+/// Rollout throughput: `rollout::generate` of `new` tokens on random prompts, the prefill
+/// included, every sequence running to `new` tokens (no stop tokens), and the decode steps
+/// alone (generate minus a timed prefill).
+fn decode_bench<K: Backend>(model: &mut Gpt2<K>, w: &Workloads) -> Result<()> {
+    let (b, p, new) = w.decode;
+    let iters = w.decode_iters;
     let v = model.config().vocab_size;
+    let k = model.backend().clone();
     let mut rng = Rng::new(4);
     let prompts: Vec<Vec<u32>> = (0..b).map(|_| (0..p).map(|_| rng.below(v) as u32).collect()).collect();
-    // No stop tokens: every sequence generates exactly `new` tokens, so the work is fixed.
-    let cfg = SamplingConfig { temperature: 0.0, max_new_tokens: new, ..SamplingConfig::default() };
-    let key = RolloutKey { seed: 0, step: 0 };
+    let temperature = if w.decode_greedy { 0.0 } else { 1.0 };
+    let cfg = SamplingConfig { temperature, max_new_tokens: new, ..SamplingConfig::default() };
     let (mut gen, mut pre) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    k.reset_peak_memory();
     for i in 0..iters + 1 {
-        let start = Instant::now();
-        let out = generate(model, &prompts, &cfg, key, None)?;
-        let g = start.elapsed().as_secs_f64();
+        let key = RolloutKey { seed: 0, step: i as u64 };
+        let (g, out) = seconds(&k, || generate(model, &prompts, &cfg, key, None))?;
         debug_assert!(out.iter().all(|c| c.tokens.len() == new));
-        let start = Instant::now();
-        let mut cache = model.kv_cache(b, p + new - 1)?;
-        model.prefill(&mut cache, &prompts)?;
+        drop(out);
+        let (pf, _) = seconds(&k, || {
+            let mut cache = model.kv_cache(b, p + new - 1)?;
+            model.prefill_in_cache(&mut cache, &prompts)
+        })?;
         // The first warm-up run allocates the scratch buffers; it is not timed.
         if i >= 1 {
-            pre.push(start.elapsed().as_secs_f64());
+            pre.push(pf);
             gen.push(g);
         }
     }
@@ -149,19 +320,22 @@ fn decode_bench(model: &mut Gpt2<CpuBackend>, iters: usize) -> Result<()> {
     // The first token comes from the prefill's logits; the other new−1 need a decode step each.
     let decode_only = (b * (new - 1)) as f64 / (g - pf).max(1e-9);
     println!(
-        "dapo   decode   B={b} prompt={p} new={new}  median_s={g:.3}  tokens/s={:.1}  prefill_s={pf:.3}  \
-         decode_only_tokens/s={decode_only:.1}",
-        (b * new) as f64 / g
+        "dapo   decode   B={b} prompt={p} new={new} {}  median_s={g:.3}  tokens/s={:.1}  prefill_s={pf:.3}  \
+         decode_only_tokens/s={decode_only:.1}  peak_MiB={}",
+        if w.decode_greedy { "greedy" } else { "T=1" },
+        (b * new) as f64 / g,
+        peak_mib(&k)
     );
     Ok(())
 }
 
-/// One DAPO step on the benchmark's model shape, with its phases from `StepRecord.timing`: 4
-/// prompts × 4 completions × 16 new tokens at temperature 1, β = 0.04 so the reference pass
-/// runs. The tokenizer is a character-level one covering the whole vocabulary, so that every
+/// One DAPO step with its phases from `StepRecord.timing` and the peak memory of the step:
+/// prompts × completions × new tokens at temperature 1, β = 0.04 so the reference pass runs.
+/// The tokenizer is a character-level one covering the whole vocabulary, so that every
 /// sampled id decodes; the reward is a hash of the completion's text, so groups differ and the
-/// advantages are non-zero.
-fn rl_step_bench(k: CpuBackend, cfg: Gpt2Config) -> Result<()> {
+/// advantages are non-zero; no stop token, so every completion has `new` tokens.
+fn rl_step_bench<K: Backend>(k: K, cfg: Gpt2Config, w: &Workloads) -> Result<()> {
+    let (prompts, group, new, prompt_len) = w.rl;
     let v = cfg.vocab_size;
     // v − 1 distinct characters from U+0100 on (id 0 is <|endoftext|>); U+0100 + 50256 stays
     // below the surrogates at U+D800, so every one is a valid `char`.
@@ -169,9 +343,9 @@ fn rl_step_bench(k: CpuBackend, cfg: Gpt2Config) -> Result<()> {
     let tok = Tokenizer::char_level(&alphabet)?;
     let chars: Vec<char> = alphabet.chars().collect();
     let mut rng = Rng::new(5);
-    let tasks = (0..8)
+    let tasks = (0..2 * prompts)
         .map(|_| Task {
-            prompt: (0..16).map(|_| chars[rng.below(chars.len())]).collect(),
+            prompt: (0..prompt_len).map(|_| chars[rng.below(chars.len())]).collect(),
             task_id: "bench".into(),
             record: serde_json::Value::Null,
         })
@@ -182,27 +356,36 @@ fn rl_step_bench(k: CpuBackend, cfg: Gpt2Config) -> Result<()> {
         Ok(Metrics::from([("score".to_string(), (h % 5) as f64 / 4.0)]))
     })
     .with_metric_names(["score"]);
-    let mut dcfg = DapoConfig { steps: 1, batch_size: 4, group_size: 4, learning_rate: 1e-5, ..DapoConfig::default() };
+    let mut dcfg = DapoConfig {
+        steps: 1,
+        batch_size: prompts,
+        group_size: group,
+        learning_rate: 1e-5,
+        micro_batch_size: w.micro_batch,
+        ..DapoConfig::default()
+    };
     dcfg.objective.beta = 0.04;
-    dcfg.sampling = SamplingConfig { temperature: 1.0, max_new_tokens: 16, ..SamplingConfig::default() };
-    let model = Gpt2::random(k, cfg, 1)?;
+    dcfg.sampling = SamplingConfig { temperature: 1.0, max_new_tokens: new, ..SamplingConfig::default() };
+    let model = Gpt2::random(k.clone(), cfg, 1)?;
     let mixer = RewardMixer::from_weights([("score", 1.0)])?;
     let mut trainer = DapoTrainer::new(model, tok, Box::new(scorer), FeedbackMapping::identity(), mixer, dcfg.clone())?;
-    let start = Instant::now();
-    let rec = trainer.step(&data)?;
-    let total = start.elapsed().as_secs_f64();
+    for _ in 0..w.rl_warmup {
+        trainer.step(&data)?;
+    }
+    k.reset_peak_memory();
+    let (total, rec) = seconds(&k, || trainer.step(&data))?;
     let phase = |name: &str| rec.timing.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    let sequences = prompts * group;
+    let mb = if w.micro_batch == 0 { sequences } else { w.micro_batch.min(sequences) };
     println!(
-        "dapo   rl-step  P={} G={} new={} beta={}  rollout_s={:.3} score_s={:.3} reference_s={:.3} update_s={:.3} \
-         total_s={total:.3}",
-        dcfg.batch_size,
-        dcfg.group_size,
-        dcfg.sampling.max_new_tokens,
+        "dapo   rl-step  P={prompts} G={group} new={new} prompt={prompt_len} beta={}  rollout_s={:.3} score_s={:.3} \
+         reference_s={:.3} update_s={:.3} total_s={total:.3}  peak_MiB={}  micro_batch={mb}/{sequences}",
         dcfg.objective.beta,
         phase("rollout_s"),
         phase("score_s"),
         phase("reference_s"),
         phase("update_s"),
+        peak_mib(&k)
     );
     Ok(())
 }

@@ -63,6 +63,17 @@ pub enum Resolved {
     Emu(EmuBackend),
 }
 
+impl Resolved {
+    /// The backend's name ("cpu (2 threads)", the GPU's name, "emu").
+    pub fn name(&self) -> String {
+        match self {
+            Resolved::Cpu(k) => k.name(),
+            Resolved::Cuda(k) => k.name(),
+            Resolved::Emu(k) => k.name(),
+        }
+    }
+}
+
 /// Opens GPU `n`, with the flag in the error.
 pub fn open_cuda(n: usize) -> Result<CudaBackend> {
     CudaDevice::open(n).map(CudaBackend::new).map_err(|e| Error::Invalid(format!("--device cuda:{n}: {e}")))
@@ -89,31 +100,25 @@ pub fn resolve(device: Device, threads: Option<usize>) -> Result<Resolved> {
     }
 }
 
-/// The CPU backend for a command that is not wired to the device backend yet (the GPT-2
-/// commands): `auto` takes the CPU and says why; `cuda` and `emu` are refused with the reason.
-pub fn cpu_backend(device: Device, threads: Option<usize>, command: &str) -> Result<CpuBackend> {
-    match device {
-        Device::Cpu => Ok(CpuBackend::new(threads)),
-        Device::Auto => {
-            let k = CpuBackend::new(threads);
-            eprintln!(
-                "device: {} (auto: `dapo {command}` runs on the CPU until the commands are wired to the GPU backend)",
-                k.name()
-            );
-            Ok(k)
+/// Runs `$body` with `$k` bound to the backend a [`Resolved`] holds, whichever it is: the
+/// GPT-2 commands are generic over [`Backend`], and this is where each is instantiated for the
+/// CPU, a GPU and the emulator.
+macro_rules! on_backend {
+    ($resolved:expr, $k:ident => $body:expr) => {
+        match $resolved {
+            $crate::cli::device::Resolved::Cpu($k) => $body,
+            $crate::cli::device::Resolved::Cuda($k) => $body,
+            $crate::cli::device::Resolved::Emu($k) => $body,
         }
-        Device::Cuda(_) | Device::Emu => Err(Error::Invalid(format!(
-            "--device {device}: `dapo {command}` runs on the CPU only for now: the commands are not yet wired to \
-             the device backend (whose kernels `dapo selftest` checks); use --device cpu"
-        ))),
-    }
+    };
 }
+pub(crate) use on_backend;
 
 /// `--device` and `--threads` of the commands that run GPT-2 (train, sft, generate, eval).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ComputeArgs {
-    /// Backend: auto, cpu, cuda[:N]. The GPT-2 commands run on the CPU until they are wired to
-    /// the GPU backend, so `auto` picks the CPU and `cuda` is refused with the reason.
+    /// Backend: auto (GPU 0 if usable, else the CPU), cpu, cuda[:N], or emu (the kernel
+    /// emulator: the CUDA code path on the host, slow; for checking without a GPU).
     #[arg(long, default_value = "auto")]
     pub device: Device,
     /// CPU worker threads (default: all cores).
@@ -122,8 +127,13 @@ pub struct ComputeArgs {
 }
 
 impl ComputeArgs {
-    /// The CPU backend for `dapo <command>` (see [`cpu_backend`]).
-    pub fn cpu_backend(&self, command: &str) -> Result<CpuBackend> {
-        cpu_backend(self.device, self.threads, command)
+    /// The backend `--device` names (see [`resolve`]), said on stderr.
+    pub fn resolve(&self) -> Result<Resolved> {
+        let r = resolve(self.device, self.threads)?;
+        if self.device != Device::Auto {
+            // `auto` has said what it picked and why.
+            eprintln!("device: {}", r.name());
+        }
+        Ok(r)
     }
 }

@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::generate::{completion_text, finish_name};
 use super::model_arg::{check_model_dir, load_checkpoint};
+use crate::backend::Backend;
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
 use crate::reward::{score_checked, ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, ScoreInput, Scorer};
@@ -64,16 +66,27 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         data.tasks.truncate(n);
     }
-    let mut scorer: Box<dyn Scorer> = match &a.scorer_cmd {
+    let scorer: Box<dyn Scorer> = match &a.scorer_cmd {
         Some(c) => Box::new(ExternalScorer::from_command_line(c)?),
         None => Box::new(MathScorer),
     };
-    let mut mixer = a.reward_mixer.as_ref().map(RewardMixer::from_file).transpose()?;
+    let mixer = a.reward_mixer.as_ref().map(RewardMixer::from_file).transpose()?;
     // A weight no metric can satisfy is reported before any generation, as `dapo train` does.
     if let (Some(m), Some(names)) = (&mixer, scorer.metric_names()) {
         m.check_keys(names.iter().map(String::as_str))?;
     }
-    let k = a.compute.cpu_backend("eval")?;
+    let resolved = a.compute.resolve()?;
+    on_backend!(resolved, k => eval_on(k, &a, data, scorer, mixer))
+}
+
+/// The rest of `dapo eval`, on the backend `--device` resolved to.
+fn eval_on<K: Backend>(
+    k: K,
+    a: &EvalArgs,
+    data: TaskDataset,
+    mut scorer: Box<dyn Scorer>,
+    mut mixer: Option<RewardMixer>,
+) -> Result<()> {
     let (mut model, tok) = load_checkpoint(&a.model, k)?;
     let eos = tok.eos_id();
     let cfg = SamplingConfig {

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::model_arg::{check_model_dir, load_checkpoint};
+use crate::backend::Backend;
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
@@ -96,7 +98,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if let Some(i) = texts.iter().position(String::is_empty) {
         return Err(Error::Invalid(format!("prompt {i} is empty: the model needs at least one token to continue")));
     }
-    let k = a.compute.cpu_backend("generate")?;
+    let resolved = a.compute.resolve()?;
+    on_backend!(resolved, k => generate_on(k, &a, &texts))
+}
+
+/// The rest of `dapo generate`, on the backend `--device` resolved to.
+fn generate_on<K: Backend>(k: K, a: &GenerateArgs, texts: &[String]) -> Result<()> {
     let (mut model, tok) = load_checkpoint(&a.model, k)?;
     let eos = tok.eos_id();
     let cfg = SamplingConfig {

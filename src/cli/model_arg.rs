@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::checkpoint::load_model;
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
@@ -28,8 +28,8 @@ pub(super) fn check_model_dir(dir: &Path) -> Result<()> {
     Err(Error::Invalid(format!("--model {}: not a directory{hint}", dir.display())))
 }
 
-/// Loads the checkpoint directory and its tokenizer onto the CPU backend.
-pub(super) fn load_checkpoint(dir: &Path, k: CpuBackend) -> Result<(Gpt2<CpuBackend>, Tokenizer)> {
+/// Loads the checkpoint directory and its tokenizer onto backend `k`.
+pub(super) fn load_checkpoint<K: Backend>(dir: &Path, k: K) -> Result<(Gpt2<K>, Tokenizer)> {
     let model = load_model(dir, k)?;
     let tok = Tokenizer::from_dir(dir)?;
     if tok.vocab_size() > model.config().vocab_size {

@@ -1,6 +1,8 @@
 //! `dapo sft`: supervised fine-tuning from a checkpoint or a named fresh architecture.
 
+use super::device::on_backend;
 use super::device::ComputeArgs;
+use crate::backend::Backend;
 use crate::checkpoint::load_model;
 use crate::data::{arithmetic, SftDataset};
 use crate::error::{Error, Result};
@@ -73,7 +75,12 @@ pub struct SftArgs {
 
 /// Runs `dapo sft`.
 pub fn run(a: SftArgs) -> Result<()> {
-    let k = a.compute.cpu_backend("sft")?;
+    let resolved = a.compute.resolve()?;
+    on_backend!(resolved, k => sft_on(k, &a))
+}
+
+/// The rest of `dapo sft`, on the backend `--device` resolved to.
+fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
     let (mut model, tok) = match &a.model {
         Some(dir) => {
             let tok = match &a.tokenizer {

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::model_arg::{check_model_dir, load_checkpoint};
-use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::backend::LossType;
 use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
@@ -240,14 +241,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// The built-in default's policy: a tiny GPT-2 warm-started on the addition task by SFT.
-fn warm_start(
-    k: CpuBackend,
-    tok: &Tokenizer,
-    train: &Path,
-    out: &Path,
-    steps: u64,
-    seed: u64,
-) -> Result<Gpt2<CpuBackend>> {
+fn warm_start<K: Backend>(k: K, tok: &Tokenizer, train: &Path, out: &Path, steps: u64, seed: u64) -> Result<Gpt2<K>> {
     let cfg = Gpt2Config::named("tiny", tok.vocab_size())?;
     let mut model = Gpt2::random(k, cfg, seed)?;
     let data = SftDataset::load(train, tok)?;
@@ -282,7 +276,12 @@ fn print_eval(label: &str, r: &EvalReport) {
 pub fn run(a: TrainArgs) -> Result<()> {
     let builtin = a.model.is_none() && a.dataset.is_none();
     let cfg = settings(&a, builtin)?;
-    let k = a.compute.cpu_backend("train")?;
+    let resolved = a.compute.resolve()?;
+    on_backend!(resolved, k => train_on(k, &a, cfg))
+}
+
+/// The rest of `dapo train`, on the backend `--device` resolved to.
+fn train_on<K: Backend>(k: K, a: &TrainArgs, cfg: DapoConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
 
     let (train_path, eval_path) = match (&a.dataset, &a.eval_dataset) {
@@ -327,7 +326,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut trainer = DapoTrainer::new(
         model,
         tok,
-        scorer(&a)?,
+        scorer(a)?,
         FeedbackMapping::identity(),
         mixer(a.reward_mixer.as_deref())?,
         cfg.clone(),

@@ -175,7 +175,7 @@ impl<K: Backend> DapoTrainer<K> {
             Some(target) => KlController::adaptive(beta, target, cfg.kl_horizon)?,
             None => KlController::fixed(beta)?,
         };
-        let reference = (beta > 0.0 || cfg.kl_target.is_some()).then(|| copy_model(&model)).transpose()?;
+        let reference = (beta > 0.0 || cfg.kl_target.is_some()).then(|| model.weights_copy());
         let mut ocfg = cfg.objective.clone();
         ocfg.temperature = sampling_temperature(&cfg.sampling);
         ocfg.max_completion_length.get_or_insert(cfg.sampling.max_new_tokens);
@@ -633,11 +633,6 @@ fn sampling_temperature(s: &SamplingConfig) -> f32 {
     } else {
         1.0
     }
-}
-
-/// A fresh copy of a model's weights on the same backend.
-fn copy_model<K: Backend>(m: &Gpt2<K>) -> Result<Gpt2<K>> {
-    Gpt2::from_host(m.backend().clone(), m.config().clone(), &m.to_host())
 }
 
 /// A seed from (seed, step, round), mixed so nearby steps are unrelated.
