@@ -12,11 +12,24 @@
 //!   f32 gradient's per-element relative error (up to ~5e-4 on coordinates whose gradient is
 //!   ~1e-5) passes straight into the update: six steps of lr 1e-2 move a weight by up to
 //!   6e-2, so ~3e-5 absolute, ~1e-4 of the largest weight. A wrong formula shows at 1e-2.
+//!
+//! On a GPU the matmuls run on TF32 tensor cores: each operand is rounded to a 10-bit
+//! mantissa (unit roundoff u = 2⁻¹¹ ≈ 4.9e-4) before an f32-accumulated product. Measured
+//! here with exactly that rounding on the emulated kernel backend
+//! (`config_a_and_b_with_tf32_matmuls_emulated`), configs a / b: logits 8.6e-4 / 5.6e-4 of max
+//! |logit|, loss 2.5e-5 / 1.3e-5 relative, gradients at worst 1.2e-3 / 7.2e-4 of the tensor's
+//! max, AdamW losses 4.2e-4 and pre-clip norms 3.8e-3 relative. [`TF32`] allows about five
+//! times that: logits 5e-3, loss 2e-4, gradients 1e-2, AdamW losses 2e-3, norms 2e-2 (a GPU
+//! also sums in another order, f32-level noise next to TF32's). The final weights are not
+//! compared under TF32: Adam divides each update by that coordinate's own gradient magnitude,
+//! so TF32's ~5e-4 relative noise on every small gradient turns into a different step
+//! direction there; the loss trajectory is the meaningful check.
 
 mod common;
 
 use common::rel_err;
 use gepa_dapo_grn::backend::cpu::CpuBackend;
+use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 use gepa_dapo_grn::backend::Backend;
 use gepa_dapo_grn::checkpoint::{load_model, TensorFile};
@@ -67,13 +80,31 @@ fn cpu() -> CpuBackend {
     CpuBackend::new(Some(2))
 }
 
-fn logits_loss_and_grads<K: Backend>(cfg: &str, k: K) {
+/// The tolerances of one precision (see the module comment).
+struct Tol {
+    logits: f32,
+    loss: f32,
+    grads: f32,
+    adam_loss: f32,
+    adam_norm: f32,
+    /// Final weights after the AdamW steps (None: not compared).
+    adam_params: Option<f32>,
+}
+
+/// f32 matmuls (the CPU backend, and the emulator, whose GEMM is the CPU's).
+const F32: Tol =
+    Tol { logits: 2e-5, loss: 1e-5, grads: 1e-4, adam_loss: 1e-4, adam_norm: 1e-4, adam_params: Some(3e-4) };
+
+/// TF32 tensor-core matmuls (the CUDA backend's cuBLASLt).
+const TF32: Tol = Tol { logits: 5e-3, loss: 2e-4, grads: 1e-2, adam_loss: 2e-3, adam_norm: 2e-2, adam_params: None };
+
+fn logits_loss_and_grads<K: Backend>(cfg: &str, k: K, tol: &Tol) {
     let g = golden(cfg);
     let mut m = model(cfg, "model", k);
     let loss = m.forward_backward(&g.ids, &g.targets, &g.weights, g.b, g.t).unwrap();
     let want_loss = g.file.f32("loss", None).unwrap().0[0];
     println!("[{cfg}] loss rust {loss:.7} torch {want_loss:.7}");
-    assert!(((loss - want_loss) / want_loss).abs() < 1e-5, "loss {loss} vs {want_loss}");
+    assert!(((loss - want_loss) / want_loss).abs() < tol.loss, "loss {loss} vs {want_loss}");
 
     let (want_logits, shape) = g.file.f32("logits", None).unwrap();
     assert_eq!(shape, vec![g.b, g.t, m.config().vocab_size]);
@@ -82,7 +113,7 @@ fn logits_loss_and_grads<K: Backend>(cfg: &str, k: K) {
     let logits = m.logits().unwrap();
     let e = rel_err(&logits, &want_logits, 1.0);
     println!("[{cfg}] logits[0..3] rust {:?} torch {:?}; rel err {e:.2e}", &logits[..3], &want_logits[..3]);
-    assert!(e < 2e-5, "logits rel err {e}");
+    assert!(e < tol.logits, "logits rel err {e}");
 
     let mut worst = (0.0f32, String::new());
     for spec in m.specs().to_vec() {
@@ -90,7 +121,7 @@ fn logits_loss_and_grads<K: Backend>(cfg: &str, k: K) {
         assert_eq!(shape, spec.shape, "{}", spec.name);
         let got = m.grad(&spec.name).unwrap();
         let e = rel_err(&got, &want, 1e-6);
-        assert!(e < 1e-4, "gradient of {}: rel err {e}", spec.name);
+        assert!(e < tol.grads, "gradient of {}: rel err {e}", spec.name);
         if e > worst.0 {
             worst = (e, spec.name.clone());
         }
@@ -98,7 +129,7 @@ fn logits_loss_and_grads<K: Backend>(cfg: &str, k: K) {
     println!("[{cfg}] {} gradients match; worst {} at {:.2e}", m.specs().len(), worst.1, worst.0);
 }
 
-fn adamw_steps<K: Backend>(cfg: &str, k: K) {
+fn adamw_steps<K: Backend>(cfg: &str, k: K, tol: &Tol) {
     let g = golden(cfg);
     let a = &g.meta["adamw"];
     let f = |k: &str| a[k].as_f64().unwrap() as f32;
@@ -140,22 +171,26 @@ fn adamw_steps<K: Backend>(cfg: &str, k: K) {
             want_losses[s], info.grad_norm, want_norms[s]
         );
         assert!(
-            ((loss - want_losses[s]) / want_losses[s]).abs() < 1e-4,
+            ((loss - want_losses[s]) / want_losses[s]).abs() < tol.adam_loss,
             "loss at step {s}: {loss} vs {}",
             want_losses[s]
         );
-        assert!(((info.grad_norm - want_norms[s]) / want_norms[s]).abs() < 1e-4, "grad norm at step {s}");
+        assert!(((info.grad_norm - want_norms[s]) / want_norms[s]).abs() < tol.adam_norm, "grad norm at step {s}");
         clipped += (info.clip_scale < 1.0) as usize;
     }
     assert!(clipped > 0, "the golden run is built so that clipping triggers");
     assert!(want_losses[steps as usize - 1] < want_losses[0], "the reference run learns");
+    let Some(param_tol) = tol.adam_params else {
+        println!("[{cfg}] losses and gradient norms match; final weights not compared at this precision");
+        return;
+    };
     let (mut skipped, mut total) = (0, 0);
     for (i, spec) in m.specs().iter().enumerate() {
         let (want, _) = g.file.f32(&format!("adamw_final.{}", spec.name), None).unwrap();
         let got = m.param(&spec.name).unwrap();
         let keep = |v: &[f32]| -> Vec<f32> { v.iter().zip(&noisy[i]).filter(|(_, &n)| !n).map(|(x, _)| *x).collect() };
         let e = rel_err(&keep(&got), &keep(&want), 1e-3);
-        assert!(e < 3e-4, "final {}: rel err {e}", spec.name);
+        assert!(e < param_tol, "final {}: rel err {e}", spec.name);
         skipped += noisy[i].iter().filter(|&&n| n).count();
         total += spec.numel();
     }
@@ -169,12 +204,45 @@ fn adamw_steps<K: Backend>(cfg: &str, k: K) {
 
 #[test]
 fn config_a_logits_loss_grads() {
-    logits_loss_and_grads("a", cpu());
+    logits_loss_and_grads("a", cpu(), &F32);
 }
 
 #[test]
 fn config_b_logits_loss_grads() {
-    logits_loss_and_grads("b", cpu());
+    logits_loss_and_grads("b", cpu(), &F32);
+}
+
+/// GPU 0 as a backend, or `None` (saying why) on a machine without one.
+fn gpu() -> Option<CudaBackend> {
+    match CudaDevice::open(0) {
+        Ok(d) => Some(CudaBackend::new(d)),
+        Err(why) => {
+            println!("skipped, no GPU: {why}");
+            None
+        }
+    }
+}
+
+/// The TF32 tolerances, measured without a GPU: the emulated kernel backend with every matmul
+/// operand rounded to TF32 as tensor cores round it. (The GPU also accumulates in a different
+/// order; that is f32-level noise next to TF32's.)
+#[test]
+fn config_a_and_b_with_tf32_matmuls_emulated() {
+    for cfg in ["a", "b"] {
+        logits_loss_and_grads(cfg, EmuBackend::emulated_tf32(), &TF32);
+        adamw_steps(cfg, EmuBackend::emulated_tf32(), &TF32);
+    }
+}
+
+/// The golden checks on the CUDA backend (TF32 matmuls), when a GPU is present.
+#[test]
+fn config_a_and_b_on_cuda() {
+    if let Some(k) = gpu() {
+        for cfg in ["a", "b"] {
+            logits_loss_and_grads(cfg, k.clone(), &TF32);
+            adamw_steps(cfg, k.clone(), &TF32);
+        }
+    }
 }
 
 /// The same checks on the kernel backend under emulation: every GPT-2 op through the
@@ -182,22 +250,22 @@ fn config_b_logits_loss_grads() {
 /// so the golden tolerances hold unchanged; on a GPU (TF32 matmuls) they would not.
 #[test]
 fn config_a_logits_loss_grads_emulated() {
-    logits_loss_and_grads("a", EmuBackend::emulated());
+    logits_loss_and_grads("a", EmuBackend::emulated(), &F32);
 }
 
 #[test]
 fn config_a_adamw_emulated() {
-    adamw_steps("a", EmuBackend::emulated());
+    adamw_steps("a", EmuBackend::emulated(), &F32);
 }
 
 #[test]
 fn config_a_adamw() {
-    adamw_steps("a", cpu());
+    adamw_steps("a", cpu(), &F32);
 }
 
 #[test]
 fn config_b_adamw() {
-    adamw_steps("b", cpu());
+    adamw_steps("b", cpu(), &F32);
 }
 
 /// f16, bf16 and un-prefixed copies of config b load to the same weights (exactly for the

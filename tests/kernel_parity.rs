@@ -34,6 +34,20 @@ fn every_kernel_matches_the_oracle_emulated() {
     assert!(rows.iter().any(|r| r.op.starts_with("objective") && r.shape.contains("V=50257")));
 }
 
+/// The GEMM families' stated TF32 bounds hold under TF32 arithmetic: the emulator with every
+/// matmul operand rounded as tensor cores round it (a GPU's cuBLASLt computes f32 matmuls so).
+#[test]
+fn the_gemm_families_meet_their_tf32_bounds_with_tf32_rounding() {
+    let rows = parity::run_gemm_families(&EmuBackend::emulated_tf32(), SEED);
+    let table = parity::table(&rows);
+    println!("emulator, TF32 operands:\n{table}");
+    assert!(rows.iter().all(|r| r.pass), "TF32 rounding breaks a stated bound:\n{table}");
+    assert!(rows.iter().any(|r| r.op.starts_with("matmul")) && rows.iter().any(|r| r.op.starts_with("objective")));
+    // The rounding is really applied: the matmul rows' errors are far above f32's.
+    let worst = rows.iter().filter(|r| r.op.starts_with("matmul")).map(|r| r.max_rel).fold(0.0f64, f64::max);
+    assert!(worst > 1e-5, "TF32-rounded matmuls show only f32-level error ({worst:.1e})");
+}
+
 #[test]
 fn every_kernel_matches_the_oracle_on_cuda() {
     match CudaDevice::open(0) {

@@ -60,6 +60,15 @@ impl Drop for EmuMem {
     }
 }
 
+/// `xs` rounded to TF32: the 13 low mantissa bits dropped, rounding to nearest with ties away
+/// from zero (PTX's `cvt.rna.tf32.f32`, which tensor-core matmuls of f32 data apply). Non-finite
+/// values pass through.
+pub fn to_tf32(xs: &[f32]) -> Vec<f32> {
+    xs.iter()
+        .map(|&x| if x.is_finite() { f32::from_bits(x.to_bits().wrapping_add(0x1000) & !0x1fff) } else { x })
+        .collect()
+}
+
 /// An out-of-range copy: the emulator reports what the device would fault on.
 fn range(what: &'static str, offset: usize, words: usize, len: usize) -> Result<std::ops::Range<usize>, EmuError> {
     word_range(offset, words, len).ok_or(EmuError::OutOfBounds(what, offset, words, len))
@@ -69,7 +78,8 @@ impl Device for EmuDevice {
     type Mem = EmuMem;
 
     fn describe(&self) -> String {
-        "emulated CUDA device (kernels/*.cu compiled for the host; CPU matmul)".to_string()
+        let gemm = if self.tf32 { "CPU matmul on TF32-rounded operands" } else { "CPU matmul" };
+        format!("emulated CUDA device (kernels/*.cu compiled for the host; {gemm})")
     }
 
     fn alloc(&self, words: usize) -> Result<EmuMem, EmuError> {
@@ -125,7 +135,12 @@ impl Device for EmuDevice {
             Some(x) => Some(&x.f32s()[range("gemm bias", 0, g.n, x.len)?]),
             None => None,
         };
-        matmul::matmul(&mut out.f32s_mut()[..mn], &a.f32s()[..mk], &b.f32s()[..kn], bias, g);
+        if self.tf32 {
+            let (a, b) = (to_tf32(&a.f32s()[..mk]), to_tf32(&b.f32s()[..kn]));
+            matmul::matmul(&mut out.f32s_mut()[..mn], &a, &b, bias, g);
+        } else {
+            matmul::matmul(&mut out.f32s_mut()[..mn], &a.f32s()[..mk], &b.f32s()[..kn], bias, g);
+        }
         Ok(())
     }
 
@@ -137,5 +152,26 @@ impl Device for EmuDevice {
         let t = std::time::Instant::now();
         run()?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_tf32;
+
+    #[test]
+    fn tf32_keeps_ten_mantissa_bits_rounding_half_away_from_zero() {
+        let ulp = 2f32.powi(-10);
+        let got =
+            to_tf32(&[1.0 + ulp / 2.0, 1.0 + ulp / 4.0, -(1.0 + ulp / 2.0), 1.0 + 3.0 * ulp / 4.0, 2.0 - ulp / 4.0]);
+        assert_eq!(got, vec![1.0 + ulp, 1.0, -(1.0 + ulp), 1.0 + ulp, 2.0]);
+        assert!(to_tf32(&[f32::NAN])[0].is_nan() && to_tf32(&[f32::NEG_INFINITY])[0] == f32::NEG_INFINITY);
+        // Relative error at most half a TF32 ulp, 2^-11.
+        let mut rng = crate::util::rng::Rng::new(9);
+        let xs: Vec<f32> = (0..10_000).map(|_| rng.normal() * 1e3).collect();
+        for (x, t) in xs.iter().zip(to_tf32(&xs)) {
+            assert!(((t - x) / x).abs() <= 2f32.powi(-11) * 1.000_001, "{x} -> {t}");
+            assert_eq!(t.to_bits() & 0x1fff, 0);
+        }
     }
 }

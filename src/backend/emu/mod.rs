@@ -13,7 +13,7 @@ mod launch;
 mod memory;
 
 pub use launch::{DevPtr, KernelArgs, KernelParam, Launch};
-pub use memory::EmuMem;
+pub use memory::{to_tf32, EmuMem};
 
 use std::ffi::c_void;
 
@@ -70,13 +70,24 @@ impl std::fmt::Debug for EmuFunction {
 
 /// The emulated device: the host-compiled kernels and their launcher. Launches are
 /// synchronous and serialised process-wide (static `__shared__` storage is global state).
+///
+/// Its GEMM is the CPU's f32 matmul, or, made with [`EmuDevice::with_tf32`], the same with both
+/// operands first rounded to TF32 (a 10-bit mantissa, as tensor cores read f32 data), so the
+/// error a GPU's TF32 matmuls add can be measured without a GPU.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct EmuDevice;
+pub struct EmuDevice {
+    pub(crate) tf32: bool,
+}
 
 impl EmuDevice {
-    /// The emulated device.
+    /// The emulated device, with f32 matmuls.
     pub fn new() -> Self {
-        EmuDevice
+        EmuDevice { tf32: false }
+    }
+
+    /// The emulated device with TF32-rounded matmul operands.
+    pub fn with_tf32() -> Self {
+        EmuDevice { tf32: true }
     }
 
     /// Names of every compiled kernel, in source order.

@@ -65,6 +65,11 @@ impl EmuBackend {
     pub fn emulated() -> Self {
         KernelBackend::new(EmuDevice::new())
     }
+
+    /// The emulator with TF32-rounded matmul operands: the GPU's matmul precision on the host.
+    pub fn emulated_tf32() -> Self {
+        KernelBackend::new(EmuDevice::with_tf32())
+    }
 }
 
 /// A buffer of `len` 32-bit values (f32 or u32) in device memory.

@@ -221,6 +221,16 @@ impl Report {
     }
 }
 
+/// The rows of the families whose device results go through the GEMM (matmul, and the DAPO
+/// objective from hidden × lm_head), whose tolerances are TF32's: what changes when the
+/// matmul precision does.
+pub fn run_gemm_families<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
+    let mut r = Report::default();
+    matmul_cases(k, seed, &mut r);
+    objective_cases(k, seed, &mut r);
+    r.rows
+}
+
 /// Runs every parity case on `k` with inputs drawn from `seed` and returns one row per
 /// compared tensor and shape. Never panics on a mismatch (see the module docs).
 pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
