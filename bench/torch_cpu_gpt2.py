@@ -9,7 +9,6 @@ Usage: python3 bench/torch_cpu_gpt2.py [--threads 2] [--iters 5] [--warmup 2] [-
 """
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -18,16 +17,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from bench_common import cpu_model
 
 
 def time_it(fn, warmup, iters):

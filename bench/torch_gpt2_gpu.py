@@ -59,7 +59,6 @@ import datetime
 import gc
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -68,6 +67,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
+
+from bench_common import device_name
 
 EPS_LOW, EPS_HIGH, KL_BETA = 0.2, 0.28, 0.04
 PEAK_TF32_H100_SXM = 494.7
@@ -78,19 +79,6 @@ SMALL_SHAPES = dict(train_b=2, train_t=32, decode_b=4, decode_new=8, prompt_len=
 
 
 # ---------------------------------------------------------------- setup
-
-def device_name(dev):
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
 
 def build_model(a, dev):
     """Random-init GPT-2 from the config (no hub), f32, dropout 0, same weights for every section."""

@@ -48,12 +48,13 @@ import argparse
 import datetime
 import json
 import math
-import platform
 import statistics
 import sys
 import time
 
 import torch
+
+from bench_common import device_name
 
 # ---------------------------------------------------------------- shapes (as dapo bench --device cuda)
 LOGPROB_N = 16384          # rows (tokens)
@@ -638,19 +639,6 @@ def run_checks(ops, dev, gen, a):
 
 
 # ---------------------------------------------------------------- output
-
-def device_name(dev):
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
 
 def header(dev, sh, a, timing=True):
     lines = [f"# torch_reference  {datetime.datetime.now().isoformat(timespec='seconds')}",
