@@ -101,6 +101,12 @@ impl<K: Backend> Gpt2<K> {
         }
     }
 
+    /// Frees the activations the last forward pass kept (they are reallocated by the next
+    /// one): for a model that only runs forward passes now and then, like a frozen reference.
+    pub fn release_activations(&mut self) {
+        self.acts = None;
+    }
+
     /// A freshly initialised model (GPT-2's initialisation, seeded).
     pub fn random(backend: K, config: Gpt2Config, seed: u64) -> Result<Self> {
         config.validate().map_err(Error::Invalid)?;

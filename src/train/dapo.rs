@@ -343,7 +343,15 @@ impl<K: Backend> DapoTrainer<K> {
             let grid = Grid::build(&kept, &adv, self.cfg.mask_truncated, self.model.config().n_positions)?;
             if let Some(reference) = self.reference.as_mut() {
                 let t = Instant::now();
-                let ref_logp = token_logprobs(reference, &mut self.objective, &grid, 0..grid.s)?;
+                // In the update's micro-batches, so the frozen copy's activations never
+                // outgrow the policy's; then freed, so they do not sit beside the update's.
+                let micro = if self.cfg.micro_batch_size == 0 { grid.s } else { self.cfg.micro_batch_size };
+                let mut ref_logp = Vec::with_capacity(grid.s * grid.t);
+                for start in (0..grid.s).step_by(micro) {
+                    let part = start..(start + micro).min(grid.s);
+                    ref_logp.extend(token_logprobs(reference, &mut self.objective, &grid, part)?);
+                }
+                reference.release_activations();
                 reference_s = t.elapsed().as_secs_f64();
                 rl = self.update(&grid, Some(&ref_logp), lr, beta)?;
             } else {
