@@ -89,3 +89,27 @@ extern "C" __global__ void selftest_indices(unsigned int* out) {
     out[4 * g + 2] = blockDim.x | blockDim.y << 10 | blockDim.z << 20;
     out[4 * g + 3] = gridDim.x | gridDim.y << 10 | gridDim.z << 20;
 }
+
+// DELIBERATELY BROKEN: a divergent barrier. Lane 0 of every warp waits at `__syncthreads()`
+// while its warp-mates wait at a shuffle, so neither barrier can complete (undefined behaviour
+// on the device, usually a hang). The emulator must report it (kDivergentBarrier), not hang.
+extern "C" __global__ void selftest_divergent_barrier(unsigned int* out) {
+    unsigned int v = threadIdx.x;
+    if (threadIdx.x % WARP_SIZE == 0) {
+        __syncthreads();
+    } else {
+        v = __shfl_xor_sync(FULL_MASK, v, 1);
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+
+// Deliberately racy (a missing __syncthreads): each thread publishes its index in dynamic shared
+// memory (poisoned before every block), then reads its right-hand neighbour's slot. On a GPU
+// the result is unspecified; on the emulator it depends on the thread order, which is what
+// shows that both orders are really run (tests/emulator.rs).
+extern "C" __global__ void selftest_missing_barrier(unsigned int* out) {
+    DYNAMIC_SHARED(unsigned int, slot);
+    const unsigned int t = threadIdx.x;
+    slot[t] = t;
+    out[t] = slot[(t + 1) % blockDim.x];
+}

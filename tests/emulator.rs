@@ -51,7 +51,7 @@ fn ragged_cols() -> Vec<usize> {
 fn row_sum_and_max_match_the_oracle_on_ragged_shapes() {
     let rows = 7;
     let shapes = [64u32, 256].into_iter().flat_map(|t| ragged_cols().into_iter().map(move |c| (t, c)));
-    // Plus full 1024-thread blocks (the device limit; 1024 OS threads per block here).
+    // Plus full 1024-thread blocks (the device limit; 1024 fibers per block here).
     for (threads, cols) in shapes.chain([(1024, 1000), (1024, 1023)]) {
         let inp = values(rows * cols, cols as u64);
         let sum = row_kernel("row_sum_f32", &inp, rows, cols, threads);
@@ -308,4 +308,61 @@ fn launch_errors_are_reported_not_run() {
     // SAFETY: one block reduces the single 4-value row into out[0].
     unsafe { dev.launch(&f, Launch::linear(1, 32), &mut args) }.unwrap();
     assert_eq!(out[0], 4.0);
+}
+
+#[test]
+fn divergent_barrier_is_reported_not_hung() {
+    let dev = EmuDevice::new();
+    let f = dev.function("selftest_divergent_barrier").unwrap();
+    let mut out = vec![0u32; 128];
+    let o = DevPtr::host(&mut out);
+    let mut args = KernelArgs::new();
+    args.arg(&o);
+    let cfg = Launch::linear(2, 64);
+    // SAFETY: thread t of block b would write out[64b + t]; `out` holds 2 * 64 values. The
+    // launch stops in block 0, where lane 0 of each warp waits at __syncthreads() and the
+    // other lanes at a shuffle.
+    let err = unsafe { dev.launch(&f, cfg, &mut args) }.unwrap_err();
+    assert_eq!(err, EmuError::DivergentBarrier("selftest_divergent_barrier", cfg));
+    assert!(err.to_string().contains("selftest_divergent_barrier"), "{err}");
+    // Nothing got past the barriers, and block 1 never ran.
+    assert_eq!(out, vec![0u32; 128]);
+
+    // The emulator is usable afterwards: the abandoned fibers leave no state behind.
+    let f = dev.function("selftest_shuffles").unwrap();
+    let mut out = vec![0u32; 4 * 64];
+    let o = DevPtr::host(&mut out);
+    let mut args = KernelArgs::new();
+    args.arg(&o);
+    // SAFETY: each of the 64 threads writes out[4i..4i+4]; `out` holds 4 * 64 values.
+    unsafe { dev.launch(&f, Launch::linear(1, 64), &mut args) }.unwrap();
+    assert_eq!(out[4 * 33 + 2], 50, "broadcast of lane 5 (times 10) after a stuck launch");
+}
+
+/// The two thread orders are both run and expose a missing barrier differently: a thread
+/// reading its neighbour's slot before the neighbour wrote it sees the poison. In linear order
+/// every thread but the last runs before its right-hand neighbour; in reverse order only the
+/// last thread's neighbour (thread 0) has not run yet.
+#[test]
+fn both_thread_orders_run_and_expose_a_missing_barrier_differently() {
+    let dev = EmuDevice::new();
+    let f = dev.function("selftest_missing_barrier").unwrap();
+    let n = 64usize;
+    let run = |reverse: bool| {
+        let mut out = vec![0u32; n];
+        let o = DevPtr::host(&mut out);
+        let mut args = KernelArgs::new();
+        args.arg(&o);
+        EmuDevice::set_reverse_thread_order(reverse);
+        // SAFETY: thread t writes out[t] of n values; the dynamic shared memory holds n words.
+        let r = unsafe { dev.launch(&f, Launch::linear(1, n as u32).with_shared(4 * n as u32), &mut args) };
+        EmuDevice::set_reverse_thread_order(false);
+        r.unwrap();
+        out
+    };
+    let poison = u32::MAX;
+    let linear: Vec<u32> = (0..n).map(|t| if t + 1 < n { poison } else { 0 }).collect();
+    let reverse: Vec<u32> = (0..n).map(|t| if t + 1 < n { t as u32 + 1 } else { poison }).collect();
+    assert_eq!(run(false), linear);
+    assert_eq!(run(true), reverse);
 }

@@ -6,6 +6,7 @@
 
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::device::Device;
+use gepa_dapo_grn::backend::emu::EmuDevice;
 use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 use gepa_dapo_grn::backend::parity::{self, compare, ParityRow, Tol, FAMILIES};
 
@@ -32,6 +33,17 @@ fn every_kernel_matches_the_oracle_emulated() {
     // The full GPT-2 vocabulary is among the cases.
     assert!(rows.iter().any(|r| r.op.starts_with("logprob_fwd") && r.shape.contains("V=50257")));
     assert!(rows.iter().any(|r| r.op.starts_with("objective") && r.shape.contains("V=50257")));
+}
+
+/// The same table with every block's threads run in the reverse order (at the start and after
+/// each barrier): a kernel missing a barrier reads a value an earlier thread has not yet
+/// written in one of the two orders, so passing both is what the emulator can say about races.
+#[test]
+fn every_kernel_matches_the_oracle_emulated_in_reverse_thread_order() {
+    EmuDevice::set_reverse_thread_order(true);
+    let rows = std::panic::catch_unwind(|| parity::run_all(&EmuBackend::emulated(), SEED));
+    EmuDevice::set_reverse_thread_order(false);
+    assert_all_pass("emulator, threads in reverse order", &rows.expect("run_all reports failures as rows"));
 }
 
 /// The GEMM families' stated TF32 bounds hold under TF32 arithmetic: the emulator with every

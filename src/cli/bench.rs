@@ -517,7 +517,7 @@ fn time_op<D: DeviceTrait>(k: &KernelBackend<D>, warmup: usize, runs: usize, f: 
 }
 
 fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: bool) -> Result<()> {
-    // The emulator runs one OS thread per CUDA thread: the full shapes would take hours there.
+    // The emulator runs every CUDA thread on one host core: the full shapes would take hours there.
     let sh = Shapes::new(a.small || emulated);
     let (warmup, runs) = if emulated { (1, a.iters.unwrap_or(3).max(1)) } else { (3, a.iters.unwrap_or(20).max(1)) };
     println!("dapo  {}  kernel table  device={}", env!("CARGO_PKG_VERSION"), k.device().describe());
@@ -525,7 +525,7 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
         println!("note: emulated device: using the --small shapes");
     }
     if emulated {
-        println!("note: emulated device: the times are host times of the emulated kernels (one OS thread per CUDA thread), not GPU times");
+        println!("note: emulated device: the times are host times of the emulated kernels (each block's CUDA threads as fibers on one host thread), not GPU times");
     }
     println!("method: device time (Device::time_ms) of each op, {warmup} warm-up + {runs} timed runs, median; random inputs; small inputs rotated past L2");
     let mut rng = Rng::new(3);

@@ -3,9 +3,10 @@
 //! configuration ([`Launch`]) the CUDA backend will hand to `cuLaunchKernel`.
 //!
 //! It proves a kernel's logic and indexing without a GPU, not its speed: blocks run one after
-//! another, each with one OS thread per CUDA thread. What it does not model (timing,
-//! coalescing, bank conflicts, inter-block races, divergent warps, out-of-bounds accesses, …)
-//! is listed in `kernels/README.md` and at the top of `kernels/emu/emulate.h`.
+//! another, each block's CUDA threads as cooperative fibers on the launching OS thread. What
+//! it does not model (timing, coalescing, bank conflicts, inter-block races, divergent warps,
+//! out-of-bounds accesses, …) is listed in `kernels/README.md` and at the top of
+//! `kernels/emu/emulate.h`.
 //!
 //! Buffers are host memory; their addresses ([`DevPtr::host`]) play the device pointers.
 
@@ -40,7 +41,13 @@ pub enum EmuError {
     /// An argument's size differs from its parameter's (e.g. an `i32` for a pointer).
     #[error("kernel `{0}`: argument sizes {1:?} do not match the kernel's parameter types")]
     ArgumentSize(&'static str, Vec<usize>),
-    /// The host could not run the launch (e.g. could not start the threads).
+    /// Every thread of a block that had not exited waited at a barrier that could never
+    /// complete: some at `__syncthreads()`, a warp-mate at a shuffle or `__syncwarp()` (or the
+    /// other way round). Undefined behaviour on the device (usually a hang); the emulator stops
+    /// the launch instead (code 6).
+    #[error("kernel `{0}`: divergent barrier in {1:?}: threads wait at `__syncthreads()` and at a warp shuffle/`__syncwarp()` that can never both complete")]
+    DivergentBarrier(&'static str, Launch),
+    /// The host could not run the launch (e.g. could not map the fiber stacks).
     #[error("kernel `{0}`: the emulator failed on the host (code {1})")]
     Host(&'static str, i32),
     /// A copy or GEMM outside an allocation: (what, offset, words, allocation length).
@@ -79,7 +86,22 @@ pub struct EmuDevice {
     pub(crate) tf32: bool,
 }
 
+extern "C" {
+    /// kernels/emu/emulate.h: the thread order of the launches that follow.
+    fn gepa_emu_set_reverse_order(on: i32);
+}
+
 impl EmuDevice {
+    /// Process-wide: runs every block's threads, from the next launch on, in reverse linear
+    /// order (`true`) or in linear order (`false`, the default), at the start of the block and
+    /// after each barrier. Both are valid executions; a missing barrier shows in only one of
+    /// them, so the parity tests run every kernel in both.
+    pub fn set_reverse_thread_order(reverse: bool) {
+        // SAFETY: the function takes the emulator's launch lock and stores one flag; it has no
+        // preconditions.
+        unsafe { gepa_emu_set_reverse_order(i32::from(reverse)) }
+    }
+
     /// The emulated device, with f32 matmuls.
     pub fn new() -> Self {
         EmuDevice { tf32: false }
@@ -129,6 +151,7 @@ impl EmuDevice {
             2 => Err(EmuError::TooMuchSharedMemory(f.name, cfg)),
             3 => Err(EmuError::ArgumentCount(f.name, nargs)),
             4 => Err(EmuError::ArgumentSize(f.name, sizes)),
+            6 => Err(EmuError::DivergentBarrier(f.name, cfg)),
             c => Err(EmuError::Host(f.name, c)),
         }
     }
