@@ -158,3 +158,36 @@ fn train_and_sft_on_the_emulated_device_match_the_cpu() {
     }
     assert!(close(losses[0], losses[1], 1e-3), "final SFT loss: cpu {}, emu {}", losses[0], losses[1]);
 }
+
+#[test]
+fn the_builtin_default_runs_on_the_emulated_device_as_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut logs = vec![];
+    for device in ["cpu", "emu"] {
+        let out = tmp.path().join(device);
+        #[rustfmt::skip]
+        let run = run_ok(&[
+            "train", "--output-dir", out.to_str().unwrap(), "--warmup-sft-steps", "20", "--steps", "3",
+            "--batch-size", "2", "--group-size", "2", "--eval-every", "2", "--device", device, "--threads", "1",
+        ]);
+        let err = stderr(&run);
+        for needle in ["warm start", "before RL: held-out accuracy", "after RL: held-out accuracy", "checkpoint-3"] {
+            assert!(err.contains(needle), "{device}: stderr lacks {needle:?}:\n{err}");
+        }
+        logs.push(json_lines(&std::fs::read(out.join("dapo_log.jsonl")).unwrap()));
+    }
+    let (cpu, emu) = (&logs[0], &logs[1]);
+    assert_eq!(cpu.len(), emu.len());
+    for (c, e) in cpu.iter().zip(emu) {
+        if c.get("eval").is_some() {
+            // Greedy decoding of 300 held-out prompts: a near-tie between two logits could
+            // flip one answer after 20 SFT steps in a different summation order: one is allowed.
+            let (a, b) = (c["eval"]["accuracy"].as_f64().unwrap(), e["eval"]["accuracy"].as_f64().unwrap());
+            assert!((a - b).abs() <= 1.0 / 300.0 + 1e-12, "held-out accuracy cpu {a}, emu {b}");
+        } else {
+            assert_eq!(c["gepa"], e["gepa"], "step {} rewards", c["step"]);
+            let (a, b) = (c["rl"]["loss"].as_f64().unwrap(), e["rl"]["loss"].as_f64().unwrap());
+            assert!(close(a, b, 1e-3), "step {} loss: cpu {a}, emu {b}", c["step"]);
+        }
+    }
+}
