@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 /// Everything that can go wrong when loading, training or saving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Standard output was closed by its reader (`dapo selftest | head`): the command stops
+    /// quietly, with success.
+    #[error("standard output was closed")]
+    BrokenPipe,
     /// An operating-system error while reading or writing `path`.
     #[error("{}: {source}", path.display())]
     Io {

@@ -227,7 +227,7 @@ fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
     let weights = vec![1.0 / (b * t) as f32; b * t];
     let n = model.num_params();
-    println!(
+    outln!(
         "dapo  {}  model={} ({:.1}M params, V={})  backend={}",
         env!("CARGO_PKG_VERSION"),
         w.model,
@@ -260,9 +260,9 @@ fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
     };
     if w.fwd_bwd {
         let fb = time(1, &mut model)?;
-        println!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
+        outln!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
         let f = time(0, &mut model)?;
-        println!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
+        outln!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
     }
     k.reset_peak_memory();
     let step = time(2, &mut model)?;
@@ -272,7 +272,7 @@ fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
     // same formula).
     let flops_per_token = 6.0 * n as f64 + 6.0 * (cfg.n_layer * t * cfg.n_embd) as f64;
     let mfu = w.peak_flops.map_or_else(|| "n/a".into(), |p| format!("{:.1}%", 100.0 * flops_per_token * tps / p));
-    println!(
+    outln!(
         "dapo   train    B={b} T={t}  median_ms={:.2}  tokens/s={tps:.0}  MFU={mfu}  peak_MiB={}",
         1e3 * step,
         peak_mib(&k)
@@ -319,7 +319,7 @@ fn decode_bench<K: Backend>(model: &mut Gpt2<K>, w: &Workloads) -> Result<()> {
     let (g, pf) = (median(gen), median(pre));
     // The first token comes from the prefill's logits; the other new−1 need a decode step each.
     let decode_only = (b * (new - 1)) as f64 / (g - pf).max(1e-9);
-    println!(
+    outln!(
         "dapo   decode   B={b} prompt={p} new={new} {}  median_s={g:.3}  tokens/s={:.1}  prefill_s={pf:.3}  \
          decode_only_tokens/s={decode_only:.1}  peak_MiB={}",
         if w.decode_greedy { "greedy" } else { "T=1" },
@@ -377,7 +377,7 @@ fn rl_step_bench<K: Backend>(k: K, cfg: Gpt2Config, w: &Workloads) -> Result<()>
     let phase = |name: &str| rec.timing.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
     let sequences = prompts * group;
     let mb = if w.micro_batch == 0 { sequences } else { w.micro_batch.min(sequences) };
-    println!(
+    outln!(
         "dapo   rl-step  P={prompts} G={group} new={new} prompt={prompt_len} beta={}  rollout_s={:.3} score_s={:.3} \
          reference_s={:.3} update_s={:.3} total_s={total:.3}  peak_MiB={}  micro_batch={mb}/{sequences}",
         dcfg.objective.beta,
@@ -520,14 +520,14 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
     // The emulator runs every CUDA thread on one host core: the full shapes would take hours there.
     let sh = Shapes::new(a.small || emulated);
     let (warmup, runs) = if emulated { (1, a.iters.unwrap_or(3).max(1)) } else { (3, a.iters.unwrap_or(20).max(1)) };
-    println!("dapo  {}  kernel table  device={}", env!("CARGO_PKG_VERSION"), k.device().describe());
+    outln!("dapo  {}  kernel table  device={}", env!("CARGO_PKG_VERSION"), k.device().describe());
     if emulated && !a.small {
-        println!("note: emulated device: using the --small shapes");
+        outln!("note: emulated device: using the --small shapes");
     }
     if emulated {
-        println!("note: emulated device: the times are host times of the emulated kernels (each block's CUDA threads as fibers on one host thread), not GPU times");
+        outln!("note: emulated device: the times are host times of the emulated kernels (each block's CUDA threads as fibers on one host thread), not GPU times");
     }
-    println!("method: device time (Device::time_ms) of each op, {warmup} warm-up + {runs} timed runs, median; random inputs; small inputs rotated past L2");
+    outln!("method: device time (Device::time_ms) of each op, {warmup} warm-up + {runs} timed runs, median; random inputs; small inputs rotated past L2");
     let mut rng = Rng::new(3);
     let f32b = 4usize;
     let mut rows: Vec<Row> = Vec::new();
@@ -700,13 +700,10 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
 
     // The table.
     let copy_gbs = rows[0].bytes / (rows[0].ms * 1e-3) / 1e9;
-    println!(
-        "{:<16} {:<20} {:>10} {:>12} {:>9} {:>8}  note",
-        "op", "shape", "median_ms", "bytes_MB", "GB/s", "of_copy"
-    );
+    outln!("{:<16} {:<20} {:>10} {:>12} {:>9} {:>8}  note", "op", "shape", "median_ms", "bytes_MB", "GB/s", "of_copy");
     for r in &rows {
         let gbs = r.bytes / (r.ms * 1e-3) / 1e9;
-        println!(
+        outln!(
             "{:<16} {:<20} {:>10.4} {:>12.2} {:>9.1} {:>7.1}%  {}",
             r.op,
             r.shape,
@@ -717,7 +714,7 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
             r.note
         );
     }
-    println!(
+    outln!(
         "{:<16} {:<20} {:>10.4} {:>12.2} {:>9} {:>8}  {}",
         "matmul",
         format!("m={m} n={nn} k={kk}"),

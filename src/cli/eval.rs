@@ -179,14 +179,14 @@ fn eval_on<K: Backend>(
         tokens as f64 / secs.max(1e-9)
     );
     match sums.get("correctness") {
-        Some(&(s, c)) => println!("accuracy={:.4} n={n}", s / c as f64),
-        None => println!("accuracy=n/a n={n} (the scorer reports no `correctness`)"),
+        Some(&(s, c)) => outln!("accuracy={:.4} n={n}", s / c as f64),
+        None => outln!("accuracy=n/a n={n} (the scorer reports no `correctness`)"),
     }
     for (key, (s, c)) in &sums {
-        println!("mean {key}={:.4}", s / *c as f64);
+        outln!("mean {key}={:.4}", s / *c as f64);
     }
     if let Some(r) = &rewards {
-        println!("mean reward={:.4}", r.iter().sum::<f64>() / r.len().max(1) as f64);
+        outln!("mean reward={:.4}", r.iter().sum::<f64>() / r.len().max(1) as f64);
     }
     if let Some(p) = &a.output {
         eprintln!("per-task results: {}", p.display());

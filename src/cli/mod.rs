@@ -1,5 +1,14 @@
 //! The `dapo` command line: argument parsing and the subcommands.
 
+/// `println!` for a command's output on stdout, inside a function returning `Result`: a reader
+/// that closed the pipe early (`dapo selftest | head`) ends the command quietly with success,
+/// where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 mod bench;
 mod device;
 mod eval;
@@ -10,6 +19,17 @@ mod sft;
 mod train;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
+
+use crate::error::{Error, Result};
+
+/// Writes command output to stdout; a closed pipe is [`Error::BrokenPipe`] (see `outln!`).
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<()> {
+    match std::io::stdout().lock().write_fmt(args) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::BrokenPipe),
+        r => r.map_err(|e| Error::io("<stdout>", e)),
+    }
+}
 
 /// Reinforcement-learning (DAPO / GRPO) and supervised fine-tuning of GPT-2-class models.
 #[derive(Parser, Debug)]
@@ -27,7 +47,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Supervised fine-tuning on a JSONL or text file (or a built-in arithmetic task).
     Sft(sft::SftArgs),
-    /// Time a GPT-2 forward+backward pass on the CPU, or the fused kernels on a GPU / the emulator.
+    /// Time GPT-2 training, decoding and one RL step (CPU, GPU or emulator), and the fused
+    /// kernels on a GPU / the emulator.
     Bench(bench::BenchArgs),
     /// Sample completions from a local checkpoint; prints one JSON line per completion.
     Generate(generate::GenerateArgs),
@@ -51,7 +72,8 @@ pub fn main() -> i32 {
         Command::Eval(a) => eval::run(a),
     };
     match result {
-        Ok(()) => 0,
+        // The reader has what it wanted (`| head`): not a failure.
+        Ok(()) | Err(Error::BrokenPipe) => 0,
         Err(e @ crate::error::Error::Interrupted(_)) => {
             eprintln!("{e}");
             130

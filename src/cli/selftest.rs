@@ -33,7 +33,7 @@ pub fn run(a: SelftestArgs) -> Result<()> {
         Device::Auto => match CudaDevice::open(0) {
             Ok(d) => check_cuda(&CudaBackend::new(d), a.seed),
             Err(why) => {
-                println!("no GPU found ({why}); running the kernels on the emulator instead");
+                outln!("no GPU found ({why}); running the kernels on the emulator instead");
                 check(&EmuBackend::emulated(), a.seed)
             }
         },
@@ -41,18 +41,18 @@ pub fn run(a: SelftestArgs) -> Result<()> {
 }
 
 fn check_cuda(k: &CudaBackend, seed: u64) -> Result<()> {
-    println!("kernels: {}", k.device().kernel_origin());
+    outln!("kernels: {}", k.device().kernel_origin());
     check(k, seed)
 }
 
 fn check<D: crate::backend::device::Device>(k: &KernelBackend<D>, seed: u64) -> Result<()> {
-    println!("device: {}", k.device().describe());
-    println!("seed: {seed}");
+    outln!("device: {}", k.device().describe());
+    outln!("seed: {seed}");
     let start = std::time::Instant::now();
     let rows = parity::run_all(k, seed);
-    print!("{}", parity::table(&rows));
+    crate::cli::write_stdout(format_args!("{}", parity::table(&rows)))?;
     let passed = rows.iter().filter(|r| r.pass).count();
-    println!("{passed}/{} passed ({:.1} s)", rows.len(), start.elapsed().as_secs_f64());
+    outln!("{passed}/{} passed ({:.1} s)", rows.len(), start.elapsed().as_secs_f64());
     if passed == rows.len() {
         Ok(())
     } else {
