@@ -8,7 +8,8 @@
 //! On the GPU every iteration ends with a device synchronize: criterion measures wall time,
 //! and the ops only queue work. `dapo bench --device cuda` reports CUDA-event times instead.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::device::Device;
@@ -79,9 +80,16 @@ fn sample_configs() -> [(&'static str, SampleParams); 2] {
     [("T=1", p(1.0, 0, 1.0)), ("T=0.7 k=50 p=0.9", p(0.7, 50, 0.9))]
 }
 
-/// One (sequence, position) per row, as a decode step has.
-fn sample_counters(n: usize) -> Vec<[u32; 2]> {
-    (0..n as u32).map(|r| [r, 100]).collect()
+/// `sample` over `n` rows of V logits (one (sequence, position) per row, as a decode step
+/// has), in each of [`sample_configs`].
+fn bench_sample<K: Backend>(g: &mut BenchmarkGroup<'_, WallTime>, k: &K, logits: &K::Buf, n: usize, v: usize) {
+    let ctr: Vec<[u32; 2]> = (0..n as u32).map(|r| [r, 100]).collect();
+    g.throughput(Throughput::Bytes(bytes::sample(n as u64, v as u64)));
+    for (name, p) in sample_configs() {
+        g.bench_function(BenchmarkId::new("sample", format!("N={n} V={v} {name}")), |bch| {
+            bch.iter(|| k.sample(logits, v, &ctr, p))
+        });
+    }
 }
 
 fn policy_params(s: usize, l: usize) -> PolicyLossParams {
@@ -201,14 +209,7 @@ fn gpu(c: &mut Criterion) {
     // Sampling: one decode step of 64 sequences over GPT-2's V = 50257. `sample` downloads its
     // results, so every iteration already waits for the device.
     let (sn, sv) = (64usize, 50257usize);
-    let logits = k.upload(&randn(&mut rng, sn * sv, 3.0));
-    let ctr = sample_counters(sn);
-    g.throughput(Throughput::Bytes(bytes::sample(sn as u64, sv as u64)));
-    for (name, p) in sample_configs() {
-        g.bench_function(BenchmarkId::new("sample", format!("N={sn} V={sv} {name}")), |bch| {
-            bch.iter(|| k.sample(&logits, sv, &ctr, p))
-        });
-    }
+    bench_sample(&mut g, &k, &k.upload(&randn(&mut rng, sn * sv, 3.0)), sn, sv);
     g.finish();
 }
 
@@ -306,14 +307,7 @@ fn cpu_oracle(c: &mut Criterion) {
     });
 
     let (sn, sv) = (64usize, 1000usize);
-    let logits = randn(&mut rng, sn * sv, 3.0);
-    let ctr = sample_counters(sn);
-    g.throughput(Throughput::Bytes(bytes::sample(sn as u64, sv as u64)));
-    for (name, p) in sample_configs() {
-        g.bench_function(BenchmarkId::new("sample", format!("N={sn} V={sv} {name}")), |bch| {
-            bch.iter(|| k.sample(&logits, sv, &ctr, p))
-        });
-    }
+    bench_sample(&mut g, &k, &randn(&mut rng, sn * sv, 3.0), sn, sv);
     g.finish();
 }
 

@@ -27,9 +27,8 @@
 
 mod common;
 
-use common::rel_err;
+use common::{gpu, rel_err};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 use gepa_dapo_grn::backend::Backend;
 use gepa_dapo_grn::checkpoint::{load_model, TensorFile};
@@ -210,17 +209,6 @@ fn config_a_logits_loss_grads() {
 #[test]
 fn config_b_logits_loss_grads() {
     logits_loss_and_grads("b", cpu(), &F32);
-}
-
-/// GPU 0 as a backend, or `None` (saying why) on a machine without one.
-fn gpu() -> Option<CudaBackend> {
-    match CudaDevice::open(0) {
-        Ok(d) => Some(CudaBackend::new(d)),
-        Err(why) => {
-            println!("skipped, no GPU: {why}");
-            None
-        }
-    }
 }
 
 /// The TF32 tolerances, measured without a GPU: the emulated kernel backend with every matmul

@@ -2,9 +2,10 @@
 //! device GEMM, the chunked objective) with the CPU oracle, through the shared harness
 //! `backend::parity` that `dapo selftest` also runs. Here it runs on the emulator, and on GPU 0
 //! when one is usable. The cases, shapes and tolerances (with their justifications) live in
-//! `src/backend/parity.rs`; the table is printed (`cargo test -- --nocapture`).
+//! `src/backend/parity/`; the table is printed (`cargo test -- --nocapture`).
 
-use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
+mod common;
+
 use gepa_dapo_grn::backend::device::Device;
 use gepa_dapo_grn::backend::emu::EmuDevice;
 use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
@@ -62,13 +63,9 @@ fn the_gemm_families_meet_their_tf32_bounds_with_tf32_rounding() {
 
 #[test]
 fn every_kernel_matches_the_oracle_on_cuda() {
-    match CudaDevice::open(0) {
-        Ok(dev) => {
-            let k = CudaBackend::new(dev);
-            let rows = parity::run_all(&k, SEED);
-            assert_all_pass(&format!("{} ({})", k.device().describe(), k.device().kernel_origin()), &rows);
-        }
-        Err(why) => println!("skipped on CUDA: {why}"),
+    if let Some(k) = common::gpu() {
+        let rows = parity::run_all(&k, SEED);
+        assert_all_pass(&format!("{} ({})", k.device().describe(), k.device().kernel_origin()), &rows);
     }
 }
 

@@ -523,6 +523,12 @@ pub trait Backend: Clone + Send + Sync {
     ) -> Vec<Result<Sampled, SampleError>>;
 }
 
+/// Panics unless `rows` rows of V logits fit a logits buffer of `len` values: every backend's
+/// [`Backend::sample`] checks this before touching memory, with the same message.
+pub(crate) fn check_sample_rows(len: usize, rows: usize, v: usize) {
+    assert!(v > 0 && len >= rows * v, "sample: {rows} rows of V={v} do not fit the logits");
+}
+
 /// Panics unless a log-prob chunk fits its buffers: every backend checks this before
 /// touching memory, with the same message.
 pub(crate) fn check_logprob_chunk(op: &str, chunk: LogprobChunk, logits: usize, targets: usize, rows: [usize; 2]) {

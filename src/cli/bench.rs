@@ -213,6 +213,15 @@ fn seconds<K: Backend, T>(k: &K, run: impl FnOnce() -> Result<T>) -> Result<(f64
     Ok((start.elapsed().as_secs_f64(), out))
 }
 
+/// What one timed training-throughput iteration runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    ForwardBackward,
+    /// Forward, backward and the AdamW update.
+    TrainStep,
+}
+
 /// Training throughput (one step = forward + backward + AdamW on B×T random tokens), then
 /// decoding and one RL step, on backend `k`.
 fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
@@ -237,17 +246,16 @@ fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
     );
     let (iters, warmup) = (w.iters, w.warmup);
     let mut opt = AdamW::new(&model, AdamWConfig::default());
-    // step: 0 = forward, 1 = forward+backward, 2 = the whole training step.
-    let mut time = |what: u8, model: &mut Gpt2<K>| -> Result<f64> {
+    let mut time = |what: Pass, model: &mut Gpt2<K>| -> Result<f64> {
         let mut secs = Vec::with_capacity(iters);
         for i in 0..iters + warmup {
             let (s, _) = seconds(&k, || {
-                if what == 0 {
+                if what == Pass::Forward {
                     return model.forward(&ids, b, t);
                 }
                 model.zero_grad();
                 model.forward_backward(&ids, &targets, &weights, b, t)?;
-                if what == 2 {
+                if what == Pass::TrainStep {
                     opt.step(model, 3e-4, Some(1.0))?;
                 }
                 Ok(())
@@ -259,13 +267,13 @@ fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
         Ok(median(secs))
     };
     if w.fwd_bwd {
-        let fb = time(1, &mut model)?;
+        let fb = time(Pass::ForwardBackward, &mut model)?;
         outln!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
-        let f = time(0, &mut model)?;
+        let f = time(Pass::Forward, &mut model)?;
         outln!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
     }
     k.reset_peak_memory();
-    let step = time(2, &mut model)?;
+    let step = time(Pass::TrainStep, &mut model)?;
     let tps = (b * t) as f64 / step;
     // llm.c's estimate: 6 FLOPs per parameter per token (forward 2, backward 4) plus the
     // attention scores and their use, 6·layers·T·C per token (bench/torch_gpt2_gpu.py uses the
@@ -376,7 +384,7 @@ fn rl_step_bench<K: Backend>(k: K, cfg: Gpt2Config, w: &Workloads) -> Result<()>
     let (total, rec) = seconds(&k, || trainer.step(&data))?;
     let phase = |name: &str| rec.timing.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
     let sequences = prompts * group;
-    let mb = if w.micro_batch == 0 { sequences } else { w.micro_batch.min(sequences) };
+    let mb = dcfg.micro_batch(sequences).min(sequences);
     outln!(
         "dapo   rl-step  P={prompts} G={group} new={new} prompt={prompt_len} beta={}  rollout_s={:.3} score_s={:.3} \
          reference_s={:.3} update_s={:.3} total_s={total:.3}  peak_MiB={}  micro_batch={mb}/{sequences}",

@@ -63,14 +63,24 @@ pub enum Resolved {
     Emu(EmuBackend),
 }
 
+/// Runs `$body` with `$k` bound to the backend a [`Resolved`] holds, whichever it is: the
+/// GPT-2 commands are generic over [`Backend`], and this is where each is instantiated for the
+/// CPU, a GPU and the emulator.
+macro_rules! on_backend {
+    ($resolved:expr, $k:ident => $body:expr) => {
+        match $resolved {
+            $crate::cli::device::Resolved::Cpu($k) => $body,
+            $crate::cli::device::Resolved::Cuda($k) => $body,
+            $crate::cli::device::Resolved::Emu($k) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
 impl Resolved {
     /// The backend's name ("cpu (2 threads)", the GPU's name, "emu").
     pub fn name(&self) -> String {
-        match self {
-            Resolved::Cpu(k) => k.name(),
-            Resolved::Cuda(k) => k.name(),
-            Resolved::Emu(k) => k.name(),
-        }
+        on_backend!(self, k => k.name())
     }
 }
 
@@ -99,20 +109,6 @@ pub fn resolve(device: Device, threads: Option<usize>) -> Result<Resolved> {
         },
     }
 }
-
-/// Runs `$body` with `$k` bound to the backend a [`Resolved`] holds, whichever it is: the
-/// GPT-2 commands are generic over [`Backend`], and this is where each is instantiated for the
-/// CPU, a GPU and the emulator.
-macro_rules! on_backend {
-    ($resolved:expr, $k:ident => $body:expr) => {
-        match $resolved {
-            $crate::cli::device::Resolved::Cpu($k) => $body,
-            $crate::cli::device::Resolved::Cuda($k) => $body,
-            $crate::cli::device::Resolved::Emu($k) => $body,
-        }
-    };
-}
-pub(crate) use on_backend;
 
 /// `--device` and `--threads` of the commands that run GPT-2 (train, sft, generate, eval).
 #[derive(clap::Args, Debug, Clone)]

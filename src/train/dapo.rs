@@ -345,7 +345,7 @@ impl<K: Backend> DapoTrainer<K> {
                 let t = Instant::now();
                 // In the update's micro-batches, so the frozen copy's activations never
                 // outgrow the policy's; then freed, so they do not sit beside the update's.
-                let micro = if self.cfg.micro_batch_size == 0 { grid.s } else { self.cfg.micro_batch_size };
+                let micro = self.cfg.micro_batch(grid.s);
                 let mut ref_logp = Vec::with_capacity(grid.s * grid.t);
                 for start in (0..grid.s).step_by(micro) {
                     let part = start..(start + micro).min(grid.s);
@@ -415,7 +415,7 @@ impl<K: Backend> DapoTrainer<K> {
     /// minibatch, micro-batches of `micro_batch_size` sequences accumulate their gradients.
     fn update(&mut self, grid: &Grid, ref_logp: Option<&[f32]>, lr: f32, beta: f64) -> Result<RlMetrics> {
         let per = grid.s.div_ceil(self.cfg.mini_batches);
-        let micro = if self.cfg.micro_batch_size == 0 { per } else { self.cfg.micro_batch_size };
+        let micro = self.cfg.micro_batch(per);
         let mut last = (ObjectiveMetrics::default(), 0.0f32);
         for _ in 0..self.cfg.num_iterations {
             for start in (0..grid.s).step_by(per) {

@@ -113,6 +113,16 @@ impl Default for DapoConfig {
 }
 
 impl DapoConfig {
+    /// Sequences per forward/backward pass over `whole` sequences: `micro_batch_size`, or all
+    /// of them when it is 0.
+    pub fn micro_batch(&self, whole: usize) -> usize {
+        if self.micro_batch_size == 0 {
+            whole
+        } else {
+            self.micro_batch_size
+        }
+    }
+
     /// Reads a config file, by extension (`.toml`, `.yaml`/`.yml`, `.json`); unknown keys are
     /// errors naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {

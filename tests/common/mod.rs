@@ -6,7 +6,19 @@ pub mod cli;
 pub mod gradcheck;
 pub mod objective;
 
+use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::util::rng::Rng;
+
+/// GPU 0 as a backend, or `None` after saying why the GPU test is skipped (no GPU here).
+pub fn gpu() -> Option<CudaBackend> {
+    match CudaDevice::open(0) {
+        Ok(d) => Some(CudaBackend::new(d)),
+        Err(why) => {
+            println!("skipped, no GPU: {why}");
+            None
+        }
+    }
+}
 
 /// `n` samples of N(0, std²) from a seeded generator.
 pub fn randn(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {

@@ -16,7 +16,7 @@ pub(crate) mod matmul;
 mod optim;
 mod policy_loss;
 
-use crate::backend::{check_logprob_chunk, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use crate::backend::{check_logprob_chunk, check_sample_rows, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::backend::{AdamWStep, Backend, Gemm, SampleError, SampleParams, Sampled};
 use std::sync::Arc;
 
@@ -355,11 +355,7 @@ impl Backend for CpuBackend {
         counters: &[[u32; 2]],
         p: SampleParams,
     ) -> Vec<Result<Sampled, SampleError>> {
-        assert!(
-            v > 0 && logits.len() >= counters.len() * v,
-            "sample: {} rows of V={v} do not fit the logits",
-            counters.len()
-        );
+        check_sample_rows(logits.len(), counters.len(), v);
         self.run(|| sample_rows(logits, v, counters, p))
     }
 }

@@ -607,7 +607,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         counters: &[[u32; 2]],
         p: SampleParams,
     ) -> Vec<Result<Sampled, SampleError>> {
-        self.sample_k(logits, v, counters, p)
+        self.sample_with_uniforms(logits, v, counters, p).into_iter().map(|(r, _)| r).collect()
     }
 }
 

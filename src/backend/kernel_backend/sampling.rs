@@ -4,19 +4,9 @@
 use super::{DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
 use crate::backend::kernels::sampling::{self as ks, status, OUT_WORDS};
-use crate::backend::{SampleError, SampleParams, Sampled};
+use crate::backend::{check_sample_rows, SampleError, SampleParams, Sampled};
 
 impl<D: Device> KernelBackend<D> {
-    pub(super) fn sample_k(
-        &self,
-        logits: &DeviceBuf<D>,
-        v: usize,
-        counters: &[[u32; 2]],
-        p: SampleParams,
-    ) -> Vec<Result<Sampled, SampleError>> {
-        self.sample_with_uniforms(logits, v, counters, p).into_iter().map(|(r, _)| r).collect()
-    }
-
     /// [`Backend::sample`](crate::backend::Backend::sample), also returning the uniform each
     /// row was drawn with as the device computed it, so a test can hold the device's Philox to
     /// `counter_rng::uniform` bit for bit.
@@ -29,7 +19,7 @@ impl<D: Device> KernelBackend<D> {
     ) -> Vec<(Result<Sampled, SampleError>, f64)> {
         let rows = counters.len();
         let shapes = format!("rows={rows}, V={v}");
-        assert!(v > 0 && logits.len() >= rows * v, "sample: {rows} rows of V={v} do not fit the logits");
+        check_sample_rows(logits.len(), rows, v);
         if rows == 0 {
             return Vec::new();
         }
