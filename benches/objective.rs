@@ -93,6 +93,7 @@ fn bench(c: &mut Criterion) {
         l: L,
         c: C,
         v: V,
+        norm: None,
     };
     let cfg = ObjectiveConfig { beta: 0.04, ..ObjectiveConfig::default() };
     let (mut gh, mut gw) = (k.alloc(n * C), k.alloc(V * C));

@@ -66,6 +66,7 @@ fn pipeline(k: &CpuBackend, c: &Case, hidden_in: &[f32], grn: Option<&mut Grn>) 
         l: L,
         c: C,
         v: V,
+        norm: None,
     };
     // Clip ranges wide enough that no ratio is clipped: the clip's kinks would make central
     // differences meaningless, and the objective's own tests cover clipping.

@@ -5,6 +5,7 @@ mod common;
 
 use common::objective;
 use gepa_dapo_grn::backend::cpu::CpuBackend;
+use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 
 /// Instantiates each shared test body for one backend.
 macro_rules! objective_tests {
@@ -36,3 +37,6 @@ macro_rules! objective_tests {
 }
 
 objective_tests!(cpu, CpuBackend::new(Some(2)));
+// The same bodies on the kernel backend under the host emulator: the policy-loss kernel
+// against TRL's references and central differences, as the CPU oracle is.
+objective_tests!(emulated, EmuBackend::emulated());

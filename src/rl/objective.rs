@@ -2,14 +2,18 @@
 //! (N, C) and the lm_head weight (V, C) to the loss, d loss/d hidden and d loss/d weight,
 //! computed in row chunks so that only (chunk, V) logits exist at any time.
 //!
-//! Semantics (DESIGN.md "RL semantics", TRL's GRPO loss): per-token ratio (or GSPO's
-//! sequence ratio), clipped surrogate with ε_low/ε_high, k3 KL to the reference times β,
-//! an entropy bonus, and the grpo / bnpo / dr_grpo / dapo aggregations; the policy's
-//! distribution is softmax(logits / temperature), the one the completions were sampled from.
+//! Semantics: TRL 1.16's `GRPOTrainer._compute_loss` for every `loss_type` (grpo, bnpo,
+//! dr_grpo, dapo, luspo: the clipped surrogate with ε_low/ε_high and optional `delta`; cispo,
+//! sapo, vespo), token or sequence (GSPO) ratio, the `top_entropy_quantile` mask, the KL to the
+//! reference times β with TRL's bias correction, and TRL's entropy bonus; plus verl's dual clip
+//! and KL estimators (see [`PolicyLossParams`]). The policy's distribution is
+//! softmax(logits / temperature), the one the completions were sampled from. [`LossNorm`] lets
+//! a trainer split a minibatch into micro-batches exactly as TRL's gradient accumulation does.
 //!
 //! The computation, with every step a [`Backend`] op (so it runs unchanged on a device):
 //! 1. for each chunk of rows: logits = hidden[chunk] · Wᵀ; fused log-softmax gather +
-//!    entropy → logp, H for those rows;
+//!    entropy → logp, H for those rows; with `top_entropy_quantile` < 1 the entropies go to
+//!    the host once for the threshold (a quantile over the batch's tokens);
 //! 2. the policy loss over all S·L tokens → loss, metrics, d loss/d logp, d loss/d H;
 //! 3. for each chunk again: recompute the logits, overwrite them with d loss/d logits (fused
 //!    backward), then dW += dlogitsᵀ · hidden[chunk] and dhidden[chunk] = dlogits · W.
@@ -20,30 +24,62 @@
 use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::{Error, Result};
 
-pub use crate::backend::{IsLevel, LossType};
+pub use crate::backend::{IsLevel, KlEstimator, LossType};
 
-/// The objective's hyper-parameters. Defaults: DAPO (ε_low 0.2, ε_high 0.28, β = 0, token
-/// level, "dapo" aggregation), temperature 1, no entropy bonus, 1024-row chunks.
+/// The objective's hyper-parameters (TRL's `GRPOConfig` names where TRL has them). Defaults:
+/// DAPO (ε_low 0.2, ε_high 0.28, β = 0, token level, "dapo" aggregation), TRL 1.16's defaults
+/// for the other knobs (k3 KL with bias correction, no delta, no entropy mask, sapo / vespo
+/// constants), no dual clip, no entropy bonus, 1024-row chunks.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObjectiveConfig {
-    /// Aggregation of per-token losses.
+    /// Policy term and aggregation of per-token losses.
     pub loss_type: LossType,
     /// Token ratio or sequence (GSPO) ratio.
     pub importance_sampling_level: IsLevel,
     /// ρ is clipped below at 1 − eps_low.
     pub eps_low: f32,
-    /// ρ is clipped above at 1 + eps_high.
+    /// ρ is clipped above at 1 + eps_high (cispo: the ratio is capped at eps_high itself).
     pub eps_high: f32,
-    /// k3 KL coefficient; 0 skips the KL (no reference log-probs needed).
+    /// TRL's two-sided clipping (INTELLECT-2): the clip family's unclipped branch uses
+    /// min(ρ, delta). Must be > 1 when set.
+    pub delta: Option<f32>,
+    /// verl's dual clip: for A < 0 the clip family's term is capped at −A·clip_ratio_c. Must
+    /// be > 1 when set (verl asserts it).
+    pub clip_ratio_c: Option<f32>,
+    /// KL coefficient; 0 skips the KL (no reference log-probs needed).
     pub beta: f32,
-    /// Entropy bonus coefficient (the loss gets −entropy_coef·H per token).
+    /// The per-token KL estimator.
+    pub kl_estimator: KlEstimator,
+    /// TRL's `use_bias_correction_kl`: weight the KL by the ratio ρ (TRL 1.16's default).
+    pub use_bias_correction_kl: bool,
+    /// TRL's `top_entropy_quantile`: only the top fraction q of tokens by entropy (a quantile
+    /// over the batch's masked tokens) keep their policy term; 1 keeps every token.
+    pub top_entropy_quantile: f32,
+    /// sapo's temperature for A > 0.
+    pub sapo_temperature_pos: f32,
+    /// sapo's temperature for A ≤ 0.
+    pub sapo_temperature_neg: f32,
+    /// vespo's k for A ≥ 0.
+    pub vespo_k_pos: f32,
+    /// vespo's λ for A ≥ 0.
+    pub vespo_lambda_pos: f32,
+    /// vespo's k for A < 0.
+    pub vespo_k_neg: f32,
+    /// vespo's λ for A < 0.
+    pub vespo_lambda_neg: f32,
+    /// Entropy bonus coefficient: the loss gets −entropy_coef times the mean entropy of the
+    /// (entropy-masked) tokens.
     pub entropy_coef: f32,
-    /// Sampling temperature: logits are divided by it before the log-softmax.
+    /// Sampling temperature: logits are divided by it before the log-softmax. Not read from a
+    /// settings file: the trainer sets it from its sampling settings.
+    #[serde(skip)]
     pub temperature: f32,
     /// Rows of logits computed at a time.
     pub chunk_rows: usize,
-    /// dr_grpo's denominator length; `None` uses the padded completion length L.
+    /// dr_grpo's denominator length; `None` uses the padded completion length L. Not read
+    /// from a settings file: the trainer sets it from its sampling settings.
+    #[serde(skip)]
     pub max_completion_length: Option<usize>,
 }
 
@@ -54,7 +90,18 @@ impl Default for ObjectiveConfig {
             importance_sampling_level: IsLevel::Token,
             eps_low: 0.2,
             eps_high: 0.28,
+            delta: None,
+            clip_ratio_c: None,
             beta: 0.0,
+            kl_estimator: KlEstimator::K3,
+            use_bias_correction_kl: true,
+            top_entropy_quantile: 1.0,
+            sapo_temperature_pos: 1.0,
+            sapo_temperature_neg: 1.05,
+            vespo_k_pos: 2.0,
+            vespo_lambda_pos: 3.0,
+            vespo_k_neg: 3.0,
+            vespo_lambda_neg: 2.0,
             entropy_coef: 0.0,
             temperature: 1.0,
             chunk_rows: 1024,
@@ -90,6 +137,73 @@ impl ObjectiveConfig {
         if self.max_completion_length == Some(0) {
             return bad("max_completion_length must be at least 1".into());
         }
+        for (name, x) in [("delta", self.delta), ("clip_ratio_c", self.clip_ratio_c)] {
+            if let Some(x) = x.filter(|x| !(x.is_finite() && *x > 1.0)) {
+                return bad(format!("{name} must be finite and > 1 when set, got {x}"));
+            }
+        }
+        let q = self.top_entropy_quantile;
+        if !(0.0..=1.0).contains(&q) {
+            return bad(format!("top_entropy_quantile must be in [0, 1], got {q}"));
+        }
+        for (name, x) in
+            [("sapo_temperature_pos", self.sapo_temperature_pos), ("sapo_temperature_neg", self.sapo_temperature_neg)]
+        {
+            if !(x.is_finite() && x > 0.0) {
+                return bad(format!("{name} must be finite and > 0, got {x}"));
+            }
+        }
+        for (name, x) in [
+            ("vespo_k_pos", self.vespo_k_pos),
+            ("vespo_lambda_pos", self.vespo_lambda_pos),
+            ("vespo_k_neg", self.vespo_k_neg),
+            ("vespo_lambda_neg", self.vespo_lambda_neg),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return bad(format!("{name} must be finite and >= 0, got {x}"));
+            }
+        }
+        if self.loss_type == LossType::Cispo && self.eps_high <= 0.0 {
+            return bad(format!("eps_high must be > 0 for cispo (it caps the ratio), got {}", self.eps_high));
+        }
+        Ok(())
+    }
+}
+
+/// How a micro-batch's loss is normalised relative to the minibatch it is part of, so that
+/// the gradients of the micro-batches add up as TRL's gradient accumulation adds them (one
+/// optimizer step over `accum` micro-batches). `None` in [`ObjectiveBatch::norm`] is this
+/// batch alone: its S, its own tokens, accumulation 1.
+///
+/// Per loss type (TRL 1.16): grpo / sapo divide each sequence's token mean, luspo each
+/// sequence's token sum, and dr_grpo the token sum by `sequences` (·max_completion_length);
+/// dapo / cispo / vespo divide the token sum by `tokens`; bnpo divides the micro-batch's token
+/// mean by `accum`, and the entropy bonus (a mean over the micro-batch's tokens) too. Only the
+/// losses that do not use the micro-batch's own token count (all but bnpo and the entropy
+/// bonus) add up to the whole batch's loss exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossNorm {
+    /// Sequences in the minibatch (TRL: micro-batch size × accumulation steps).
+    pub sequences: f32,
+    /// Completion tokens (mask sum) in the minibatch (TRL's `num_items_in_batch` for one
+    /// accumulation window).
+    pub tokens: f32,
+    /// Gradient-accumulation steps the minibatch is split into.
+    pub accum: f32,
+}
+
+impl LossNorm {
+    /// Rejects values that make the normalisation meaningless; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Invalid(format!("loss norm: {msg}")));
+        for (name, x) in [("sequences", self.sequences), ("tokens", self.tokens)] {
+            if !(x.is_finite() && x > 0.0) {
+                return bad(format!("{name} must be finite and > 0, got {x}"));
+            }
+        }
+        if !(self.accum.is_finite() && self.accum >= 1.0) {
+            return bad(format!("accum must be finite and >= 1, got {}", self.accum));
+        }
         Ok(())
     }
 }
@@ -119,23 +233,32 @@ pub struct ObjectiveBatch<'a, B: Backend> {
     pub c: usize,
     /// Vocabulary size.
     pub v: usize,
+    /// Normalisers relative to the minibatch this batch is a micro-batch of; `None`: this
+    /// batch alone.
+    pub norm: Option<LossNorm>,
 }
 
 /// What one objective evaluation reports (masked means over completion tokens).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ObjectiveMetrics {
-    /// The total loss (surrogate + β·KL − entropy bonus), aggregated per the loss type.
+    /// The total loss (policy term + β·KL − entropy bonus), aggregated per the loss type.
     pub loss: f32,
-    /// The clipped surrogate alone.
+    /// The aggregated policy term alone (after the entropy mask).
     pub policy_loss: f32,
-    /// Mean k3 KL to the reference (0 when β = 0).
+    /// Mean KL term to the reference, after the bias correction (0 when β = 0).
     pub kl: f32,
     /// Mean entropy of the tempered policy.
     pub entropy: f32,
-    /// Fraction of tokens with ρ < 1 − ε_low and A < 0.
+    /// TRL's `clip_ratio/low_mean`: fraction with min(ρ, δ) < 1 − ε_low and A < 0 (clip
+    /// family; token level a token mean, sequence level a mean over sequences).
     pub clip_frac_low: f32,
-    /// Fraction of tokens with ρ > 1 + ε_high and A > 0.
+    /// TRL's `clip_ratio/high_mean` (min(ρ, δ) > 1 + ε_high, A > 0), or for cispo its
+    /// `cispo_clip_ratio` (ρ > ε_high, A > 0).
     pub clip_frac_high: f32,
+    /// Fraction of tokens where verl's dual clip is active (0 without it).
+    pub clip_frac_dual: f32,
+    /// The entropy threshold of the `top_entropy_quantile` mask (`None` when q = 1).
+    pub entropy_threshold: Option<f32>,
     /// Mean ratio.
     pub ratio_mean: f32,
     /// Smallest ratio.
@@ -147,7 +270,7 @@ pub struct ObjectiveMetrics {
 }
 
 impl ObjectiveMetrics {
-    fn from_buf(m: &[f32]) -> Self {
+    fn from_buf(m: &[f32], entropy_threshold: Option<f32>) -> Self {
         ObjectiveMetrics {
             loss: m[pm::LOSS],
             policy_loss: m[pm::POLICY_LOSS],
@@ -155,6 +278,8 @@ impl ObjectiveMetrics {
             entropy: m[pm::ENTROPY_MEAN],
             clip_frac_low: m[pm::CLIP_FRAC_LOW],
             clip_frac_high: m[pm::CLIP_FRAC_HIGH],
+            clip_frac_dual: m[pm::DUAL_CLIP_FRAC],
+            entropy_threshold,
             ratio_mean: m[pm::RATIO_MEAN],
             ratio_min: m[pm::RATIO_MIN],
             ratio_max: m[pm::RATIO_MAX],
@@ -250,16 +375,21 @@ impl<B: Backend> DapoObjective<B> {
                 return Err(Error::Invalid(format!("objective: {name} has {got} values, expected {want}")));
             }
         }
+        if let Some(norm) = &batch.norm {
+            norm.validate()?;
+        }
         let params = self.params(batch);
         let inv_t = 1.0 / self.cfg.temperature;
         let rows_per = self.cfg.chunk_rows.min(n);
+        let top_q = self.cfg.top_entropy_quantile;
         let ObjectiveBatch { hidden, weight, targets, mask, advantages, logp_old, logp_ref, .. } = *batch;
         let ws = self.workspace(k, n, c, v);
 
         // 0. Cheap input checks through the loss op itself (logp := logp_old), before the
         //    expensive passes: all-zero mask, non-finite advantages / old / ref log-probs.
         let pre = PolicyLossInputs { logp: logp_old, logp_old, logp_ref, advantages, entropy: logp_old, mask };
-        k.policy_loss(&mut ws.dlogp, &mut ws.dentropy, &mut ws.metrics, pre, params);
+        let pre_params = PolicyLossParams { entropy_threshold: None, ..params };
+        k.policy_loss(&mut ws.dlogp, &mut ws.dentropy, &mut ws.metrics, pre, pre_params);
         check_metrics(&k.download(&ws.metrics), params, false)?;
 
         // 1. logp and entropy of every row, chunk by chunk.
@@ -267,6 +397,18 @@ impl<B: Backend> DapoObjective<B> {
             let ch = load_chunk(k, ws, hidden, weight, row0, rows_per, n, c, v, inv_t);
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
+
+        // TRL's `get_high_entropy_mask(entropies, mask, 1 − q)`: the threshold is the (1 − q)
+        // quantile of this call's masked entropies (a non-finite entropy makes it NaN, and the
+        // policy loss reports that entropy).
+        let entropy_threshold = (top_q < 1.0).then(|| {
+            let (h, m) = (k.download(&ws.entropy), k.download(mask));
+            let mut masked: Vec<f32> =
+                h.iter().zip(&m).filter(|(_, &m)| m != 0.0 && m.is_finite() && m >= 0.0).map(|(&h, _)| h).collect();
+            // No masked token: no token passes (TRL returns an all-false mask).
+            linear_quantile(&mut masked, 1.0 - f64::from(top_q)).unwrap_or(f32::INFINITY)
+        });
+        let params = PolicyLossParams { entropy_threshold, ..params };
 
         // 2. The loss, its metrics, and d loss / d logp, d loss / d entropy.
         let inputs = PolicyLossInputs { logp: &ws.logp, logp_old, logp_ref, advantages, entropy: &ws.entropy, mask };
@@ -284,7 +426,7 @@ impl<B: Backend> DapoObjective<B> {
             k.matmul(&mut ws.dhc, &ws.logits, weight, None, Gemm::nn(rows_per, c, v));
             k.copy_range(grad_hidden, row0 * c, &ws.dhc, 0, ch.rows * c);
         }
-        Ok(ObjectiveMetrics::from_buf(&metrics))
+        Ok(ObjectiveMetrics::from_buf(&metrics, entropy_threshold))
     }
 
     /// Per-token log-probs and entropies of `targets` under softmax(hidden·Wᵀ / temperature),
@@ -319,19 +461,59 @@ impl<B: Backend> DapoObjective<B> {
         Ok((k.download(&ws.logp), k.download(&ws.entropy)))
     }
 
+    /// The op's constants for `b` (without the entropy threshold, which needs the entropies).
     fn params(&self, b: &ObjectiveBatch<'_, B>) -> PolicyLossParams {
+        let cfg = &self.cfg;
+        // The op's "this call alone" values: S, its own tokens, no accumulation.
+        let norm = b.norm.unwrap_or(LossNorm { sequences: 0.0, tokens: 0.0, accum: 1.0 });
         PolicyLossParams {
             s: b.s,
             l: b.l,
-            loss_type: self.cfg.loss_type,
-            level: self.cfg.importance_sampling_level,
-            eps_low: self.cfg.eps_low,
-            eps_high: self.cfg.eps_high,
-            beta: self.cfg.beta,
-            entropy_coef: self.cfg.entropy_coef,
-            max_completion_length: self.cfg.max_completion_length.unwrap_or(b.l),
+            loss_type: cfg.loss_type,
+            level: cfg.importance_sampling_level,
+            eps_low: cfg.eps_low,
+            eps_high: cfg.eps_high,
+            delta: cfg.delta,
+            clip_ratio_c: cfg.clip_ratio_c,
+            beta: cfg.beta,
+            kl_estimator: cfg.kl_estimator,
+            use_bias_correction_kl: cfg.use_bias_correction_kl,
+            entropy_coef: cfg.entropy_coef,
+            entropy_threshold: None,
+            sapo_temperature_pos: cfg.sapo_temperature_pos,
+            sapo_temperature_neg: cfg.sapo_temperature_neg,
+            vespo_k_pos: cfg.vespo_k_pos,
+            vespo_lambda_pos: cfg.vespo_lambda_pos,
+            vespo_k_neg: cfg.vespo_k_neg,
+            vespo_lambda_neg: cfg.vespo_lambda_neg,
+            max_completion_length: cfg.max_completion_length.unwrap_or(b.l),
+            seq_norm: norm.sequences,
+            token_norm: norm.tokens,
+            accum: norm.accum,
         }
     }
+}
+
+/// The `p`-quantile (0 ≤ p ≤ 1) of `values` with linear interpolation between the two nearest
+/// ranks, torch.quantile's default: rank p·(n−1) of the sorted values. Sorts `values` in
+/// place; `None` when it is empty; NaN when any value is NaN (as torch). torch computes the
+/// rank and the interpolation in the input's dtype (f32); this computes them in f64 and rounds
+/// once, so the two can differ by an ulp of the result.
+pub fn linear_quantile(values: &mut [f32], p: f64) -> Option<f32> {
+    if values.is_empty() {
+        return None;
+    }
+    if values.iter().any(|v| v.is_nan()) {
+        return Some(f32::NAN);
+    }
+    values.sort_unstable_by(f32::total_cmp);
+    let rank = p.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let (below, above) = (rank.floor() as usize, rank.ceil() as usize);
+    let (lo, hi) = (f64::from(values[below]), f64::from(values[above]));
+    if below == above || lo == hi {
+        return Some(values[below]);
+    }
+    Some((lo + (rank - below as f64) * (hi - lo)) as f32)
 }
 
 /// Copies hidden rows `row0..` into the chunk buffer (zero-padded when the chunk is short)
@@ -430,19 +612,289 @@ fn check_metrics(m: &[f32], p: PolicyLossParams, after_forward: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::util::rng::Rng;
 
     #[test]
-    fn config_defaults_are_dapo() {
+    fn config_defaults_are_dapo_with_trl_knobs() {
         let c = ObjectiveConfig::default();
         assert_eq!((c.eps_low, c.eps_high, c.beta), (0.2, 0.28, 0.0));
         assert_eq!((c.loss_type, c.importance_sampling_level), (LossType::Dapo, IsLevel::Token));
         assert_eq!(c.temperature, 1.0);
+        // TRL 1.16's defaults.
+        assert_eq!((c.kl_estimator, c.use_bias_correction_kl, c.top_entropy_quantile), (KlEstimator::K3, true, 1.0));
+        assert_eq!((c.delta, c.clip_ratio_c), (None, None));
+        assert_eq!((c.sapo_temperature_pos, c.sapo_temperature_neg), (1.0, 1.05));
+        assert_eq!((c.vespo_k_pos, c.vespo_lambda_pos, c.vespo_k_neg, c.vespo_lambda_neg), (2.0, 3.0, 3.0, 2.0));
         c.validate().unwrap();
         let c: ObjectiveConfig =
             serde_json::from_str(r#"{"loss_type":"dr_grpo","importance_sampling_level":"sequence"}"#).unwrap();
         assert_eq!((c.loss_type, c.importance_sampling_level), (LossType::DrGrpo, IsLevel::Sequence));
-        assert!(ObjectiveConfig { chunk_rows: 0, ..Default::default() }.validate().is_err());
-        assert!(ObjectiveConfig { temperature: 0.0, ..Default::default() }.validate().is_err());
-        assert!(ObjectiveConfig { beta: f32::NAN, ..Default::default() }.validate().is_err());
+        let c: ObjectiveConfig = serde_json::from_str(
+            r#"{"loss_type":"vespo","kl_estimator":"k2","use_bias_correction_kl":false,"delta":1.5,
+                "clip_ratio_c":3.0,"top_entropy_quantile":0.2}"#,
+        )
+        .unwrap();
+        assert_eq!((c.loss_type, c.kl_estimator, c.use_bias_correction_kl), (LossType::Vespo, KlEstimator::K2, false));
+        assert_eq!((c.delta, c.clip_ratio_c, c.top_entropy_quantile), (Some(1.5), Some(3.0), 0.2));
+        for (name, t) in [("cispo", LossType::Cispo), ("sapo", LossType::Sapo), ("luspo", LossType::Luspo)] {
+            assert_eq!(name.parse::<LossType>().unwrap(), t);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{name}\""));
+        }
+        assert_eq!("k1".parse::<KlEstimator>().unwrap(), KlEstimator::K1);
+        assert!("k4".parse::<KlEstimator>().unwrap_err().contains("k1, k2 or k3"));
+        // The trainer owns temperature and max_completion_length: a settings file cannot set them.
+        for field in ["temperature", "max_completion_length"] {
+            let e = serde_json::from_str::<ObjectiveConfig>(&format!(r#"{{"{field}":1}}"#)).unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        let json = serde_json::to_string(&ObjectiveConfig::default()).unwrap();
+        assert!(!json.contains("\"temperature\"") && !json.contains("max_completion_length"), "{json}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let d = ObjectiveConfig::default();
+        let cases = [
+            (ObjectiveConfig { chunk_rows: 0, ..d.clone() }, "chunk_rows"),
+            (ObjectiveConfig { temperature: 0.0, ..d.clone() }, "temperature"),
+            (ObjectiveConfig { beta: f32::NAN, ..d.clone() }, "beta"),
+            (ObjectiveConfig { delta: Some(1.0), ..d.clone() }, "delta"),
+            (ObjectiveConfig { delta: Some(f32::INFINITY), ..d.clone() }, "delta"),
+            (ObjectiveConfig { clip_ratio_c: Some(0.5), ..d.clone() }, "clip_ratio_c"),
+            (ObjectiveConfig { clip_ratio_c: Some(f32::NAN), ..d.clone() }, "clip_ratio_c"),
+            (ObjectiveConfig { top_entropy_quantile: 1.5, ..d.clone() }, "top_entropy_quantile"),
+            (ObjectiveConfig { top_entropy_quantile: f32::NAN, ..d.clone() }, "top_entropy_quantile"),
+            (ObjectiveConfig { sapo_temperature_pos: 0.0, ..d.clone() }, "sapo_temperature_pos"),
+            (ObjectiveConfig { sapo_temperature_neg: f32::INFINITY, ..d.clone() }, "sapo_temperature_neg"),
+            (ObjectiveConfig { vespo_k_pos: -1.0, ..d.clone() }, "vespo_k_pos"),
+            (ObjectiveConfig { vespo_lambda_neg: f32::NAN, ..d.clone() }, "vespo_lambda_neg"),
+            (ObjectiveConfig { loss_type: LossType::Cispo, eps_high: 0.0, ..d.clone() }, "eps_high"),
+        ];
+        for (cfg, field) in cases {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "`{e}` should name {field}");
+        }
+        for ok in [
+            ObjectiveConfig { delta: Some(1.01), clip_ratio_c: Some(3.0), top_entropy_quantile: 0.0, ..d.clone() },
+            ObjectiveConfig { vespo_k_pos: 0.0, vespo_lambda_pos: 0.0, ..d.clone() },
+        ] {
+            ok.validate().unwrap();
+        }
+        let norm = |sequences, tokens, accum| LossNorm { sequences, tokens, accum }.validate();
+        assert!(norm(4.0, 30.0, 1.0).is_ok());
+        for (n, field) in
+            [(norm(0.0, 30.0, 1.0), "sequences"), (norm(4.0, f32::NAN, 1.0), "tokens"), (norm(4.0, 30.0, 0.5), "accum")]
+        {
+            assert!(n.unwrap_err().to_string().contains(field));
+        }
+    }
+
+    /// Hand values of torch.quantile's default ('linear'): rank p·(n−1), interpolated.
+    #[test]
+    fn linear_quantile_matches_torch() {
+        let q = |v: &[f32], p: f64| linear_quantile(&mut v.to_vec(), p);
+        let v = [3.0f32, 1.0, 4.0, 2.0];
+        assert_eq!(q(&v, 0.0), Some(1.0));
+        assert_eq!(q(&v, 1.0), Some(4.0));
+        assert_eq!(q(&v, 0.5), Some(2.5)); // rank 1.5: halfway between 2 and 3
+        assert_eq!(q(&v, 0.25), Some(1.75)); // rank 0.75
+        assert_eq!(q(&v, 1.0 / 3.0), Some(2.0)); // rank 1 exactly
+        assert_eq!(q(&[0.5, 0.1, 0.9, 0.3, 0.7], 0.8), Some(0.74)); // rank 3.2: 0.7 + 0.2·0.2
+        assert_eq!(q(&[5.0], 0.3), Some(5.0));
+        assert_eq!(q(&[2.0, 2.0, 7.0], 0.25), Some(2.0)); // ties
+        assert_eq!(q(&[], 0.5), None);
+        assert!(q(&[1.0, f32::NAN], 0.5).unwrap().is_nan());
+    }
+
+    /// A random batch on the CPU: (S, L) with ragged masks, C = 8, V = 11.
+    struct Host {
+        s: usize,
+        l: usize,
+        c: usize,
+        v: usize,
+        hidden: Vec<f32>,
+        weight: Vec<f32>,
+        targets: Vec<u32>,
+        mask: Vec<f32>,
+        adv: Vec<f32>,
+        logp_old: Vec<f32>,
+        logp_ref: Vec<f32>,
+    }
+
+    impl Host {
+        fn new(seed: u64, s: usize, l: usize) -> Self {
+            let (c, v) = (8, 11);
+            let mut rng = Rng::new(seed);
+            let n = s * l;
+            let hidden: Vec<f32> = (0..n * c).map(|_| rng.normal()).collect();
+            let weight: Vec<f32> = (0..v * c).map(|_| 0.4 * rng.normal()).collect();
+            let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+            let mut mask = vec![0.0f32; n];
+            for i in 0..s {
+                let len = 1 + rng.below(l);
+                mask[i * l..i * l + len].fill(1.0);
+            }
+            let adv: Vec<f32> =
+                (0..s).map(|i| if i % 2 == 0 { 0.5 + rng.uniform() } else { -0.5 - rng.uniform() }).collect();
+            let mut obj = DapoObjective::<CpuBackend>::new(ObjectiveConfig::default()).unwrap();
+            let k = CpuBackend::new(Some(1));
+            let (lp, _) = obj.token_logprobs(&k, &hidden, &weight, &targets, n, c, v).unwrap();
+            let logp_old = lp.iter().map(|x| x + 0.3 * rng.normal()).collect();
+            let logp_ref = lp.iter().map(|x| x + 0.2 * rng.normal()).collect();
+            Host { s, l, c, v, hidden, weight, targets, mask, adv, logp_old, logp_ref }
+        }
+
+        /// The objective on sequences `seqs` with `norm`: (metrics, grad_hidden of those rows);
+        /// grad_weight accumulates into `gw`.
+        fn run(
+            &self,
+            cfg: &ObjectiveConfig,
+            seqs: std::ops::Range<usize>,
+            norm: Option<LossNorm>,
+            gw: &mut Vec<f32>,
+        ) -> (ObjectiveMetrics, Vec<f32>) {
+            let k = CpuBackend::new(Some(1));
+            let (l, c) = (self.l, self.c);
+            let rows = seqs.start * l..seqs.end * l;
+            let s = seqs.len();
+            let hidden = self.hidden[rows.start * c..rows.end * c].to_vec();
+            let targets = self.targets[rows.clone()].to_vec();
+            let (mask, old, rf) =
+                (self.mask[rows.clone()].to_vec(), self.logp_old[rows.clone()].to_vec(), self.logp_ref[rows].to_vec());
+            let adv = self.adv[seqs].to_vec();
+            let batch = ObjectiveBatch::<CpuBackend> {
+                hidden: &hidden,
+                weight: &self.weight,
+                targets: &targets,
+                mask: &mask,
+                advantages: &adv,
+                logp_old: &old,
+                logp_ref: Some(&rf),
+                s,
+                l,
+                c,
+                v: self.v,
+                norm,
+            };
+            let mut obj = DapoObjective::<CpuBackend>::new(cfg.clone()).unwrap();
+            let mut gh = vec![f32::NAN; s * l * c];
+            let m = obj.forward_backward(&k, &batch, &mut gh, gw).unwrap();
+            (m, gh)
+        }
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    }
+
+    /// A batch run as two micro-batches, each with the minibatch's sequences and tokens as its
+    /// LossNorm, gives the whole batch's loss and gradients: the parts' losses and dW add up,
+    /// and their dhidden rows are the whole's. (Not bnpo nor the entropy bonus: TRL normalises
+    /// those by the micro-batch's own tokens, so they add up only for equal token counts.)
+    #[test]
+    fn micro_batches_with_loss_norm_add_up_to_the_batch() {
+        let h = Host::new(7, 5, 6);
+        let tokens: f32 = h.mask.iter().sum();
+        let norm = LossNorm { sequences: h.s as f32, tokens, accum: 2.0 };
+        for loss_type in [
+            LossType::Dapo,
+            LossType::Grpo,
+            LossType::DrGrpo,
+            LossType::Luspo,
+            LossType::Cispo,
+            LossType::Sapo,
+            LossType::Vespo,
+        ] {
+            for level in [IsLevel::Token, IsLevel::Sequence] {
+                let cfg = ObjectiveConfig {
+                    loss_type,
+                    importance_sampling_level: level,
+                    eps_high: if loss_type == LossType::Cispo { 1.1 } else { 0.28 },
+                    beta: 0.05,
+                    clip_ratio_c: Some(1.5),
+                    chunk_rows: 4,
+                    ..ObjectiveConfig::default()
+                };
+                let mut gw = vec![0.0f32; h.v * h.c];
+                let (whole, gh) = h.run(&cfg, 0..h.s, None, &mut gw);
+                let mut gw_parts = vec![0.0f32; h.v * h.c];
+                let (a, gh_a) = h.run(&cfg, 0..2, Some(norm), &mut gw_parts);
+                let (b, gh_b) = h.run(&cfg, 2..h.s, Some(norm), &mut gw_parts);
+                let what = format!("{loss_type:?}/{level:?}");
+                assert!(
+                    (a.loss + b.loss - whole.loss).abs() <= 1e-6,
+                    "{what}: {} + {} vs {}",
+                    a.loss,
+                    b.loss,
+                    whole.loss
+                );
+                assert!(whole.loss.abs() > 1e-3, "{what}: a vanishing loss checks nothing");
+                let parts = [gh_a, gh_b].concat();
+                assert!(max_rel(&parts, &gh) < 1e-5, "{what}: grad_hidden differs by {}", max_rel(&parts, &gh));
+                assert!(max_rel(&gw_parts, &gw) < 1e-5, "{what}: grad_weight differs by {}", max_rel(&gw_parts, &gw));
+                // Without the norms each part is its own batch: the sum is not the whole.
+                let mut scratch = vec![0.0f32; h.v * h.c];
+                let alone =
+                    h.run(&cfg, 0..2, None, &mut scratch).0.loss + h.run(&cfg, 2..h.s, None, &mut scratch).0.loss;
+                assert!((alone - whole.loss).abs() > 1e-4, "{what}: the norms must matter");
+            }
+        }
+    }
+
+    /// The normalisers reach the op: twice the sequences and tokens halve every loss's
+    /// gradient; accum divides bnpo and the entropy bonus.
+    #[test]
+    fn loss_norm_scales_the_loss() {
+        let h = Host::new(8, 4, 5);
+        let tokens: f32 = h.mask.iter().sum();
+        for loss_type in [LossType::Grpo, LossType::Dapo, LossType::Bnpo, LossType::DrGrpo, LossType::Luspo] {
+            let cfg = ObjectiveConfig { loss_type, beta: 0.05, ..ObjectiveConfig::default() };
+            let mut gw = vec![0.0f32; h.v * h.c];
+            let (one, _) = h.run(&cfg, 0..h.s, None, &mut gw);
+            let double = LossNorm { sequences: 2.0 * h.s as f32, tokens: 2.0 * tokens, accum: 1.0 };
+            let bnpo_half = LossNorm { sequences: h.s as f32, tokens, accum: 2.0 };
+            let norm = if loss_type == LossType::Bnpo { bnpo_half } else { double };
+            let (half, _) = h.run(&cfg, 0..h.s, Some(norm), &mut gw);
+            assert!((half.loss - 0.5 * one.loss).abs() <= 1e-6, "{loss_type:?}: {} vs {}", half.loss, one.loss);
+        }
+        let cfg = ObjectiveConfig { entropy_coef: 0.1, eps_low: 0.99, eps_high: 100.0, ..ObjectiveConfig::default() };
+        let mut gw = vec![0.0f32; h.v * h.c];
+        let (one, _) = h.run(&cfg, 0..h.s, None, &mut gw);
+        let (acc, _) = h.run(&cfg, 0..h.s, Some(LossNorm { sequences: h.s as f32, tokens, accum: 4.0 }), &mut gw);
+        // Only the bonus changes: loss = policy − 0.1·H̄ becomes policy − 0.1·H̄/4.
+        let bonus = one.policy_loss - one.loss;
+        assert!((one.policy_loss - acc.policy_loss).abs() < 1e-7);
+        assert!((acc.policy_loss - acc.loss - bonus / 4.0).abs() < 1e-6, "{} vs {}", acc.policy_loss - acc.loss, bonus);
+    }
+
+    /// top_entropy_quantile = q: the threshold is the (1 − q) linear quantile of the batch's
+    /// masked entropies, and the policy term keeps only the tokens at or above it.
+    #[test]
+    fn entropy_threshold_is_the_quantile_of_the_masked_entropies() {
+        let h = Host::new(9, 4, 7);
+        let k = CpuBackend::new(Some(1));
+        let n = h.s * h.l;
+        let mut obj = DapoObjective::<CpuBackend>::new(ObjectiveConfig::default()).unwrap();
+        let (_, ent) = obj.token_logprobs(&k, &h.hidden, &h.weight, &h.targets, n, h.c, h.v).unwrap();
+        let mut masked: Vec<f32> = ent.iter().zip(&h.mask).filter(|(_, &m)| m != 0.0).map(|(&e, _)| e).collect();
+        let mut gw = vec![0.0f32; h.v * h.c];
+        let full = ObjectiveConfig { beta: 0.05, entropy_coef: 0.01, ..ObjectiveConfig::default() };
+        let (m_all, _) = h.run(&full, 0..h.s, None, &mut gw);
+        assert_eq!(m_all.entropy_threshold, None);
+        for q in [0.8f32, 0.5, 0.2] {
+            let cfg = ObjectiveConfig { top_entropy_quantile: q, ..full.clone() };
+            let (m, _) = h.run(&cfg, 0..h.s, None, &mut gw);
+            let want = linear_quantile(&mut masked, 1.0 - f64::from(q)).unwrap();
+            assert_eq!(m.entropy_threshold, Some(want), "q = {q}");
+            // The mask changes the policy term, not the KL nor the logged entropy.
+            assert!((m.policy_loss - m_all.policy_loss).abs() > 1e-4, "q = {q}");
+            assert_eq!((m.kl, m.entropy), (m_all.kl, m_all.entropy));
+        }
+        // q = 0: the threshold is the largest entropy, which only its own token reaches.
+        let (m, _) = h.run(&ObjectiveConfig { top_entropy_quantile: 0.0, ..full }, 0..h.s, None, &mut gw);
+        let max = masked.iter().copied().fold(f32::MIN, f32::max);
+        assert_eq!(m.entropy_threshold, Some(max));
     }
 }

@@ -465,12 +465,14 @@ impl<K: Backend> DapoTrainer<K> {
     /// token-mean losses, its sequences for the per-sequence ones.
     fn share(&self, grid: &Grid, part: &std::ops::Range<usize>, mini: &std::ops::Range<usize>) -> f64 {
         match self.cfg.objective.loss_type {
-            LossType::Dapo | LossType::Bnpo => {
+            LossType::Dapo | LossType::Bnpo | LossType::Cispo | LossType::Vespo => {
                 let tokens =
                     |r: &std::ops::Range<usize>| grid.mask[r.start * grid.t..r.end * grid.t].iter().sum::<f32>();
                 f64::from(tokens(part)) / f64::from(tokens(mini)).max(f64::MIN_POSITIVE)
             }
-            LossType::Grpo | LossType::DrGrpo => part.len() as f64 / mini.len() as f64,
+            LossType::Grpo | LossType::DrGrpo | LossType::Sapo | LossType::Luspo => {
+                part.len() as f64 / mini.len() as f64
+            }
         }
     }
 
@@ -766,6 +768,7 @@ impl<K: Backend> SubGridBufs<K> {
             l,
             c,
             v,
+            norm: None,
         }
     }
 }

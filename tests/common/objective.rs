@@ -19,7 +19,7 @@
 
 use super::{dot, randn, rel_err};
 use gepa_dapo_grn::backend::{policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams};
-use gepa_dapo_grn::rl::objective::{DapoObjective, IsLevel, LossType, ObjectiveBatch, ObjectiveConfig};
+use gepa_dapo_grn::rl::objective::{DapoObjective, IsLevel, KlEstimator, LossType, ObjectiveBatch, ObjectiveConfig};
 use gepa_dapo_grn::util::rng::Rng;
 use std::path::PathBuf;
 
@@ -82,6 +82,9 @@ pub fn load_cases() -> Vec<Case> {
             temperature: g("temperature") as f32,
             chunk_rows: 5,
             max_completion_length: Some(u("max_completion_length")),
+            // The references weight the KL by nothing (TRL before `use_bias_correction_kl`).
+            use_bias_correction_kl: false,
+            ..ObjectiveConfig::default()
         };
         let t = |k: &str| f32s(&format!("{name}.{k}"));
         out.push(Case {
@@ -137,6 +140,7 @@ pub fn run_case<K: Backend>(k: &K, case: &Case, cfg: ObjectiveConfig) -> gepa_da
         l: case.l,
         c,
         v,
+        norm: None,
     };
     let mut obj = DapoObjective::<K>::new(cfg)?;
     let (mut gh, mut gw) = (k.upload(&vec![f32::NAN; n * c]), k.alloc(v * c));
@@ -241,9 +245,14 @@ pub fn chunk_invariance<K: Backend>(k: K) {
 
 /// A step of `h` in a central difference.
 fn fd_check(what: &str, analytic: f32, numeric: f64) {
+    fd_check_within(what, analytic, numeric, 2e-3, 2e-2);
+}
+
+/// `analytic` agrees with the central difference `numeric` to `abs` + `rel`·max(|a|, |n|).
+fn fd_check_within(what: &str, analytic: f32, numeric: f64, abs: f64, rel: f64) {
     let a = analytic as f64;
     assert!(
-        (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs().max(a.abs()),
+        (a - numeric).abs() <= abs + rel * numeric.abs().max(a.abs()),
         "{what}: analytic {a:.6} vs numeric {numeric:.6}"
     );
 }
@@ -292,84 +301,190 @@ pub fn logprob_gradcheck<K: Backend>(k: K) {
     assert!(k.download(&lp)[0].is_nan());
 }
 
-/// Clipped policy loss: d loss/d logp and d loss/d entropy by central differences, for every
-/// loss type × level, β ≠ 0 and an entropy coefficient, with ratios kept ≥ 0.03 away from
-/// the clip bounds (the loss has kinks there).
+/// One finite-difference configuration of the policy-loss op.
+struct FdCase {
+    what: String,
+    params: PolicyLossParams,
+    advantages: Vec<f32>,
+    /// Added to every token log-ratio of sequence i (moves ratios onto δ / the dual clip's
+    /// side of their kinks).
+    shift: [f32; 3],
+    /// Perturb logp_old together with logp: the log-ratios, and so every factor TRL detaches
+    /// (cispo's capped ratio, vespo's φ, both functions of them), stay fixed, and the central
+    /// difference is the gradient TRL's autograd computes (the value's own derivative would
+    /// include d(detached)/d logp).
+    detached: bool,
+}
+
+/// The configurations [`policy_loss_gradcheck`] probes.
+fn fd_cases(s: usize, l: usize) -> Vec<FdCase> {
+    let adv = vec![0.7, -1.1, 0.4];
+    let base = PolicyLossParams {
+        eps_low: 0.2,
+        eps_high: 0.28,
+        beta: 0.1,
+        entropy_coef: 0.05,
+        max_completion_length: l + 2,
+        ..PolicyLossParams::dapo(s, l)
+    };
+    let mut out = vec![];
+    let case = |what: String, params, advantages: &Vec<f32>, shift, detached| FdCase {
+        what,
+        params,
+        advantages: advantages.clone(),
+        shift,
+        detached,
+    };
+    for level in [IsLevel::Token, IsLevel::Sequence] {
+        let p = PolicyLossParams { level, ..base };
+        // Every loss whose value is differentiable as written, with TRL's default KL (k3 with
+        // bias correction) and the entropy bonus.
+        for loss_type in
+            [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo, LossType::Dapo, LossType::Luspo, LossType::Sapo]
+        {
+            let q = PolicyLossParams { loss_type, use_bias_correction_kl: true, ..p };
+            out.push(case(format!("{loss_type:?}/{level:?}"), q, &adv, [0.0; 3], false));
+        }
+        // Every KL estimator with and without bias correction (a larger β so the KL dominates).
+        for est in [KlEstimator::K1, KlEstimator::K2, KlEstimator::K3] {
+            for bias in [false, true] {
+                let q = PolicyLossParams { beta: 0.3, kl_estimator: est, use_bias_correction_kl: bias, ..p };
+                out.push(case(format!("Dapo/{level:?}/{est:?} bias {bias}"), q, &adv, [0.0; 3], false));
+            }
+        }
+        // delta and the dual clip, with sequence 1 (A < 0) shifted to ratios past both.
+        let shift = [0.0, 0.835, 0.0];
+        let q = PolicyLossParams { loss_type: LossType::Grpo, delta: Some(1.4), use_bias_correction_kl: true, ..p };
+        out.push(case(format!("Grpo/{level:?}/delta"), q, &adv, shift, false));
+        let q = PolicyLossParams { clip_ratio_c: Some(1.5), ..p };
+        out.push(case(format!("Dapo/{level:?}/dual clip"), q, &adv, shift, false));
+        // The entropy mask (threshold between the entropies; see the guard below).
+        for loss_type in [LossType::Grpo, LossType::Dapo] {
+            let q = PolicyLossParams { loss_type, entropy_threshold: Some(1.5), ..p };
+            out.push(case(format!("{loss_type:?}/{level:?}/entropy mask"), q, &adv, [0.0; 3], false));
+        }
+        // A micro-batch's normalisers.
+        for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo, LossType::Dapo, LossType::Luspo] {
+            let q = PolicyLossParams { loss_type, seq_norm: 7.0, token_norm: 20.0, accum: 3.0, ..p };
+            out.push(case(format!("{loss_type:?}/{level:?}/norms"), q, &adv, [0.0; 3], false));
+        }
+        // cispo (ε_high = 1.1: the ratios 1.16 and 1.65 are capped, the others not) and vespo:
+        // their policy gradient with the detached factors held, then their KL gradient alone
+        // (A = 0 silences the policy term) with β ≠ 0 and bias correction.
+        for loss_type in [LossType::Cispo, LossType::Vespo] {
+            let q = PolicyLossParams { loss_type, eps_high: 1.1, beta: 0.0, ..p };
+            out.push(case(format!("{loss_type:?}/{level:?}"), q, &adv, [0.0; 3], true));
+            let q = PolicyLossParams { loss_type, eps_high: 1.1, use_bias_correction_kl: true, ..p };
+            out.push(case(format!("{loss_type:?}/{level:?}/KL with A = 0"), q, &vec![0.0; 3], [0.0; 3], false));
+        }
+    }
+    out
+}
+
+/// The points where a configuration's loss has a kink in the ratio ρ.
+fn ratio_kinks(p: &PolicyLossParams) -> Vec<f32> {
+    let mut k = vec![];
+    if p.loss_type.is_clipped() {
+        k.extend([1.0 - p.eps_low, 1.0 + p.eps_high]);
+        k.extend(p.delta);
+        k.extend(p.clip_ratio_c);
+    }
+    k
+}
+
+/// The policy-loss central differences' bound. The loss is an f64 sum rounded to f32 (a
+/// relative 6e-8 of |loss| ≲ 1, so ≤ 3e-5 after dividing by 2h = 2e-3), and h² times the third
+/// derivative (≲ 10 here) adds ~1e-5: 1e-4 absolute + 2e-3 relative. The gradients are
+/// O(1e-2..1e-1), so a dropped term of the bias-corrected KL or a wrong normaliser fails.
+const FD_ABS: f64 = 1e-4;
+const FD_REL: f64 = 2e-3;
+
+/// The policy loss: d loss/d logp and d loss/d entropy by central differences, for every loss
+/// type × level with the KL and the entropy bonus, every KL estimator with and without bias
+/// correction, delta, the dual clip, the entropy mask and a micro-batch's normalisers. Ratios
+/// are kept ≥ 0.03 away from every kink of the configuration (clip bounds, δ, c) and entropies
+/// ≥ 0.01 from the entropy threshold.
 pub fn policy_loss_gradcheck<K: Backend>(k: K) {
     let (s, l) = (3, 5);
     let n = s * l;
     let mut rng = Rng::new(22);
     let mask: Vec<f32> = vec![1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 1., 1., 1., 1., 0.];
-    let adv = vec![0.7, -1.1, 0.4];
     let logp: Vec<f32> = (0..n).map(|_| -0.5 - 2.0 * rng.uniform()).collect();
     // Token log-ratios drawn from values well inside / outside the bounds of both clips.
     let lr = [-0.7f32, -0.1, 0.05, 0.15, 0.5];
-    let old: Vec<f32> = (0..n).map(|i| logp[i] - lr[(i * 7 + 3) % 5]).collect();
     let lref: Vec<f32> = (0..n).map(|i| logp[i] + 0.3 * rng.normal()).collect();
     let mut ent: Vec<f32> = (0..n).map(|_| 1.0 + rng.uniform()).collect();
-    for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo, LossType::Dapo] {
-        for level in [IsLevel::Token, IsLevel::Sequence] {
-            let p = PolicyLossParams {
-                s,
-                l,
-                loss_type,
-                level,
-                eps_low: 0.2,
-                eps_high: 0.28,
-                beta: 0.1,
-                entropy_coef: 0.05,
-                max_completion_length: l + 2,
+    let (bm, br) = (k.upload(&mask), k.upload(&lref));
+    let cases = fd_cases(s, l);
+    let mut probed = 0;
+    for fd in &cases {
+        let (p, what) = (fd.params, &fd.what);
+        let old: Vec<f32> = (0..n).map(|i| logp[i] - lr[(i * 7 + 3) % 5] - fd.shift[i / l]).collect();
+        let ba = k.upload(&fd.advantages);
+        let eval = |lp: &[f32], old: &[f32], en: &[f32]| {
+            let (mut dl, mut dh, mut m) = (k.alloc(n), k.alloc(n), k.alloc(pm::LEN));
+            let (lpb, bo, enb) = (k.upload(lp), k.upload(old), k.upload(en));
+            let x = PolicyLossInputs {
+                logp: &lpb,
+                logp_old: &bo,
+                logp_ref: Some(&br),
+                advantages: &ba,
+                entropy: &enb,
+                mask: &bm,
             };
-            let (bm, ba, bo, br) = (k.upload(&mask), k.upload(&adv), k.upload(&old), k.upload(&lref));
-            let eval = |lp: &[f32], en: &[f32]| {
-                let (mut dl, mut dh, mut m) = (k.alloc(n), k.alloc(n), k.alloc(pm::LEN));
-                let (lpb, enb) = (k.upload(lp), k.upload(en));
-                let x = PolicyLossInputs {
-                    logp: &lpb,
-                    logp_old: &bo,
-                    logp_ref: Some(&br),
-                    advantages: &ba,
-                    entropy: &enb,
-                    mask: &bm,
-                };
-                k.policy_loss(&mut dl, &mut dh, &mut m, x, p);
-                (k.download(&m), k.download(&dl), k.download(&dh))
-            };
-            let (m, dl, dh) = eval(&logp, &ent);
-            let what = format!("{loss_type:?}/{level:?}");
-            // Kink guard: every ratio (token or sequence) is away from 0.8 and 1.28.
-            for i in 0..s {
-                let on: Vec<usize> = (i * l..(i + 1) * l).filter(|&t| mask[t] != 0.0).collect();
-                let seq = on.iter().map(|&t| logp[t] - old[t]).sum::<f32>() / on.len().max(1) as f32;
-                for log_r in on.iter().map(|&t| logp[t] - old[t]).chain([seq]) {
-                    let r = log_r.exp();
-                    assert!((r - 0.8).abs() > 0.03 && (r - 1.28).abs() > 0.03, "{what}: ratio {r} near a bound");
-                }
-            }
-            assert!(m[pm::LOSS].is_finite() && m[pm::MASK_SUM] == 11.0);
-            assert!(dl.iter().zip(&mask).all(|(&g, &mk)| mk != 0.0 || g == 0.0), "{what}: padding gets no gradient");
-            let h = 1e-3f32;
-            let mut lp = logp.clone();
-            for i in (0..n).filter(|&i| mask[i] != 0.0) {
-                let o = lp[i];
-                lp[i] = o + h;
-                let a = eval(&lp, &ent).0[pm::LOSS] as f64;
-                lp[i] = o - h;
-                let b = eval(&lp, &ent).0[pm::LOSS] as f64;
-                lp[i] = o;
-                fd_check(&format!("{what} dlogp[{i}]"), dl[i], (a - b) / (2.0 * h as f64));
-            }
-            for i in [0, 6, 12] {
-                let o = ent[i];
-                ent[i] = o + h;
-                let a = eval(&logp, &ent).0[pm::LOSS] as f64;
-                ent[i] = o - h;
-                let b = eval(&logp, &ent).0[pm::LOSS] as f64;
-                ent[i] = o;
-                fd_check(&format!("{what} dentropy[{i}]"), dh[i], (a - b) / (2.0 * h as f64));
+            k.policy_loss(&mut dl, &mut dh, &mut m, x, p);
+            (k.download(&m), k.download(&dl), k.download(&dh))
+        };
+        let (m, dl, dh) = eval(&logp, &old, &ent);
+        // Kink guard: every ratio (token or sequence) is away from the configuration's kinks.
+        for i in 0..s {
+            let on: Vec<usize> = (i * l..(i + 1) * l).filter(|&t| mask[t] != 0.0).collect();
+            let seq = on.iter().map(|&t| logp[t] - old[t]).sum::<f32>() / on.len().max(1) as f32;
+            for log_r in on.iter().map(|&t| logp[t] - old[t]).chain([seq]) {
+                let r = log_r.exp();
+                assert!(ratio_kinks(&p).iter().all(|b| (r - b).abs() > 0.03), "{what}: ratio {r} near a kink");
             }
         }
+        if let Some(th) = p.entropy_threshold {
+            let (above, below) = (0..n).filter(|&i| mask[i] != 0.0).fold((0, 0), |(a, b), i| {
+                assert!((ent[i] - th).abs() > 0.01, "{what}: entropy {} near the threshold", ent[i]);
+                if ent[i] >= th {
+                    (a + 1, b)
+                } else {
+                    (a, b + 1)
+                }
+            });
+            assert!(above > 0 && below > 0, "{what}: the threshold must split the tokens");
+        }
+        assert!(m[pm::LOSS].is_finite() && m[pm::MASK_SUM] == 11.0, "{what}");
+        assert!(dl.iter().zip(&mask).all(|(&g, &mk)| mk != 0.0 || g == 0.0), "{what}: padding gets no gradient");
+        let h = 1e-3f32;
+        let (mut lp, mut lo) = (logp.clone(), old.clone());
+        for i in (0..n).filter(|&i| mask[i] != 0.0) {
+            let mut at = |d: f32| {
+                lp[i] = logp[i] + d;
+                if fd.detached {
+                    lo[i] = old[i] + d;
+                }
+                let v = eval(&lp, &lo, &ent).0[pm::LOSS] as f64;
+                (lp[i], lo[i]) = (logp[i], old[i]);
+                v
+            };
+            let (a, b) = (at(h), at(-h));
+            fd_check_within(&format!("{what} dlogp[{i}]"), dl[i], (a - b) / (2.0 * h as f64), FD_ABS, FD_REL);
+        }
+        for i in [0, 6, 12] {
+            let o = ent[i];
+            ent[i] = o + h;
+            let a = eval(&logp, &old, &ent).0[pm::LOSS] as f64;
+            ent[i] = o - h;
+            let b = eval(&logp, &old, &ent).0[pm::LOSS] as f64;
+            ent[i] = o;
+            fd_check_within(&format!("{what} dentropy[{i}]"), dh[i], (a - b) / (2.0 * h as f64), FD_ABS, FD_REL);
+        }
+        probed += 11 + 3;
     }
+    println!("policy loss: {} configurations, {probed} derivatives probed", cases.len());
 }
 
 /// A small valid batch for the bad-input tests.
@@ -455,6 +570,7 @@ pub fn bad_inputs<K: Backend>(k: K) {
         l: base.l,
         c: base.c,
         v: base.v,
+        norm: None,
     };
     let mut obj = DapoObjective::<K>::new(cfg.clone()).unwrap();
     let (mut gh, mut gw) = (k.alloc(n * base.c), k.alloc(base.v * base.c));

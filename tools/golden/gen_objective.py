@@ -33,11 +33,18 @@ not needed):
     token:    w = log_ratio;  sequence (GSPO): w = (log_ratio*mask).sum(-1)/mask.sum(-1).clamp(min=1), broadcast
     coef_1 = exp(w);  coef_2 = clamp(coef_1, 1-eps_low, 1+eps_high)
     per_token = -min(coef_1*A, coef_2*A)
-              + beta * (exp(ref-logp) - (ref-logp) - 1)      (only if beta != 0)
-              - entropy_coef * entropy
+              + beta * (exp(ref-logp) - (ref-logp) - 1)      (only if beta != 0; no
+                                                              use_bias_correction_kl)
     grpo:        ((per_token*mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
     bnpo, dapo:  (per_token*mask).sum() / mask.sum().clamp(min=1)
     dr_grpo:     (per_token*mask).sum() / (S * max_completion_length), max_completion_length = L
+    loss = aggregate(per_token) - entropy_coef * (entropy*mask).sum() / mask.sum().clamp(min=1)
+                                                 (TRL 1.16: the bonus is a token mean whatever
+                                                  the loss type)
+
+Metrics as TRL 1.16 logs them: the clip fractions are masked token means at token level and
+means over the S sequences of one flag per sequence at sequence level (``global_masked_mean``
+of a (B, 1) tensor).
 
 logp_old is the current log-prob minus N(0, 0.3^2) noise (token level) or minus a
 per-sequence shift plus N(0, 0.2^2) noise (sequence level), so ratios cross both clip bounds; draws that put any ratio (token or sequence) within 2e-3 (in log space) of a clip
@@ -101,7 +108,6 @@ def objective(hidden, weight, targets, mask, adv, logp_old, logp_ref, hp):
         d = logp_ref - logp
         kl = torch.exp(d) - d - 1
         per_token = per_token + hp["beta"] * kl
-    per_token = per_token - hp["entropy_coef"] * entropy
 
     def aggregate(x):
         lt = hp["loss_type"]
@@ -113,19 +119,24 @@ def objective(hidden, weight, targets, mask, adv, logp_old, logp_ref, hp):
             return (x * mask).sum() / (x.size(0) * hp["max_completion_length"])
         raise ValueError(lt)
 
-    loss = aggregate(per_token)
+    loss = aggregate(per_token) - hp["entropy_coef"] * masked_mean(entropy, mask)
     with torch.no_grad():
         ratio = coef_1.expand(S, L)
         on = mask > 0
-        low = ((ratio < 1 - hp["eps_low"]) & (a < 0)).double()
-        high = ((ratio > 1 + hp["eps_high"]) & (a > 0)).double()
+        low = ((coef_1 < 1 - hp["eps_low"]) & (a < 0)).double()
+        high = ((coef_1 > 1 + hp["eps_high"]) & (a > 0)).double()
+
+        def clip_mean(x):
+            # TRL's global_masked_mean: a (B, 1) tensor is averaged over the B sequences.
+            return x.mean() if x.shape[1] == 1 else masked_mean(x, mask)
+
         metrics = [
             loss.item(),
             aggregate(surrogate).item(),
             masked_mean(kl, mask).item() if kl is not None else 0.0,
             masked_mean(entropy, mask).item(),
-            masked_mean(low, mask).item(),
-            masked_mean(high, mask).item(),
+            clip_mean(low).item(),
+            clip_mean(high).item(),
             masked_mean(ratio, mask).item(),
             ratio[on].min().item(),
             ratio[on].max().item(),

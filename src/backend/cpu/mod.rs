@@ -16,6 +16,8 @@ pub(crate) mod matmul;
 mod optim;
 mod policy_loss;
 
+pub(crate) use policy_loss::vespo_phi;
+
 use crate::backend::{check_logprob_chunk, check_sample_rows, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::backend::{AdamWStep, Backend, Gemm, SampleError, SampleParams, Sampled};
 use std::sync::Arc;

@@ -18,6 +18,7 @@
 mod attention;
 mod basic;
 mod norm;
+mod policy_loss;
 mod sampling;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,10 +26,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::cpu::CpuBackend;
 use super::device::Device;
 use super::kernel_backend::{GrnSaved, KernelBackend};
-use super::{policy_metric as pm, Backend, Gemm, IsLevel, LogprobChunk, LossType, PolicyLossInputs, PolicyLossParams};
+use super::{Backend, Gemm, IsLevel, KlEstimator, LogprobChunk, LossType};
 use crate::model::grn::{grn_backward, grn_forward};
 use crate::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
-use crate::rl::objective::{DapoObjective, ObjectiveBatch, ObjectiveConfig, ObjectiveMetrics};
+use crate::rl::objective::{DapoObjective, LossNorm, ObjectiveBatch, ObjectiveConfig, ObjectiveMetrics};
 use crate::util::rng::Rng;
 
 /// One compared output: which op and tensor, on which shape, how far from the oracle.
@@ -238,7 +239,7 @@ pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
     grn_cases(k, seed, &mut r);
     advantage_cases(k, seed, &mut r);
     logprob_cases(k, seed, &mut r);
-    policy_loss_cases(k, seed, &mut r);
+    policy_loss::cases(k, seed, &mut r);
     matmul_cases(k, seed, &mut r);
     objective_cases(k, seed, &mut r);
     basic::cases(k, seed, &mut r);
@@ -566,139 +567,6 @@ fn logprob_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
     }
 }
 
-// ---- clipped-ratio policy loss -----------------------------------------------------------------
-
-fn policy_loss_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
-    let cpu = CpuBackend::new(Some(1));
-    // S sequences of L tokens: L not a multiple of 32 and above one 32-thread stride.
-    let (s, l) = (6usize, 45usize);
-    let shape = format!("S={s} L={l} (18 configs)");
-    rep.case("policy_loss", &shape, |rep| {
-        let mut rng = Rng::new(case_seed(seed, 500));
-        let mut mask = vec![0.0f32; s * l];
-        for i in 0..s {
-            // Ragged completion lengths; sequence 3 is entirely padding, sequence 4 has 0.5 weights.
-            let len = if i == 3 { 0 } else { 1 + rng.below(l) };
-            for t in 0..len {
-                mask[i * l + t] = if i == 4 && t % 3 == 0 { 0.5 } else { 1.0 };
-            }
-        }
-        mask[5 * l + l - 1] = -1.0; // an invalid weight: counted in BAD_MASK, never read
-        let logp_old: Vec<f32> = (0..s * l).map(|_| -2.0 + 0.5 * rng.normal()).collect();
-        // log-ratios spread enough that both clip branches occur.
-        let mut logp: Vec<f32> = logp_old.iter().map(|&o| o + 0.3 * rng.normal()).collect();
-        let logp_ref: Vec<f32> = logp.iter().map(|&o| o + 0.2 * rng.normal()).collect();
-        let entropy: Vec<f32> = (0..s * l).map(|_| 2.0 + rng.normal().abs()).collect();
-        let advantages = vec![1.2f32, -0.7, 0.4, 0.9, -1.5, 0.3];
-        // Padding may hold anything, NaN included: it must not reach the loss.
-        for (lp, &m) in logp.iter_mut().zip(&mask) {
-            if m == 0.0 {
-                *lp = f32::NAN;
-            }
-        }
-        let (d_lp, d_lpo, d_lpr) = (k.upload(&logp), k.upload(&logp_old), k.upload(&logp_ref));
-        let (d_adv, d_ent, d_mask) = (k.upload(&advantages), k.upload(&entropy), k.upload(&mask));
-        // Both clip branches must actually occur somewhere, or the cases would not check them.
-        let (mut saw_low, mut saw_high) = (false, false);
-        for loss_type in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
-            for level in [IsLevel::Token, IsLevel::Sequence] {
-                for (beta, with_ref) in [(0.0f32, false), (0.04, true), (0.04, false)] {
-                    let params = PolicyLossParams {
-                        s,
-                        l,
-                        loss_type,
-                        level,
-                        eps_low: 0.2,
-                        eps_high: 0.28,
-                        beta,
-                        entropy_coef: 0.01,
-                        max_completion_length: l + 3,
-                    };
-                    let (mut dlp, mut dh, mut met) = (vec![0.0f32; s * l], vec![0.0f32; s * l], vec![0.0f32; pm::LEN]);
-                    let inputs = PolicyLossInputs::<CpuBackend> {
-                        logp: &logp,
-                        logp_old: &logp_old,
-                        logp_ref: with_ref.then_some(&logp_ref),
-                        advantages: &advantages,
-                        entropy: &entropy,
-                        mask: &mask,
-                    };
-                    cpu.policy_loss(&mut dlp, &mut dh, &mut met, inputs, params);
-
-                    let (mut k_dlp, mut k_dh, mut k_met) =
-                        (k.upload(&nans(s * l)), k.upload(&nans(s * l)), k.upload(&nans(pm::LEN)));
-                    let inputs = PolicyLossInputs::<KernelBackend<D>> {
-                        logp: &d_lp,
-                        logp_old: &d_lpo,
-                        logp_ref: with_ref.then_some(&d_lpr),
-                        advantages: &d_adv,
-                        entropy: &d_ent,
-                        mask: &d_mask,
-                    };
-                    k.policy_loss(&mut k_dlp, &mut k_dh, &mut k_met, inputs, params);
-                    let (g_dlp, g_dh, g_met) = (k.download(&k_dlp), k.download(&k_dh), k.download(&k_met));
-                    let what = format!("worst {loss_type:?}/{level:?}/beta {beta}/ref {with_ref}");
-                    // Tolerances. Per-token gradients are a few f32 operations on the same
-                    // inputs (the oracle goes through f64, and the kernel scales by c_i last);
-                    // the sequence-level ratio and gradient add an L-term f32 sum: 1e-5 of the
-                    // tensor's scale. Metrics are f32 sums over ≤ 270 tokens in another order
-                    // than the oracle's f64 ones: 2e-5 relative (+1e-6 absolute, for the KL
-                    // mean and clip fractions of size ~1e-2); counts must agree exactly and
-                    // ratio min/max to 2 ulps (expf vs Rust's exp).
-                    let grad_tol = Tol::Scale { tol: 1e-5, floor: 1e-6 };
-                    rep.cmp("policy_loss/dlogp", &shape, &g_dlp, &dlp, grad_tol, &format!("of the scale; {what}"));
-                    rep.cmp("policy_loss/dentropy", &shape, &g_dh, &dh, grad_tol, &format!("of the scale; {what}"));
-                    saw_low |= met[pm::CLIP_FRAC_LOW] > 0.0;
-                    saw_high |= met[pm::CLIP_FRAC_HIGH] > 0.0;
-                    let counts = [
-                        pm::MASK_SUM,
-                        pm::BAD_LOGP,
-                        pm::BAD_LOGP_OLD,
-                        pm::BAD_LOGP_REF,
-                        pm::BAD_ADVANTAGE,
-                        pm::BAD_MASK,
-                        pm::BAD_ENTROPY,
-                    ];
-                    let minmax = [pm::RATIO_MIN, pm::RATIO_MAX];
-                    let pick = |m: &[f32], idx: &[usize]| idx.iter().map(|&i| m[i]).collect::<Vec<f32>>();
-                    let sums: Vec<usize> =
-                        (0..pm::LEN).filter(|i| !counts.contains(i) && !minmax.contains(i)).collect();
-                    let tol = Tol::Each { tol: 2e-5, floor: 0.0, abs: 1e-6 };
-                    rep.cmp("policy_loss/metrics", &shape, &pick(&g_met, &sums), &pick(&met, &sums), tol, &what);
-                    let tol = Tol::Each { tol: 2.5e-7, floor: 0.0, abs: 0.0 };
-                    rep.cmp(
-                        "policy_loss/ratio_min_max",
-                        &shape,
-                        &pick(&g_met, &minmax),
-                        &pick(&met, &minmax),
-                        tol,
-                        &what,
-                    );
-                    rep.cmp(
-                        "policy_loss/counts",
-                        &shape,
-                        &pick(&g_met, &counts),
-                        &pick(&met, &counts),
-                        Tol::Exact,
-                        &what,
-                    );
-                    // Padding gradients are exactly zero.
-                    let pad: Vec<f32> = mask
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &m)| m <= 0.0)
-                        .flat_map(|(j, _)| [g_dlp[j], g_dh[j]])
-                        .collect();
-                    let zeros = vec![0.0f32; pad.len()];
-                    rep.cmp("policy_loss/padding", &shape, &pad, &zeros, Tol::Exact, "padding gradients are 0");
-                }
-            }
-        }
-        let ok = saw_low && saw_high;
-        rep.check("policy_loss/clip_coverage", &shape, ok, "both clip branches occur in the inputs");
-    });
-}
-
 // ---- matmul ------------------------------------------------------------------------------------
 
 fn matmul_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
@@ -786,6 +654,21 @@ fn objective_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report)
             },
         ),
         (1, 3, 16, 50257, 2, ObjectiveConfig { beta: 0.04, entropy_coef: 0.01, ..base.clone() }),
+        // A loss without kinks (sapo), another KL estimator, as a micro-batch (LossNorm).
+        (
+            3,
+            8,
+            16,
+            37,
+            7,
+            ObjectiveConfig {
+                loss_type: LossType::Sapo,
+                beta: 0.04,
+                kl_estimator: KlEstimator::K2,
+                entropy_coef: 0.01,
+                ..base.clone()
+            },
+        ),
     ];
     for (case, (s, l, c, v, chunk, cfg)) in cases.into_iter().enumerate() {
         let cfg = ObjectiveConfig { chunk_rows: chunk, ..cfg };
@@ -806,6 +689,8 @@ fn objective_case<D: Device>(
     rep: &mut Report,
 ) {
     let n = s * l;
+    // The sapo case runs as a micro-batch of a larger minibatch.
+    let norm = (cfg.loss_type == LossType::Sapo).then_some(LossNorm { sequences: 7.0, tokens: 40.0, accum: 2.0 });
     let mut rng = Rng::new(seed);
     // hidden ~ N(0,1), W ~ N(0, 0.5²): logits of std ~0.5·√C, a realistic spread.
     let hidden = randn(&mut rng, n * c, 1.0);
@@ -869,6 +754,7 @@ fn objective_case<D: Device>(
         l,
         c,
         v,
+        norm,
     };
     let m_cpu = match cpu_obj.forward_backward(cpu, &batch, &mut gh_cpu, &mut gw_cpu) {
         Ok(m) => m,
@@ -900,6 +786,7 @@ fn objective_case<D: Device>(
         l,
         c,
         v,
+        norm,
     };
     let m_dev = match obj.forward_backward(k, &batch, &mut d_gh, &mut d_gw) {
         Ok(m) => m,
@@ -927,7 +814,7 @@ fn objective_case<D: Device>(
     rep.cmp("objective/loss_metrics", shape, &pick(&m_dev), &pick(&m_cpu), tol, note);
     // Clip fractions count tokens: with every ratio ≥ 0.02 from the bounds the same tokens
     // clip on both sides, and the fractions differ only by the rounding of count / Σmask.
-    let fracs = |m: &ObjectiveMetrics| vec![m.clip_frac_low, m.clip_frac_high];
+    let fracs = |m: &ObjectiveMetrics| vec![m.clip_frac_low, m.clip_frac_high, m.clip_frac_dual];
     let tol = Tol::Each { tol: 1e-6, floor: 0.0, abs: 1e-6 };
     rep.cmp("objective/clip_fracs", shape, &fracs(&m_dev), &fracs(&m_cpu), tol, "the same tokens clip");
 }
