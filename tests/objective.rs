@@ -1,5 +1,5 @@
-//! The DAPO / GRPO objective: golden values from PyTorch (TRL's loss definitions), finite
-//! differences of its two ops, chunk-size invariance and bad inputs, per backend.
+//! The DAPO / GRPO objective: golden values from PyTorch (TRL's loss definitions) and from
+//! TRL's own `_compute_loss`, finite differences of its two ops, chunk-size invariance and bad inputs, per backend.
 
 mod common;
 
@@ -27,6 +27,10 @@ macro_rules! objective_tests {
             #[test]
             fn policy_loss_gradcheck() {
                 objective::policy_loss_gradcheck($backend);
+            }
+            #[test]
+            fn trl_golden() {
+                objective::trl_golden($backend);
             }
             #[test]
             fn bad_inputs() {

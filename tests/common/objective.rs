@@ -19,7 +19,9 @@
 
 use super::{dot, randn, rel_err};
 use gepa_dapo_grn::backend::{policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams};
-use gepa_dapo_grn::rl::objective::{DapoObjective, IsLevel, KlEstimator, LossType, ObjectiveBatch, ObjectiveConfig};
+use gepa_dapo_grn::rl::objective::{
+    linear_quantile, DapoObjective, IsLevel, KlEstimator, LossType, ObjectiveBatch, ObjectiveConfig,
+};
 use gepa_dapo_grn::util::rng::Rng;
 use std::path::PathBuf;
 
@@ -111,6 +113,148 @@ pub fn load_cases() -> Vec<Case> {
     }
     assert_eq!(out.len(), 16, "4 loss types x 2 levels x 2 betas");
     out
+}
+
+/// One case of TRL's own `_compute_loss` (tools/golden/gen_policy_loss_trl.py): the op's
+/// constants and host inputs, and TRL's loss, gradients and metrics.
+pub struct TrlCase {
+    pub name: String,
+    pub params: PolicyLossParams,
+    /// TRL's `top_entropy_quantile` (the threshold is computed here, as the objective does).
+    pub top_entropy_quantile: f32,
+    pub mask: Vec<f32>,
+    pub advantages: Vec<f32>,
+    pub logp: Vec<f32>,
+    pub logp_old: Vec<f32>,
+    pub logp_ref: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub loss: f32,
+    pub dlogp: Vec<f32>,
+    pub dentropy: Vec<f32>,
+    /// kl, entropy, clip_low, clip_high, entropy threshold (NaN without one).
+    pub metrics: Vec<f32>,
+}
+
+/// Every case in tests/data/objective/policy_loss_trl.*, with TRL's knobs mapped onto the
+/// op's: seq_norm = S·accum, token_norm = num_items_in_batch, accum.
+pub fn load_trl_cases() -> Vec<TrlCase> {
+    let dir = data_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("policy_loss_trl.json")).expect("json")).unwrap();
+    let bytes = std::fs::read(dir.join("policy_loss_trl.safetensors")).expect("policy_loss_trl.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |name: &str| -> Vec<f32> {
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("missing {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let mut out = vec![];
+    for m in meta["cases"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap().to_string();
+        let g = |k: &str| m[k].as_f64().unwrap() as f32;
+        let u = |k: &str| m[k].as_u64().unwrap() as usize;
+        let (s, l) = (u("S"), u("L"));
+        let params = PolicyLossParams {
+            loss_type: m["loss_type"].as_str().unwrap().parse().unwrap(),
+            level: m["level"].as_str().unwrap().parse().unwrap(),
+            eps_low: g("eps_low"),
+            eps_high: g("eps_high"),
+            delta: m["delta"].as_f64().map(|d| d as f32),
+            beta: g("beta"),
+            kl_estimator: KlEstimator::K3,
+            use_bias_correction_kl: m["use_bias_correction_kl"].as_bool().unwrap(),
+            entropy_coef: g("entropy_coef"),
+            sapo_temperature_pos: g("sapo_temperature_pos"),
+            sapo_temperature_neg: g("sapo_temperature_neg"),
+            vespo_k_pos: g("vespo_k_pos"),
+            vespo_lambda_pos: g("vespo_lambda_pos"),
+            vespo_k_neg: g("vespo_k_neg"),
+            vespo_lambda_neg: g("vespo_lambda_neg"),
+            max_completion_length: u("max_completion_length"),
+            seq_norm: (s * u("accum")) as f32,
+            token_norm: g("num_items_in_batch"),
+            accum: g("accum"),
+            ..PolicyLossParams::dapo(s, l)
+        };
+        let t = |k: &str| f32s(&format!("{name}.{k}"));
+        out.push(TrlCase {
+            params,
+            top_entropy_quantile: g("top_entropy_quantile"),
+            mask: t("mask"),
+            advantages: t("advantages"),
+            logp: t("logp"),
+            logp_old: t("logp_old"),
+            logp_ref: t("logp_ref"),
+            entropy: t("entropy"),
+            loss: t("loss")[0],
+            dlogp: t("dlogp"),
+            dentropy: t("dentropy"),
+            metrics: t("metrics"),
+            name,
+        });
+    }
+    assert_eq!(out.len(), 25, "8 loss types x 2 levels, 8 knob cases, one without KL");
+    out
+}
+
+/// The policy-loss op against TRL 1.16's `GRPOTrainer._compute_loss` run on the same inputs
+/// (every loss type × level, delta, the entropy mask, bias correction on and off, gradient
+/// accumulation and a token normaliser other than the micro-batch's own): loss, d loss/d logp,
+/// d loss/d entropy and TRL's logged kl, entropy and clip fractions. The references are f64
+/// rounded to f32 and the op sums in f64 over ≤ 28 tokens from f32 per-token terms, so the
+/// values agree to a few f32 ulps: 2e-6 absolute on the O(1) loss and metrics, 1e-5 of the
+/// scale on the gradients (observed ≤ 3e-7). The entropy threshold, computed here by
+/// [`linear_quantile`] as the objective does, matches torch.quantile's to a few f32 ulps.
+pub fn trl_golden<K: Backend>(k: K) {
+    let mut worst = [0.0f32; 4];
+    for c in load_trl_cases() {
+        let (s, l) = (c.params.s, c.params.l);
+        let n = s * l;
+        let threshold = (c.top_entropy_quantile < 1.0).then(|| {
+            let mut on: Vec<f32> = (0..n).filter(|&j| c.mask[j] != 0.0).map(|j| c.entropy[j]).collect();
+            linear_quantile(&mut on, 1.0 - f64::from(c.top_entropy_quantile)).unwrap()
+        });
+        if let Some(th) = threshold {
+            // TRL's 1 − q is a Python float rounded to f32 by torch, ours 1 − (q as f32), an ulp
+            // apart; torch then interpolates in f32, this in f64: a few ulps of θ. No masked
+            // entropy lies that close to θ, so the masks are the same.
+            let want = c.metrics[4];
+            assert!((th - want).abs() <= 5e-7 * want.abs(), "{}: threshold {th} vs torch {want}", c.name);
+            let close = (0..n).any(|j| c.mask[j] != 0.0 && c.entropy[j] != th && (c.entropy[j] - th).abs() < 1e-5);
+            assert!(!close, "{}: an entropy within 1e-5 of the threshold", c.name);
+        }
+        let p = PolicyLossParams { entropy_threshold: threshold, ..c.params };
+        let up = |v: &[f32]| k.upload(v);
+        let (lp, old, rf, adv, ent, mask) =
+            (up(&c.logp), up(&c.logp_old), up(&c.logp_ref), up(&c.advantages), up(&c.entropy), up(&c.mask));
+        let x = PolicyLossInputs {
+            logp: &lp,
+            logp_old: &old,
+            logp_ref: Some(&rf),
+            advantages: &adv,
+            entropy: &ent,
+            mask: &mask,
+        };
+        let (mut dl, mut dh, mut m) = (k.alloc(n), k.alloc(n), k.alloc(pm::LEN));
+        k.policy_loss(&mut dl, &mut dh, &mut m, x, p);
+        let (dl, dh, m) = (k.download(&dl), k.download(&dh), k.download(&m));
+        let got = [m[pm::KL_MEAN], m[pm::ENTROPY_MEAN], m[pm::CLIP_FRAC_LOW], m[pm::CLIP_FRAC_HIGH]];
+        let e_loss = (m[pm::LOSS] - c.loss).abs();
+        let e_m = max_abs(&got, &c.metrics[..4]);
+        let (e_dl, e_dh) = (rel_err(&dl, &c.dlogp, 1e-6), rel_err(&dh, &c.dentropy, 1e-6));
+        println!(
+            "{:24} loss {:+.6} (TRL {:+.6}) |dloss| {e_loss:.1e} metrics {e_m:.1e} dlogp {e_dl:.1e} dentropy {e_dh:.1e}",
+            c.name, m[pm::LOSS], c.loss
+        );
+        assert!(e_loss < 2e-6, "{}: loss {} vs TRL {}", c.name, m[pm::LOSS], c.loss);
+        assert!(e_m < 2e-6, "{}: kl, entropy, clip low/high {got:?} vs TRL {:?}", c.name, &c.metrics[..4]);
+        assert!(e_dl < 1e-5, "{}: dlogp rel err {e_dl}", c.name);
+        assert!(e_dh < 1e-5, "{}: dentropy rel err {e_dh}", c.name);
+        for (w, e) in worst.iter_mut().zip([e_loss, e_m, e_dl, e_dh]) {
+            *w = w.max(e);
+        }
+    }
+    println!("worst: loss {:.1e} metrics {:.1e} dlogp {:.1e} dentropy {:.1e}", worst[0], worst[1], worst[2], worst[3]);
 }
 
 /// The objective's outputs on the host.
