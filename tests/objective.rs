@@ -1,5 +1,6 @@
 //! The DAPO / GRPO objective: golden values from PyTorch (TRL's loss definitions) and from
-//! TRL's own `_compute_loss`, finite differences of its two ops, chunk-size invariance and bad inputs, per backend.
+//! TRL's own `_compute_loss`, finite differences of its two ops, chunk-size invariance and bad
+//! inputs, per backend.
 
 mod common;
 

@@ -604,9 +604,10 @@ pub trait Backend: Clone + Send + Sync {
     /// The policy loss (TRL's GRPO family, see [`PolicyLossParams`]) with KL and entropy bonus
     /// over S sequences × L tokens, forward and gradient in one pass: **overwrites** `dlogp`
     /// and `dentropy` (S, L) with d loss / d logp and d loss / d entropy, and `metrics`
-    /// ([`policy_metric::LEN`] values) with the loss, the monitoring metrics and counts of non-finite inputs (the
-    /// caller turns those into errors; with any of them non-zero the loss and gradients are
-    /// meaningless). Semantics: [`PolicyLossParams`] (TRL 1.16's `_compute_loss`).
+    /// ([`policy_metric::LEN`] values) with the loss, the monitoring metrics and counts of
+    /// non-finite inputs (the caller turns those into errors; with any of them non-zero the
+    /// loss and gradients are meaningless). Semantics: [`PolicyLossParams`] (TRL 1.16's
+    /// `_compute_loss`).
     fn policy_loss(
         &self,
         dlogp: &mut Self::Buf,

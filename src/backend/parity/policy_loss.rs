@@ -83,7 +83,7 @@ impl Inputs {
     fn new(rng: &mut Rng, s: usize, l: usize, shifts: &[f32], noise: f32) -> Self {
         let mut mask = vec![0.0f32; s * l];
         for i in 0..s {
-            // Ragged completion lengths; sequence 3 is entirely padding, sequence 4 has 0.5 weights.
+            // Ragged completion lengths; sequence 3 is all padding, sequence 4 has 0.5 weights.
             let len = if i == 3 { 0 } else { 1 + rng.below(l) };
             for t in 0..len {
                 mask[i * l + t] = if i == 4 && t % 3 == 0 { 0.5 } else { 1.0 };
