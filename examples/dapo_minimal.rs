@@ -43,13 +43,13 @@ fn main() -> Result<()> {
     let mixer = RewardMixer::from_weights([("digit_share", 1.0), ("short", 0.5)])?;
 
     let tok = Tokenizer::default_char();
-    let model = Gpt2::random(CpuBackend::new(None), Gpt2Config::named("tiny", tok.vocab_size())?, 0)?;
+    let model =
+        Gpt2::random(CpuBackend::new(None), Gpt2Config::named("tiny", tok.vocab_size())?.with_eos(tok.eos_id()), 0)?;
     let mut cfg = DapoConfig {
         steps: 20,
         batch_size: 8,
         group_size: 4,
         learning_rate: 1e-3,
-        min_learning_rate: 1e-3,
         output_dir: "runs/dapo_minimal".into(),
         ..DapoConfig::default()
     };

@@ -7,6 +7,7 @@ use gepa_dapo_grn::backend::LossType;
 use gepa_dapo_grn::data::arithmetic::addition_problems;
 use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
+use gepa_dapo_grn::optim::LrDecay;
 use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, MathScorer, Metrics, RewardMixer, ScoreInput, Scorer};
 use gepa_dapo_grn::rl::curriculum::CurriculumConfig;
 use gepa_dapo_grn::rl::safety::SafetyConfig;
@@ -36,6 +37,7 @@ fn config(out: &Path) -> DapoConfig {
         batch_size: 3,
         group_size: 4,
         learning_rate: 1e-3,
+        lr_scheduler_type: LrDecay::Cosine,
         min_learning_rate: 1e-4,
         warmup_steps: 1,
         num_iterations: 2,
@@ -285,9 +287,211 @@ fn a_step_on_the_emulated_kernel_backend_matches_the_cpu() {
         b.rl.grad_norm
     );
     let (wa, wb) = (cpu.model().to_host(), emu.model().to_host());
-    let worst =
-        wa.iter().zip(&wb).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
-    // Adam's first step is ≈ lr·sign(g) per weight (lr 1e-3 here): agreement to 1e-5 means no
-    // gradient entry changed sign between the backends.
-    assert!(worst < 1e-5, "weights differ by {worst}");
+    let mut worst = 0.0f32;
+    for ((spec, x), y) in cpu.model().specs().iter().zip(&wa).zip(&wb) {
+        // The key bias (middle third of c_attn.bias) has an identically zero gradient (a
+        // constant added to every key leaves each softmax unchanged): both backends hand AdamW
+        // rounding noise there, which its first step scales to up to ±lr.
+        let skip = if spec.name.ends_with("attn.c_attn.bias") { x.len() / 3..2 * x.len() / 3 } else { 0..0 };
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            if !skip.contains(&i) {
+                worst = worst.max((p - q).abs());
+            }
+        }
+    }
+    // Four AdamW steps at lr ≤ 1e-3 (μ = 2 passes × 2 minibatches): each moves a weight by
+    // ~lr·m̂/√v̂, which for an element whose gradients are ~1e-5 of the tensor's scale turns
+    // the backends' f32 rounding (~1e-7 of the scale) into ~1 % of lr. A wrong gradient moves
+    // whole tensors by ~lr, so 3e-5 (3 % of lr) separates the two.
+    assert!(worst < 3e-5, "weights differ by {worst}");
+}
+
+/// A GPT-2 whose next token depends only on the position: every block is zero (the residual
+/// stream is wte[token] + wpe[position]), wte rows are one-hot, and wpe[p] points, 100 times
+/// stronger, at `script[p]`, so after ln_f (gain 5) the scripted token wins by a logit margin
+/// of ~50: sampling at temperature 1 picks it with probability 1 − 1e-20.
+fn scripted_policy(script: &[u32]) -> Gpt2<CpuBackend> {
+    let tok = Tokenizer::default_char();
+    let v = tok.vocab_size();
+    let cfg = Gpt2Config {
+        n_embd: 128,
+        n_layer: 1,
+        n_head: 1,
+        n_positions: script.len(),
+        ..Gpt2Config::named("tiny", v).unwrap()
+    }
+    .with_eos(tok.eos_id());
+    let mut m = Gpt2::random(CpuBackend::new(Some(2)), cfg.clone(), 1).unwrap();
+    for spec in m.specs().to_vec() {
+        let n: usize = spec.shape.iter().product();
+        let mut x = vec![0.0f32; n];
+        match spec.name.as_str() {
+            "wte.weight" => (0..v).for_each(|j| x[j * 128 + j] = 1.0),
+            "wpe.weight" => script.iter().enumerate().for_each(|(p, &t)| x[p * 128 + t as usize] = 100.0),
+            "ln_f.weight" => x.iter_mut().for_each(|g| *g = 5.0),
+            s if s.ends_with("ln_1.weight") || s.ends_with("ln_2.weight") => x.iter_mut().for_each(|g| *g = 1.0),
+            _ => {}
+        }
+        m.set_param(&spec.name, &x).unwrap();
+    }
+    m
+}
+
+#[test]
+fn rollouts_stop_at_the_end_token_and_nothing_after_it_is_scored_logged_or_trained() {
+    let tok = Tokenizer::default_char();
+    let id = |c: char| tok.encode(&c.to_string()).unwrap()[0];
+    // Completion token j of a P-token prompt comes from position P − 1 + j. Positions hold
+    // '7' up to 4, EOS (0) at 5 and '9' from 6 on: a 4-character prompt completes "77" + EOS
+    // (and would go on with "9" were it not stopped); a 6-character prompt emits only EOS; an
+    // 8-character prompt starts past position 5 and runs to the cap: truncated.
+    let mut script = vec![id('7'); 32];
+    script[5] = 0;
+    for s in script.iter_mut().skip(6) {
+        *s = id('9');
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let data = TaskDataset::from_tasks(
+        ["1+2=", "12+34=", "12+345=="]
+            .iter()
+            .map(|p| Task { prompt: p.to_string(), task_id: "t".into(), record: serde_json::json!({}) })
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DapoConfig {
+        batch_size: 3,
+        group_size: 2,
+        shuffle_dataset: false,
+        output_dir: dir.path().to_path_buf(),
+        ..DapoConfig::default()
+    };
+    cfg.sampling.max_new_tokens = 5;
+    let run = |mask_truncated: bool| {
+        seen.lock().unwrap().clear();
+        let cfg = DapoConfig { mask_truncated, ..cfg.clone() };
+        let mixer = RewardMixer::from_weights([("len", 1.0)]).unwrap();
+        let scorer = FnScorer::new("len", scorer_fn(seen.clone()));
+        let mut t = DapoTrainer::new(
+            scripted_policy(&script),
+            tok.clone(),
+            Box::new(scorer),
+            FeedbackMapping::identity(),
+            mixer,
+            cfg,
+        )
+        .unwrap();
+        assert_eq!(t.end_tokens(), [0], "the model config's eos_token_id");
+        t.step(&data).unwrap()
+    };
+    let r = run(false);
+    // The scorer saw the text before the end token, never what would follow it.
+    let texts = seen.lock().unwrap().clone();
+    assert_eq!(texts, ["77", "77", "", "", "99999", "99999"], "scorer inputs");
+    // Lengths count the end token (as TRL's completion mask does): 3, 1 and the 5-token cap.
+    assert_eq!(r.generation["completion_len"], serde_json::json!((3.0 + 3.0 + 1.0 + 1.0 + 5.0 + 5.0) / 6.0));
+    assert_eq!(r.generation["truncated"], 2);
+    assert_eq!(r.tokens, 18);
+    assert_eq!(r.rl.tokens, 18.0, "every completion token up to and including EOS is in the loss, nothing after");
+    // Truncated completions leave the loss entirely with mask_truncated.
+    let r = run(true);
+    assert_eq!(r.rl.tokens, 8.0, "only the two terminated groups' tokens");
+}
+
+fn scorer_fn(
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> impl FnMut(&ScoreInput<'_>) -> gepa_dapo_grn::Result<Metrics> {
+    move |x: &ScoreInput<'_>| {
+        log.lock().unwrap().push(x.completion.to_string());
+        Ok(Metrics::from([("len".to_string(), x.completion.len() as f64)]))
+    }
+}
+
+#[test]
+fn beta_zero_without_a_target_holds_no_reference_and_a_target_adapts_beta_every_step() {
+    let data = tasks(20);
+    let dir = tempfile::tempdir().unwrap();
+    let mixer = || RewardMixer::from_weights([("digits", 1.0)]).unwrap();
+    let tok = Tokenizer::default_char();
+    let model =
+        || Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.objective.beta = 0.0;
+    let mut t =
+        DapoTrainer::new(model(), tok.clone(), digit_share(), FeedbackMapping::identity(), mixer(), cfg.clone())
+            .unwrap();
+    assert!(!t.has_reference());
+    let r = t.step(&data).unwrap();
+    assert_eq!(r.timing["reference_s"], 0.0, "no reference pass");
+    t.save_reference().unwrap();
+    assert!(!dir.path().join("reference").exists(), "nothing to save");
+
+    // An adaptive target: β moves by (1 + clip(kl/target − 1, ±0.2)·S/horizon) after each step,
+    // with S = the step's 12 sequences (verl's rule), from the KL that step measured.
+    cfg.objective.beta = 0.1;
+    cfg.kl_target = Some(1e-3);
+    cfg.kl_horizon = 120.0;
+    let mut t = DapoTrainer::new(model(), tok, digit_share(), FeedbackMapping::identity(), mixer(), cfg).unwrap();
+    assert!(t.has_reference());
+    let mut beta = t.kl_coef();
+    for _ in 0..3 {
+        let r = t.step(&data).unwrap();
+        let err = (f64::from(r.rl.kl) / 1e-3 - 1.0).clamp(-0.2, 0.2);
+        let want = beta * (1.0 + err * 12.0 / 120.0);
+        assert!((t.kl_coef() - want).abs() < 1e-12, "β {} vs {want} (kl {})", t.kl_coef(), r.rl.kl);
+        beta = t.kl_coef();
+    }
+    assert!(beta != 0.1, "β moved");
+}
+
+#[test]
+fn group_size_one_and_a_constant_rate_with_a_floor_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = DapoConfig { group_size: 1, ..config(dir.path()) };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("group_size") && e.contains("at least 2"), "{e}");
+    let c = DapoConfig { lr_scheduler_type: LrDecay::Constant, min_learning_rate: 1e-4, ..config(dir.path()) };
+    assert!(c.validate().unwrap_err().to_string().contains("min_learning_rate"));
+}
+
+#[test]
+fn every_task_is_checked_at_load_and_long_prompts_are_dropped_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.jsonl");
+    let mut lines: Vec<String> =
+        (0..5).map(|i| format!("{{\"prompt\": \"{i}+1=\", \"answer\": \"{}\"}}", i + 1)).collect();
+    lines.push(format!("{{\"prompt\": \"{}\", \"answer\": \"1\"}}", "9".repeat(200)));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let data = TaskDataset::load(&path, false).unwrap();
+    let t = trainer(dir.path());
+    let pool = t.prepare(&data).unwrap();
+    assert_eq!((pool.ids.len(), pool.dropped), (5, 1), "the 200-token prompt leaves no room below n_positions 128");
+    // A line the scorer cannot use is named by file:line before any step.
+    lines.insert(3, "{\"prompt\": \"3+3=\"}".into());
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let data = TaskDataset::load(&path, false).unwrap();
+    let e = t.prepare(&data).unwrap_err().to_string();
+    assert!(e.contains("tasks.jsonl:4") && e.contains("answer"), "{e}");
+}
+
+#[test]
+fn prompts_are_visited_in_shuffled_epochs_without_replacement() {
+    let data = tasks(6);
+    let dir = tempfile::tempdir().unwrap();
+    let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
+    let tok = Tokenizer::default_char();
+    let model =
+        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
+    let cfg = DapoConfig { curriculum: None, batch_size: 3, num_iterations: 1, mini_batches: 1, ..config(dir.path()) };
+    let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let r = t.step(&data).unwrap();
+        seen.extend(r.gepa.iter().step_by(4).map(|g| g.prompt_id));
+    }
+    for epoch in seen.chunks(6) {
+        let mut e = epoch.to_vec();
+        e.sort();
+        assert_eq!(e, (0..6).collect::<Vec<u64>>(), "each epoch visits every prompt once: {seen:?}");
+    }
+    assert_ne!(&seen[..6], &seen[6..], "each epoch has its own order");
 }

@@ -134,8 +134,7 @@ fn adamw_steps<K: Backend>(cfg: &str, k: K, tol: &Tol) {
     let f = |k: &str| a[k].as_f64().unwrap() as f32;
     let steps = a["steps"].as_u64().unwrap();
     assert!(steps >= 5);
-    let sched =
-        LrSchedule { max_lr: f("max_lr"), min_lr: f("min_lr"), warmup: a["warmup"].as_u64().unwrap(), total: steps };
+    let sched = LrSchedule::cosine(f("max_lr"), f("min_lr"), a["warmup"].as_u64().unwrap(), steps);
     let opt_cfg = AdamWConfig {
         beta1: a["betas"][0].as_f64().unwrap() as f32,
         beta2: a["betas"][1].as_f64().unwrap() as f32,

@@ -212,3 +212,158 @@ fn ctrl_c_writes_a_checkpoint_and_exits_130() {
     assert_eq!(ckpts.len(), 1, "one checkpoint, written on the interrupt");
     assert!(ckpts[0].path().join("trainer_state.json").exists());
 }
+
+fn settings_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("run_settings.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_readme_resume_restores_the_saved_settings_and_names_each_override() {
+    // The README's pair of commands: a run with the seed's flags, then a resume that repeats
+    // none of them but --steps.
+    let tmp = tempfile::tempdir().unwrap();
+    let sft = tmp.path().join("sft");
+    assert!(dapo(&["sft", "--output-dir", sft.to_str().unwrap(), "--steps", "3", "--threads", "1"]).status.success());
+    let model = sft.join("checkpoint-3");
+    let run = tmp.path().join("dapo_hybrid");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (dataset, mixer) =
+        (format!("{root}/datasets/toy_math/addition_small.jsonl"), format!("{root}/configs/reward_mixer.yaml"));
+    #[rustfmt::skip]
+    let out = dapo(&[
+        "train", "--model", model.to_str().unwrap(), "--dataset", &dataset, "--output-dir", run.to_str().unwrap(),
+        "--batch-size", "4", "--group-size", "2", "--learning-rate", "1e-5", "--clip-ratio", "0.2",
+        "--kl-target", "0.1", "--kl-coef", "0.1", "--reward-mixer", &mixer, "--eval-every", "100", "--seed", "42",
+        "--steps", "2", "--save-every", "1", "--threads", "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = settings_of(&run);
+    let ckpt = run.join("checkpoint-1");
+    let out = dapo(&["train", "--resume", ckpt.to_str().unwrap(), "--steps", "3", "--threads", "1"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resumed from") && err.contains("at step 1"), "{err}");
+    assert!(err.contains("resume: steps = 3 (was 2; set by --steps)"), "{err}");
+    assert_eq!(err.matches("resume: ").count(), 1, "only the one override is reported:\n{err}");
+    let again = settings_of(&run);
+    for key in ["batch_size", "group_size", "dataset", "model", "reward_mixer", "objective", "kl_target", "seed"] {
+        assert_eq!(again[key], first[key], "{key} restored");
+    }
+    assert!(run.join("checkpoint-3/model.safetensors").exists(), "{err}");
+}
+
+#[test]
+fn a_trl_config_file_runs_and_flags_set_only_their_own_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("grpo.yaml");
+    // A TRL user's GRPOConfig YAML: TRL's names, TrainingArguments keys that do not apply here,
+    // and a native partial table.
+    std::fs::write(
+        &cfg,
+        "num_generations: 2\nmax_steps: 2\nepsilon: 0.1\nepsilon_high: 0.3\nbeta: 0.02\nmax_completion_length: 4\n\
+         scale_rewards: batch\nmask_truncated_completions: true\nloss_type: dr_grpo\nimportance_sampling_level: sequence\n\
+         per_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nsteps_per_generation: 2\n\
+         lr_scheduler_type: cosine\nmin_learning_rate: 1.0e-5\nwarmup_steps: 1\nbf16: true\nlogging_steps: 10\n\
+         report_to: none\nsampling:\n  temperature: 0.9\n",
+    )
+    .unwrap();
+    let o = tmp.path().join("run");
+    let mut args = small(o.to_str().unwrap(), &["--config", cfg.to_str().unwrap(), "--learning-rate", "1e-3"]);
+    // The toy default's own --steps/--batch-size/--group-size would override the file.
+    for flag in ["--steps", "--batch-size", "--group-size"] {
+        let i = args.iter().position(|a| *a == flag).unwrap();
+        args.drain(i..i + 2);
+    }
+    let out = dapo(&args);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("`bf16` has no effect") && err.contains("settings:"), "{err}");
+    let s = settings_of(&o);
+    assert_eq!((s["group_size"].clone(), s["steps"].clone()), (serde_json::json!(2), serde_json::json!(2)));
+    assert_eq!(
+        (s["batch_size"].clone(), s["mini_batches"].clone(), s["micro_batch_size"].clone()),
+        (serde_json::json!(2), serde_json::json!(2), serde_json::json!(2)),
+        "TRL's batch layout"
+    );
+    let obj = &s["objective"];
+    assert_eq!((obj["eps_low"].as_f64().unwrap() as f32, obj["eps_high"].as_f64().unwrap() as f32), (0.1, 0.3));
+    assert_eq!(
+        (obj["loss_type"].as_str(), obj["importance_sampling_level"].as_str()),
+        (Some("dr_grpo"), Some("sequence"))
+    );
+    assert_eq!(s["sampling"]["max_new_tokens"], 4);
+    assert_eq!(s["sampling"]["temperature"].as_f64().unwrap() as f32, 0.9);
+    assert_eq!(s["sampling"]["top_p"], 1.0, "the rest of a partial table comes from the defaults");
+    assert_eq!(s["advantage"]["scaling"], "batch");
+    assert_eq!(s["mask_truncated"], true);
+    // --learning-rate set the learning rate and nothing else.
+    assert_eq!(s["learning_rate"].as_f64().unwrap() as f32, 1e-3);
+    assert_eq!(s["min_learning_rate"].as_f64().unwrap() as f32, 1e-5);
+    assert_eq!(s["lr_scheduler_type"], "cosine");
+}
+
+#[test]
+fn group_size_one_and_unknown_settings_are_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let mut args = small(o.to_str().unwrap(), &[]);
+    let i = args.iter().position(|a| *a == "--group-size").unwrap();
+    args[i + 1] = "1";
+    fails_with(&dapo(&args), &["group_size", "at least 2"]);
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "[sampling]\ntemprature = 0.5\n").unwrap();
+    fails_with(&dapo(&small(o.to_str().unwrap(), &["--config", cfg.to_str().unwrap()])), &["temprature", "bad.toml"]);
+    fails_with(&dapo(&small(o.to_str().unwrap(), &["--kl-target", "0.1"])), &["kl_target", "beta"]);
+}
+
+#[test]
+fn three_reward_sources_contribute_to_one_reward_vector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let mix = tmp.path().join("mix.yaml");
+    std::fs::write(&mix, "correctness: 1.0\nshortness: 0.5\njudge: 0.1\n").unwrap();
+    let judge = format!("{}/tests/data/judge", env!("CARGO_MANIFEST_DIR"));
+    let cmd = scorer("length.py");
+    let out = dapo(&small(
+        o.to_str().unwrap(),
+        &["--math-scorer", "--judge-model", &judge, "--scorer-cmd", &cmd, "--reward-mixer", mix.to_str().unwrap()],
+    ));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let log = std::fs::read_to_string(o.join("dapo_log.jsonl")).unwrap();
+    let step: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r.get("gepa").is_some())
+        .unwrap();
+    let rewards = &step["gepa"][0]["rewards"];
+    for key in ["correctness", "brevity", "shortness", "judge"] {
+        assert!(rewards.get(key).is_some(), "reward vector lacks {key}: {rewards}");
+    }
+}
+
+#[test]
+fn the_builtin_checkpoint_names_its_end_token_for_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let out = dapo(&small(o.to_str().unwrap(), &["--steps", "1"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("end tokens: 0"), "{err}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(o.join("checkpoint-1/config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (cfg["eos_token_id"].clone(), cfg["bos_token_id"].clone()),
+        (serde_json::json!(0), serde_json::json!(0)),
+        "<|endoftext|> is id 0"
+    );
+    // The log's lengths count only tokens up to the end token: a warm-started model answers in
+    // a few characters and stops, well below the cap of 5 on most completions.
+    let log = std::fs::read_to_string(o.join("dapo_log.jsonl")).unwrap();
+    let step = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r.get("gepa").is_some())
+        .unwrap();
+    assert!(step["generation"]["truncated"].as_u64().unwrap() < 4, "{}", step["generation"]);
+}

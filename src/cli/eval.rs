@@ -88,11 +88,11 @@ fn eval_on<K: Backend>(
     mut mixer: Option<RewardMixer>,
 ) -> Result<()> {
     let (mut model, tok) = load_checkpoint(&a.model, k)?;
-    let eos = tok.eos_id();
+    let ends = super::generate::end_tokens(&a.model, model.config(), &tok)?;
     let cfg = SamplingConfig {
         temperature: 0.0,
         max_new_tokens: a.max_new_tokens,
-        stop_token_ids: eos.into_iter().collect(),
+        stop_token_ids: ends.clone(),
         ..SamplingConfig::default()
     };
     cfg.validate()?;
@@ -108,9 +108,9 @@ fn eval_on<K: Backend>(
     for (b, chunk) in prompts.chunks(BATCH).enumerate() {
         // Greedy decoding draws no random numbers; the key only satisfies the signature.
         let cs = generate(&mut model, chunk, &cfg, RolloutKey { seed: 0, step: b as u64 }, None)?;
-        // The scorer sees the text exactly as in `dapo train` (the EOS marker included), so
-        // the numbers match its held-out accuracy.
-        let texts: Vec<String> = cs.iter().map(|c| tok.decode(&c.tokens)).collect::<Result<_>>()?;
+        // The scorer sees the text exactly as in `dapo train` (without the end token), so the
+        // numbers match its held-out accuracy.
+        let texts: Vec<String> = cs.iter().map(|c| completion_text(&tok, c, &ends, &[])).collect::<Result<_>>()?;
         let inputs: Vec<ScoreInput<'_>> = cs
             .iter()
             .zip(&texts)
@@ -120,10 +120,8 @@ fn eval_on<K: Backend>(
             })
             .collect();
         metrics.extend(score_checked(scorer.as_mut(), &inputs)?);
-        for c in cs {
-            scored.push(completion_text(&tok, &c, eos, &[])?);
-            completions.push(c);
-        }
+        scored.extend(texts.iter().cloned());
+        completions.extend(cs);
     }
     let secs = start.elapsed().as_secs_f64();
 

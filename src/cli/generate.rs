@@ -14,6 +14,7 @@ use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::model_arg::{check_model_dir, load_checkpoint};
 use crate::backend::Backend;
+use crate::checkpoint::EndTokens;
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
@@ -70,10 +71,10 @@ pub(super) fn finish_name(f: FinishReason) -> &'static str {
     }
 }
 
-/// The completion's text: the EOS stop token left out, and cut before the first stop string.
-pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, eos: Option<u32>, stops: &[String]) -> Result<String> {
+/// The completion's text: the end token left out, and cut before the first stop string.
+pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, ends: &[u32], stops: &[String]) -> Result<String> {
     let ids = match (c.finish, c.tokens.split_last()) {
-        (FinishReason::StopToken, Some((&last, rest))) if Some(last) == eos => rest,
+        (FinishReason::StopToken, Some((last, rest))) if ends.contains(last) => rest,
         _ => &c.tokens[..],
     };
     let mut text = tok.decode(ids)?;
@@ -83,6 +84,15 @@ pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, eos: Option<u32>,
         }
     }
     Ok(text)
+}
+
+/// The end tokens of the model directory `dir` (see [`EndTokens`]), with its notes on stderr.
+pub(super) fn end_tokens(dir: &std::path::Path, cfg: &crate::model::Gpt2Config, tok: &Tokenizer) -> Result<Vec<u32>> {
+    let e = EndTokens::of_dir(dir, cfg, tok, &[])?;
+    for n in &e.notes {
+        eprintln!("warning: {n}");
+    }
+    Ok(e.ids)
 }
 
 /// Runs `dapo generate`.
@@ -105,13 +115,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
 /// The rest of `dapo generate`, on the backend `--device` resolved to.
 fn generate_on<K: Backend>(k: K, a: &GenerateArgs, texts: &[String]) -> Result<()> {
     let (mut model, tok) = load_checkpoint(&a.model, k)?;
-    let eos = tok.eos_id();
+    let ends = end_tokens(&a.model, model.config(), &tok)?;
     let cfg = SamplingConfig {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
         max_new_tokens: a.max_new_tokens,
-        stop_token_ids: eos.into_iter().collect(),
+        stop_token_ids: ends.clone(),
         stop_strings: a.stop.clone(),
     };
     cfg.validate()?;
@@ -132,7 +142,7 @@ fn generate_on<K: Backend>(k: K, a: &GenerateArgs, texts: &[String]) -> Result<(
         for c in &completions {
             let line = json!({
                 "prompt": texts[owners[c.prompt_index]],
-                "completion": completion_text(&tok, c, eos, &cfg.stop_strings)?,
+                "completion": completion_text(&tok, c, &ends, &cfg.stop_strings)?,
                 "tokens": c.tokens.len(),
                 "finish": finish_name(c.finish),
                 "logprob_sum": c.logprobs.iter().map(|&x| f64::from(x)).sum::<f64>(),

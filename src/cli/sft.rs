@@ -95,7 +95,9 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
                 None => Tokenizer::default_char(),
             };
             let name = a.init.as_deref().unwrap_or("tiny");
-            let cfg = Gpt2Config::named(name, tok.vocab_size())?;
+            // The tokenizer's <|endoftext|> is the model's BOS/EOS, so generation stops there
+            // (in transformers too, which reads config.json).
+            let cfg = Gpt2Config::named(name, tok.vocab_size())?.with_eos(tok.eos_id());
             (Gpt2::random(k, cfg, a.seed)?, tok)
         }
     };

@@ -1,145 +1,307 @@
 //! `dapo train`: DAPO / GRPO on a task file, or, with no arguments, the built-in default: a
 //! generated two-digit addition task, a tiny GPT-2 warm-started with a short SFT run, then RL,
 //! with held-out accuracy printed before and after.
+//!
+//! Settings come in layers ([`crate::train::settings`]): the defaults (the built-in default's
+//! own, or, with `--resume`, the run's saved settings), then `--config`, then the flags. Each
+//! flag sets one setting; TRL's names work as aliases. The effective settings are printed at
+//! the start and written to the output directory; on resume every changed setting is named.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::model_arg::{check_model_dir, load_checkpoint};
 use crate::backend::Backend;
-use crate::backend::LossType;
+use crate::backend::{IsLevel, KlEstimator, LossType};
+use crate::checkpoint::EndTokens;
 use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
-use crate::reward::{ExternalScorer, FeedbackMapping, JudgeScorer, MathScorer, RewardMixer, Scorer};
+use crate::optim::LrDecay;
+use crate::reward::{ExternalScorer, FeedbackMapping, JudgeScorer, MathScorer, MultiScorer, RewardMixer, Scorer};
 use crate::rl::safety::SafetyConfig;
 use crate::tokenizer::Tokenizer;
-use crate::train::dapo::{DapoTrainer, EvalReport, StepRecord, LOG_FILE};
+use crate::train::dapo::{read_state, DapoTrainer, EvalReport, StepRecord, LOG_FILE};
 use crate::train::dapo_config::DapoConfig;
+use crate::train::settings::{changes, leaves, merge, read_settings, set_path, RunSources, TrainSettings};
 use crate::train::sft::{train_sft, SftConfig};
 
-/// Arguments of `dapo train`. Every flag overrides the same setting of `--config`.
+/// The effective settings of a run, written to its output directory.
+pub const SETTINGS_FILE: &str = "run_settings.json";
+
+/// Arguments of `dapo train`. Every flag overrides one setting of `--config` (or, with
+/// `--resume`, of the resumed run); TRL's `GRPOConfig` names are accepted as aliases.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Policy checkpoint: a local transformers GPT-2 directory (config.json, model.safetensors,
     /// tokenizer.json). Default: a tiny GPT-2 warm-started on the built-in task.
-    #[arg(long)]
+    #[arg(long, visible_alias = "model-name-or-path", help_heading = "Run")]
     model: Option<PathBuf>,
     /// Task file: JSONL, one {"prompt", "answer", "task_id"} a line. Default: the built-in
     /// two-digit addition task.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     dataset: Option<PathBuf>,
     /// Held-out task file for evaluation (greedy decoding).
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     eval_dataset: Option<PathBuf>,
-    /// Directory for checkpoints (checkpoint-N/), dapo_log.jsonl and the reference model.
-    #[arg(long)]
+    /// Directory for checkpoints (checkpoint-N/), dapo_log.jsonl, run_settings.json and the
+    /// reference model.
+    #[arg(long, help_heading = "Run")]
     output_dir: Option<PathBuf>,
-    /// Settings file (TOML, YAML or JSON with the fields of the trainer's config); flags win.
-    #[arg(long)]
+    /// Settings file (TOML, YAML or JSON): the trainer's settings by this crate's names or by
+    /// TRL's GRPOConfig names; flags win.
+    #[arg(long, help_heading = "Run")]
     config: Option<PathBuf>,
-    /// Continue from this checkpoint directory (written by an earlier run), exactly.
-    #[arg(long)]
+    /// Continue from this checkpoint directory exactly: its saved settings and data paths are
+    /// restored, and flags given here override them (each override is printed).
+    #[arg(long, help_heading = "Run")]
     resume: Option<PathBuf>,
-    /// RL steps.
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Prompts per step.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Completions per prompt (G).
-    #[arg(long)]
-    group_size: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    learning_rate: Option<f32>,
-    /// Clip range ε for both sides of the ratio (PPO/GRPO); see --clip-ratio-low/-high.
-    #[arg(long)]
-    clip_ratio: Option<f32>,
-    /// Lower clip ε_low (the ratio is clipped at 1 − ε_low); DAPO: 0.2.
-    #[arg(long)]
-    clip_ratio_low: Option<f32>,
-    /// Upper clip ε_high (the ratio is clipped at 1 + ε_high); DAPO: 0.28.
-    #[arg(long)]
-    clip_ratio_high: Option<f32>,
-    /// Initial KL coefficient β (k3 KL to the frozen reference; 0 turns the reference off).
-    #[arg(long)]
-    kl_coef: Option<f32>,
-    /// Adapt β toward this per-token KL.
-    #[arg(long)]
-    kl_target: Option<f64>,
-    /// Loss aggregation: dapo, bnpo, grpo or dr_grpo.
-    #[arg(long)]
-    loss_type: Option<LossType>,
-    /// Passes over each step's rollouts (μ).
-    #[arg(long)]
-    num_iterations: Option<usize>,
-    /// Sequences per forward/backward pass; gradients accumulate over a minibatch (0: all).
-    #[arg(long)]
-    micro_batch_size: Option<usize>,
-    /// Most tokens generated per completion.
-    #[arg(long)]
-    max_new_tokens: Option<usize>,
-    /// Sampling temperature (also used by the loss).
-    #[arg(long)]
-    temperature: Option<f32>,
-    /// Sample from the k most likely tokens only (0: off).
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling: the smallest set of tokens with this much probability (1: off).
-    #[arg(long)]
-    top_p: Option<f32>,
+    /// Set any setting by its dotted name, e.g. `--set curriculum.alpha=0.2`; the value is read
+    /// as JSON when it parses, else as a string. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", help_heading = "Run")]
+    set: Vec<String>,
+    /// Seed of initialisation, prompt order, rollouts and minibatch shuffling.
+    #[arg(long, help_heading = "Run")]
+    seed: Option<u64>,
+    /// SFT warm-start steps of the built-in default.
+    #[arg(long, help_heading = "Run")]
+    warmup_sft_steps: Option<u64>,
+    /// Skip malformed dataset lines (with a warning) instead of stopping at the first.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "Run")]
+    skip_bad_lines: Option<bool>,
+
     /// Reward mixer weights (YAML, JSON or TOML). Default: correctness 1.0,
     /// reasoning_quality 0.5, format_penalty −0.25 (configs/reward_mixer.yaml).
-    #[arg(long)]
+    #[arg(long, help_heading = "Rewards")]
     reward_mixer: Option<PathBuf>,
+    /// The built-in math scorer (correctness, reasoning_quality, format_penalty, brevity).
+    /// Default: on when no other reward source is given.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "Rewards")]
+    math_scorer: Option<bool>,
     /// An external scorer: a command that reads JSONL requests on stdin and prints one JSON
-    /// reward dict per completion (docs/external_scorer.md). Default: the built-in math scorer.
-    #[arg(long, conflicts_with = "judge_model")]
-    scorer_cmd: Option<String>,
+    /// reward dict per completion (docs/external_scorer.md). Repeatable; each is a reward
+    /// source beside the others.
+    #[arg(long, help_heading = "Rewards")]
+    scorer_cmd: Vec<String>,
     /// Seconds an external scorer may take per batch before it is killed and the run stops.
-    #[arg(long, default_value_t = 60.0)]
-    scorer_timeout: f64,
-    /// A judge model scores the completions instead: a local GPT2ForSequenceClassification
-    /// directory (config.json, model.safetensors with `score.weight`, tokenizer.json); its
-    /// metric is named `judge`, so give the mixer a `judge` weight.
-    #[arg(long)]
-    judge_model: Option<PathBuf>,
+    #[arg(long, help_heading = "Rewards")]
+    scorer_timeout: Option<f64>,
+    /// A judge model: a local GPT2ForSequenceClassification directory (config.json,
+    /// model.safetensors with `score.weight`, tokenizer.json); its metric is named `judge`
+    /// (or its labels). Repeatable; each is a reward source beside the others.
+    #[arg(long, help_heading = "Rewards")]
+    judge_model: Vec<PathBuf>,
     /// Safety rules (YAML, TOML or JSON): skip the update, scale the learning rate or raise β
     /// when a metric (reward_mean, kl, rewards.<key>, tags.<key>) crosses a threshold.
-    #[arg(long)]
+    #[arg(long, help_heading = "Rewards")]
     safety: Option<PathBuf>,
+
+    /// RL steps.
+    #[arg(long, visible_alias = "max-steps", help_heading = "Batches")]
+    steps: Option<u64>,
+    /// Prompts per step.
+    #[arg(long, help_heading = "Batches")]
+    batch_size: Option<usize>,
+    /// Completions per prompt (G, at least 2).
+    #[arg(long, visible_alias = "num-generations", help_heading = "Batches")]
+    group_size: Option<usize>,
+    /// Passes over each step's rollouts (μ).
+    #[arg(long, help_heading = "Batches")]
+    num_iterations: Option<usize>,
+    /// Optimizer steps per pass (the step's sequences are shuffled and split).
+    #[arg(long, help_heading = "Batches")]
+    mini_batches: Option<usize>,
+    /// Sequences per forward/backward pass; gradients accumulate over a minibatch (0: all).
+    #[arg(long, visible_alias = "per-device-train-batch-size", help_heading = "Batches")]
+    micro_batch_size: Option<usize>,
+
+    /// Peak learning rate.
+    #[arg(long, help_heading = "Optimizer")]
+    learning_rate: Option<f32>,
+    /// Decay after warmup: constant, linear or cosine.
+    #[arg(long, help_heading = "Optimizer")]
+    lr_scheduler_type: Option<LrDecay>,
+    /// Where linear or cosine decay ends.
+    #[arg(long, help_heading = "Optimizer")]
+    min_learning_rate: Option<f32>,
+    /// Linear warmup steps.
+    #[arg(long, help_heading = "Optimizer")]
+    warmup_steps: Option<u64>,
+    /// AdamW weight decay (matrices and embeddings only).
+    #[arg(long, help_heading = "Optimizer")]
+    weight_decay: Option<f32>,
+    /// AdamW β1.
+    #[arg(long, help_heading = "Optimizer")]
+    adam_beta1: Option<f32>,
+    /// AdamW β2.
+    #[arg(long, help_heading = "Optimizer")]
+    adam_beta2: Option<f32>,
+    /// AdamW epsilon.
+    #[arg(long, help_heading = "Optimizer")]
+    adam_epsilon: Option<f32>,
+    /// Global gradient-norm clipping (0 disables it).
+    #[arg(long, help_heading = "Optimizer")]
+    max_grad_norm: Option<f32>,
+
+    /// Loss: dapo, bnpo, grpo, dr_grpo, cispo, sapo, luspo or vespo.
+    #[arg(long, help_heading = "Loss")]
+    loss_type: Option<LossType>,
+    /// Importance ratio per token, or per sequence (GSPO).
+    #[arg(long, help_heading = "Loss")]
+    importance_sampling_level: Option<IsLevel>,
+    /// Clip range ε for both sides of the ratio (PPO/GRPO; TRL's `epsilon`).
+    #[arg(long, visible_alias = "epsilon", help_heading = "Loss")]
+    clip_ratio: Option<f32>,
+    /// Lower clip ε_low (the ratio is clipped at 1 − ε_low); DAPO: 0.2.
+    #[arg(long, help_heading = "Loss")]
+    clip_ratio_low: Option<f32>,
+    /// Upper clip ε_high (the ratio is clipped at 1 + ε_high); DAPO: 0.28; cispo: the cap.
+    #[arg(long, visible_alias = "epsilon-high", help_heading = "Loss")]
+    clip_ratio_high: Option<f32>,
+    /// Two-sided clipping: the unclipped ratio is capped at δ (INTELLECT-2; TRL's `delta`).
+    #[arg(long, help_heading = "Loss")]
+    delta: Option<f32>,
+    /// Dual clip for negative advantages: the loss is bounded by −A·c (verl's `clip_ratio_c`).
+    #[arg(long, help_heading = "Loss")]
+    clip_ratio_c: Option<f32>,
+    /// KL coefficient β to the frozen reference (0: no reference model at all); with
+    /// --kl-target, the initial β.
+    #[arg(long, visible_alias = "beta", help_heading = "Loss")]
+    kl_coef: Option<f32>,
+    /// KL estimator: k1, k2 or k3.
+    #[arg(long, help_heading = "Loss")]
+    kl_estimator: Option<KlEstimator>,
+    /// Multiply the KL term by the importance ratio (TRL's `use_bias_correction_kl`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "Loss")]
+    use_bias_correction_kl: Option<bool>,
+    /// Adapt β toward this per-token KL (verl's adaptive controller).
+    #[arg(long, help_heading = "Loss")]
+    kl_target: Option<f64>,
+    /// Horizon of the adaptive KL controller, in sequences.
+    #[arg(long, help_heading = "Loss")]
+    kl_horizon: Option<f64>,
+    /// Entropy bonus coefficient (mean token entropy, as TRL).
+    #[arg(long, help_heading = "Loss")]
+    entropy_coef: Option<f32>,
+    /// Train only on the top quantile of tokens by entropy (TRL's `top_entropy_quantile`; 1: all).
+    #[arg(long, help_heading = "Loss")]
+    top_entropy_quantile: Option<f32>,
+    /// SAPO gate temperature for positive advantages.
+    #[arg(long, help_heading = "Loss")]
+    sapo_temperature_pos: Option<f32>,
+    /// SAPO gate temperature for other advantages.
+    #[arg(long, help_heading = "Loss")]
+    sapo_temperature_neg: Option<f32>,
+    /// VESPO k for non-negative advantages.
+    #[arg(long, help_heading = "Loss")]
+    vespo_k_pos: Option<f32>,
+    /// VESPO λ for non-negative advantages.
+    #[arg(long, help_heading = "Loss")]
+    vespo_lambda_pos: Option<f32>,
+    /// VESPO k for negative advantages.
+    #[arg(long, help_heading = "Loss")]
+    vespo_k_neg: Option<f32>,
+    /// VESPO λ for negative advantages.
+    #[arg(long, help_heading = "Loss")]
+    vespo_lambda_neg: Option<f32>,
+    /// Rows of logits the fused loss computes at a time (memory, not results).
+    #[arg(long, help_heading = "Loss")]
+    chunk_rows: Option<usize>,
+
+    /// Advantage scaling: group, batch or none (also true = group, false = none).
+    #[arg(long, help_heading = "Advantages")]
+    scale_rewards: Option<String>,
+    /// Added to the standard deviation before dividing.
+    #[arg(long, help_heading = "Advantages")]
+    advantage_eps: Option<f64>,
+    /// Clip advantages to [−c, c].
+    #[arg(long, help_heading = "Advantages")]
+    advantage_clip: Option<f64>,
+
+    /// Most tokens generated per completion (also dr_grpo's length and the overlong cap).
+    #[arg(long, visible_alias = "max-completion-length", help_heading = "Sampling")]
+    max_new_tokens: Option<usize>,
+    /// Sampling temperature (also used by the loss).
+    #[arg(long, help_heading = "Sampling")]
+    temperature: Option<f32>,
+    /// Sample from the k most likely tokens only (0: off).
+    #[arg(long, help_heading = "Sampling")]
+    top_k: Option<usize>,
+    /// Nucleus sampling: the smallest set of tokens with this much probability (1: off).
+    #[arg(long, help_heading = "Sampling")]
+    top_p: Option<f32>,
+    /// Extra token ids that end a completion, beside the model's EOS (comma-separated).
+    #[arg(long, value_delimiter = ',', help_heading = "Sampling")]
+    stop_token_ids: Option<Vec<u32>>,
+    /// Strings that end a completion once its text contains them. Repeatable.
+    #[arg(long, help_heading = "Sampling")]
+    stop_strings: Option<Vec<String>>,
+
+    /// Drop groups whose rewards are all equal and sample more prompts (DAPO).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "DAPO")]
+    dynamic_sampling: Option<bool>,
+    /// Generation rounds per step when dynamic sampling refills the batch.
+    #[arg(long, help_heading = "DAPO")]
+    max_sampling_rounds: Option<usize>,
+    /// Soft overlong punishment over the last N tokens before --max-new-tokens.
+    #[arg(long, help_heading = "DAPO")]
+    overlong_buffer_len: Option<usize>,
+    /// The overlong penalty at the full length.
+    #[arg(long, help_heading = "DAPO")]
+    overlong_penalty_factor: Option<f64>,
+    /// Leave completions cut off without an end token out of the loss.
+    #[arg(
+        long,
+        visible_alias = "mask-truncated",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        help_heading = "DAPO"
+    )]
+    mask_truncated_completions: Option<bool>,
+    /// Keep only the last N tokens of longer prompts (else prompts that do not fit are dropped).
+    #[arg(long, help_heading = "DAPO")]
+    max_prompt_length: Option<usize>,
+    /// Visit prompts in seeded shuffled epochs (false: file order).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "DAPO")]
+    shuffle_dataset: Option<bool>,
+    /// Sample prompts by a curriculum over task_id (reward EMAs) instead of in epochs.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "DAPO")]
+    curriculum: Option<bool>,
+    /// Curriculum EMA step.
+    #[arg(long, help_heading = "DAPO")]
+    curriculum_alpha: Option<f64>,
+    /// Curriculum weight floor.
+    #[arg(long, help_heading = "DAPO")]
+    curriculum_floor: Option<f64>,
+
     /// Evaluate on the held-out split every N steps.
-    #[arg(long)]
+    #[arg(long, visible_alias = "eval-steps", help_heading = "Evaluation and checkpoints")]
     eval_every: Option<u64>,
+    /// Held-out prompts per evaluation.
+    #[arg(long, help_heading = "Evaluation and checkpoints")]
+    eval_size: Option<usize>,
     /// Write a checkpoint every N steps (one is always written at the end).
-    #[arg(long)]
+    #[arg(long, visible_alias = "save-steps", help_heading = "Evaluation and checkpoints")]
     save_every: Option<u64>,
-    /// Skip malformed dataset lines (with a warning) instead of stopping at the first.
-    #[arg(long)]
-    skip_bad_lines: bool,
-    /// SFT warm-start steps of the built-in default.
-    #[arg(long, default_value_t = 900)]
-    warmup_sft_steps: u64,
-    /// Seed of initialisation, prompt sampling and rollouts.
-    #[arg(long)]
-    seed: Option<u64>,
+
     #[command(flatten)]
     compute: ComputeArgs,
 }
 
 /// The built-in default's settings: what makes RL visibly help on the addition task within
 /// a couple of minutes on two cores.
-fn builtin_defaults() -> DapoConfig {
+pub fn builtin_defaults() -> DapoConfig {
     let mut c = DapoConfig {
         steps: 1500,
         batch_size: 32,
         group_size: 8,
         learning_rate: 3e-4,
-        min_learning_rate: 3e-4,
         eval_every: 250,
         eval_size: 300,
         output_dir: PathBuf::from("runs/dapo"),
@@ -150,53 +312,184 @@ fn builtin_defaults() -> DapoConfig {
     c
 }
 
-/// The settings: defaults (or the built-in default's), then `--config`, then the flags.
-fn settings(a: &TrainArgs, builtin: bool) -> Result<DapoConfig> {
-    let mut c = match &a.config {
-        Some(p) => DapoConfig::from_file(p)?,
-        None if builtin => builtin_defaults(),
-        None => DapoConfig::default(),
-    };
-    macro_rules! set {
-        ($flag:expr => $($field:tt)+) => {
-            if let Some(v) = $flag.clone() {
-                c.$($field)+ = v;
+impl TrainArgs {
+    /// The flags given, each as (flag, dotted setting, value): one setting per flag (only
+    /// `--clip-ratio` sets both clip bounds, as TRL's `epsilon` does).
+    fn flag_layer(&self) -> Result<Vec<(String, String, Value)>> {
+        let mut out: Vec<(String, String, Value)> = Vec::new();
+        macro_rules! put {
+            ($($field:ident => $path:expr),* $(,)?) => {$(
+                if let Some(v) = &self.$field {
+                    let flag = format!("--{}", stringify!($field).replace('_', "-"));
+                    out.push((flag, $path.to_string(), serde_json::to_value(v).expect("flag values serialise")));
+                }
+            )*};
+        }
+        put!(
+            model => "model", dataset => "dataset", eval_dataset => "eval_dataset", output_dir => "output_dir",
+            seed => "seed", warmup_sft_steps => "warmup_sft_steps", skip_bad_lines => "skip_bad_lines",
+            reward_mixer => "reward_mixer", math_scorer => "math_scorer", scorer_timeout => "scorer_timeout",
+            steps => "steps", batch_size => "batch_size", group_size => "group_size",
+            num_iterations => "num_iterations", mini_batches => "mini_batches",
+            micro_batch_size => "micro_batch_size", learning_rate => "learning_rate",
+            lr_scheduler_type => "lr_scheduler_type", min_learning_rate => "min_learning_rate",
+            warmup_steps => "warmup_steps", weight_decay => "adamw.weight_decay", adam_beta1 => "adamw.beta1",
+            adam_beta2 => "adamw.beta2", adam_epsilon => "adamw.eps", max_grad_norm => "max_grad_norm",
+            loss_type => "objective.loss_type", importance_sampling_level => "objective.importance_sampling_level",
+            clip_ratio_low => "objective.eps_low", clip_ratio_high => "objective.eps_high",
+            delta => "objective.delta", clip_ratio_c => "objective.clip_ratio_c", kl_coef => "objective.beta",
+            kl_estimator => "objective.kl_estimator", use_bias_correction_kl => "objective.use_bias_correction_kl",
+            kl_target => "kl_target", kl_horizon => "kl_horizon", entropy_coef => "objective.entropy_coef",
+            top_entropy_quantile => "objective.top_entropy_quantile",
+            sapo_temperature_pos => "objective.sapo_temperature_pos",
+            sapo_temperature_neg => "objective.sapo_temperature_neg", vespo_k_pos => "objective.vespo_k_pos",
+            vespo_lambda_pos => "objective.vespo_lambda_pos", vespo_k_neg => "objective.vespo_k_neg",
+            vespo_lambda_neg => "objective.vespo_lambda_neg", chunk_rows => "objective.chunk_rows",
+            advantage_eps => "advantage.eps", advantage_clip => "advantage.clip",
+            max_new_tokens => "sampling.max_new_tokens", temperature => "sampling.temperature",
+            top_k => "sampling.top_k", top_p => "sampling.top_p", stop_token_ids => "sampling.stop_token_ids",
+            stop_strings => "sampling.stop_strings", dynamic_sampling => "dynamic_sampling",
+            max_sampling_rounds => "max_sampling_rounds", overlong_buffer_len => "overlong_buffer_len",
+            overlong_penalty_factor => "overlong_penalty_factor", mask_truncated_completions => "mask_truncated",
+            max_prompt_length => "max_prompt_length", shuffle_dataset => "shuffle_dataset",
+            curriculum_alpha => "curriculum.alpha", curriculum_floor => "curriculum.floor",
+            eval_every => "eval_every", eval_size => "eval_size", save_every => "save_every",
+        );
+        if let Some(e) = self.clip_ratio {
+            for p in ["objective.eps_low", "objective.eps_high"] {
+                if !out.iter().any(|(_, q, _)| q == p) {
+                    out.push(("--clip-ratio".into(), p.into(), Value::from(e)));
+                }
             }
-        };
+        }
+        if let Some(s) = &self.scale_rewards {
+            let v = match s.as_str() {
+                "group" | "true" => "group",
+                "batch" => "batch",
+                "none" | "false" => "none",
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "--scale-rewards: `{s}` is not one of group, batch, none, true, false"
+                    )))
+                }
+            };
+            out.push(("--scale-rewards".into(), "advantage.scaling".into(), Value::from(v)));
+        }
+        if !self.scorer_cmd.is_empty() {
+            out.push((
+                "--scorer-cmd".into(),
+                "scorer_cmds".into(),
+                serde_json::to_value(&self.scorer_cmd).expect("strings"),
+            ));
+        }
+        if !self.judge_model.is_empty() {
+            out.push((
+                "--judge-model".into(),
+                "judge_models".into(),
+                serde_json::to_value(&self.judge_model).expect("paths"),
+            ));
+        }
+        match self.curriculum {
+            Some(true) if !out.iter().any(|(_, p, _)| p.starts_with("curriculum.")) => {
+                out.push(("--curriculum".into(), "curriculum".into(), serde_json::json!({})));
+            }
+            Some(false) => out.push(("--curriculum".into(), "curriculum".into(), Value::Null)),
+            _ => {}
+        }
+        if let Some(p) = &self.safety {
+            let rules = SafetyConfig::from_path(p)?;
+            out.push(("--safety".into(), "safety".into(), serde_json::to_value(rules).expect("rules serialise")));
+        }
+        for kv in &self.set {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(Error::Invalid(format!("--set {kv}: expected KEY=VALUE")));
+            };
+            let value = serde_json::from_str(v).unwrap_or_else(|_| Value::from(v));
+            out.push((format!("--set {k}"), k.trim().to_string(), value));
+        }
+        Ok(out)
     }
-    set!(a.output_dir => output_dir);
-    set!(a.steps => steps);
-    set!(a.batch_size => batch_size);
-    set!(a.group_size => group_size);
-    set!(a.learning_rate => learning_rate);
-    if let Some(lr) = a.learning_rate {
-        c.min_learning_rate = lr;
+}
+
+/// The run's settings from the layers, and the lines describing what overrode what.
+fn settings(a: &TrainArgs) -> Result<(TrainSettings, Vec<String>)> {
+    let flags = a.flag_layer()?;
+    let mut notes = Vec::new();
+    let file = match &a.config {
+        Some(p) => {
+            let (v, dropped) = read_settings(p)?;
+            notes.extend(dropped.into_iter().map(|d| format!("{}: {d}", p.display())));
+            Some(v)
+        }
+        None => None,
+    };
+    let mut flag_tree = Value::Object(Default::default());
+    for (_, path, v) in &flags {
+        set_path(&mut flag_tree, path, v.clone());
     }
-    if let Some(e) = a.clip_ratio {
-        c.objective.eps_low = e;
-        c.objective.eps_high = e;
+    let saved = match &a.resume {
+        Some(dir) => {
+            let state = read_state(dir)?;
+            match state.get("settings") {
+                Some(s) if s.is_object() => Some(s.clone()),
+                _ => {
+                    notes.push(format!(
+                        "{} holds no saved run settings (written by an older version): starting from the \
+                         defaults and the flags given",
+                        dir.display()
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    // The built-in default is the run with no model and no dataset from any layer.
+    let names = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).is_some_and(|x| !x.is_null());
+    let builtin =
+        saved.is_none() && !["model", "dataset"].iter().any(|k| names(file.as_ref(), k) || names(Some(&flag_tree), k));
+    let defaults = TrainSettings {
+        sources: RunSources::default(),
+        trainer: if builtin { builtin_defaults() } else { DapoConfig::default() },
+    };
+    let mut v = match &saved {
+        Some(s) => {
+            let mut base = defaults.to_value();
+            merge(&mut base, s);
+            base
+        }
+        None => defaults.to_value(),
+    };
+    // Read back through the settings types, so the comparison below sees values as they are
+    // used (f32 settings, defaults of fields an older checkpoint did not save).
+    let before = match &saved {
+        Some(_) => TrainSettings::from_value(&v, "the saved settings")?.to_value(),
+        None => v.clone(),
+    };
+    if let Some(f) = &file {
+        merge(&mut v, f);
     }
-    set!(a.clip_ratio_low => objective.eps_low);
-    set!(a.clip_ratio_high => objective.eps_high);
-    set!(a.kl_coef => objective.beta);
-    if a.kl_target.is_some() {
-        c.kl_target = a.kl_target;
+    merge(&mut v, &flag_tree);
+    let origin = a.config.as_ref().map_or("the command line".to_string(), |p| format!("{} or the flags", p.display()));
+    let s = TrainSettings::from_value(&v, &origin)?;
+    s.trainer.validate().map_err(|e| match &a.config {
+        Some(p) => Error::config(p, e.to_string()),
+        None => e,
+    })?;
+    if saved.is_some() {
+        for (path, old, new) in changes(&before, &s.to_value()) {
+            let by = flags
+                .iter()
+                .find(|(_, p, _)| path == *p || path.starts_with(&format!("{p}.")))
+                .map(|(f, _, _)| f.clone())
+                .unwrap_or_else(|| match &a.config {
+                    Some(p) => p.display().to_string(),
+                    None => "this version's defaults".into(),
+                });
+            notes.push(format!("resume: {path} = {new} (was {old}; set by {by})"));
+        }
     }
-    set!(a.loss_type => objective.loss_type);
-    set!(a.num_iterations => num_iterations);
-    set!(a.micro_batch_size => micro_batch_size);
-    set!(a.max_new_tokens => sampling.max_new_tokens);
-    set!(a.temperature => sampling.temperature);
-    set!(a.top_k => sampling.top_k);
-    set!(a.top_p => sampling.top_p);
-    set!(a.eval_every => eval_every);
-    set!(a.save_every => save_every);
-    set!(a.seed => seed);
-    if let Some(p) = &a.safety {
-        c.safety = Some(SafetyConfig::from_path(p)?);
-    }
-    c.validate()?;
-    Ok(c)
+    Ok((s, notes))
 }
 
 /// The mixer: `--reward-mixer`, or the seed's weights.
@@ -209,20 +502,31 @@ fn mixer(path: Option<&Path>) -> Result<RewardMixer> {
     }
 }
 
-/// The scorer: an external command, a judge model, or the built-in math scorer.
-fn scorer(a: &TrainArgs) -> Result<Box<dyn Scorer>> {
-    if let Some(c) = &a.scorer_cmd {
-        if !(a.scorer_timeout.is_finite() && a.scorer_timeout > 0.0) {
-            return Err(Error::Invalid(format!("--scorer-timeout must be > 0 seconds, got {}", a.scorer_timeout)));
-        }
-        let timeout = std::time::Duration::from_secs_f64(a.scorer_timeout);
-        return Ok(Box::new(ExternalScorer::from_command_line(c)?.with_timeout(timeout)));
+/// The reward sources: the math scorer, judge models and external commands, side by side.
+fn scorer(src: &RunSources) -> Result<Box<dyn Scorer>> {
+    if !(src.scorer_timeout.is_finite() && src.scorer_timeout > 0.0 && src.scorer_timeout <= 1e9) {
+        return Err(Error::Invalid(format!(
+            "--scorer-timeout must be a number of seconds in (0, 1e9], got {}",
+            src.scorer_timeout
+        )));
     }
-    if let Some(dir) = &a.judge_model {
+    let mut parts: Vec<Box<dyn Scorer>> = Vec::new();
+    let others = !src.judge_models.is_empty() || !src.scorer_cmds.is_empty();
+    if src.math_scorer.unwrap_or(!others) {
+        parts.push(Box::new(MathScorer));
+    }
+    for dir in &src.judge_models {
         check_model_dir(dir)?;
-        return Ok(Box::new(JudgeScorer::load(dir)?));
+        parts.push(Box::new(JudgeScorer::load(dir)?));
     }
-    Ok(Box::new(MathScorer))
+    let timeout = std::time::Duration::from_secs_f64(src.scorer_timeout);
+    for c in &src.scorer_cmds {
+        parts.push(Box::new(ExternalScorer::from_command_line(c)?.with_timeout(timeout)));
+    }
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    Ok(Box::new(MultiScorer::new(parts)?))
 }
 
 /// Ctrl-C sets the flag; the loop finishes its step, checkpoints and returns.
@@ -242,7 +546,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// The built-in default's policy: a tiny GPT-2 warm-started on the addition task by SFT.
 fn warm_start<K: Backend>(k: K, tok: &Tokenizer, train: &Path, out: &Path, steps: u64, seed: u64) -> Result<Gpt2<K>> {
-    let cfg = Gpt2Config::named("tiny", tok.vocab_size())?;
+    let cfg = Gpt2Config::named("tiny", tok.vocab_size())?.with_eos(tok.eos_id());
     let mut model = Gpt2::random(k, cfg, seed)?;
     let data = SftDataset::load(train, tok)?;
     let sft = SftConfig {
@@ -272,32 +576,58 @@ fn print_eval(label: &str, r: &EvalReport) {
     eprintln!("{label}: held-out accuracy {acc} on {} prompts ({})", r.n, metrics.join(", "));
 }
 
+/// The settings as `key = value` pairs, a few to a line.
+fn print_settings(s: &TrainSettings) {
+    let pairs: Vec<String> = leaves(&s.to_value()).into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    eprintln!("settings:");
+    let mut line = String::new();
+    for p in pairs {
+        if !line.is_empty() && line.len() + p.len() > 100 {
+            eprintln!("  {line}");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push_str("; ");
+        }
+        line.push_str(&p);
+    }
+    if !line.is_empty() {
+        eprintln!("  {line}");
+    }
+}
+
 /// Runs `dapo train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    let builtin = a.model.is_none() && a.dataset.is_none();
-    let cfg = settings(&a, builtin)?;
+    let (settings, notes) = settings(&a)?;
+    for n in &notes {
+        eprintln!("{n}");
+    }
     let resolved = a.compute.resolve()?;
-    on_backend!(resolved, k => train_on(k, &a, cfg))
+    on_backend!(resolved, k => train_on(k, &a, settings))
 }
 
 /// The rest of `dapo train`, on the backend `--device` resolved to.
-fn train_on<K: Backend>(k: K, a: &TrainArgs, cfg: DapoConfig) -> Result<()> {
-    std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
-
-    let (train_path, eval_path) = match (&a.dataset, &a.eval_dataset) {
-        (Some(d), e) => (d.clone(), e.clone()),
-        (None, e) => {
-            let dir = cfg.output_dir.join("data");
-            let (train, heldout) = arithmetic::write_addition_task(&dir, cfg.seed)?;
-            eprintln!("data: built-in two-digit addition task, written to {}", dir.display());
-            (train, e.clone().or(Some(heldout)))
-        }
-    };
-    let mut data = TaskDataset::load(&train_path, a.skip_bad_lines)?;
-    for s in &data.skipped {
-        eprintln!("warning: skipped {s}");
+fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings) -> Result<()> {
+    let out = s.trainer.output_dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let builtin = s.sources.model.is_none() && s.sources.dataset.is_none();
+    if builtin {
+        let dir = out.join("data");
+        let (train, heldout) = arithmetic::write_addition_task(&dir, s.trainer.seed)?;
+        eprintln!("data: built-in two-digit addition task, written to {}", dir.display());
+        s.sources.dataset = Some(train);
+        s.sources.eval_dataset = s.sources.eval_dataset.or(Some(heldout));
     }
-    let mut eval = eval_path.as_ref().map(|p| TaskDataset::load(p, a.skip_bad_lines)).transpose()?;
+    let train_path = s.sources.dataset.clone().ok_or_else(|| {
+        Error::Invalid("--model needs --dataset (a JSONL task file); without both, the built-in task runs".into())
+    })?;
+    let cfg = s.trainer.clone();
+    let mut data = TaskDataset::load(&train_path, s.sources.skip_bad_lines)?;
+    for skipped in &data.skipped {
+        eprintln!("warning: skipped {skipped}");
+    }
+    let mut eval =
+        s.sources.eval_dataset.as_ref().map(|p| TaskDataset::load(p, s.sources.skip_bad_lines)).transpose()?;
     if eval.is_none() && cfg.eval_every > 0 {
         // No held-out file: evaluate on a tenth of the tasks (at most eval_size), kept out of
         // training, chosen with the seed.
@@ -312,25 +642,57 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, cfg: DapoConfig) -> Result<()> {
         (data, eval) = (train, (!held.is_empty()).then_some(held));
     }
 
-    let (model, tok) = match &a.model {
+    // The policy: the resumed checkpoint, the given directory, or the built-in warm start.
+    let model_dir = a.resume.clone().or(s.sources.model.clone());
+    let (model, tok) = match &model_dir {
         Some(dir) => {
             check_model_dir(dir)?;
             load_checkpoint(dir, k)?
         }
         None => {
             let tok = Tokenizer::default_char();
-            let m = warm_start(k, &tok, &train_path, &cfg.output_dir, a.warmup_sft_steps, cfg.seed)?;
+            let m = warm_start(k, &tok, &train_path, &out, s.sources.warmup_sft_steps, cfg.seed)?;
             (m, tok)
         }
     };
+    let ends = match &s.sources.model {
+        Some(dir) => EndTokens::of_dir(dir, model.config(), &tok, &cfg.sampling.stop_token_ids)?,
+        None => EndTokens::of_model(model.config(), &tok, &cfg.sampling.stop_token_ids),
+    };
+    for n in &ends.notes {
+        eprintln!("warning: {n}");
+    }
+    if ends.ids.is_empty() {
+        eprintln!("warning: no end-of-sequence token found: every completion runs to --max-new-tokens");
+    } else {
+        eprintln!("end tokens: {}", ends.sources.join(", "));
+    }
     let mut trainer = DapoTrainer::new(
         model,
         tok,
-        scorer(a)?,
+        scorer(&s.sources)?,
         FeedbackMapping::identity(),
-        mixer(a.reward_mixer.as_deref())?,
+        mixer(s.sources.reward_mixer.as_deref())?,
         cfg.clone(),
     )?;
+    trainer.set_end_tokens(ends.ids)?;
+    let pool = trainer.prepare(&data)?;
+    if pool.dropped + pool.truncated > 0 {
+        eprintln!(
+            "data: {} prompts; {} dropped (no room for {} new tokens below n_positions {}), {} truncated to \
+             max_prompt_length",
+            data.len(),
+            pool.dropped,
+            cfg.sampling.max_new_tokens,
+            trainer.model().config().n_positions,
+            pool.truncated
+        );
+    }
+    trainer.set_run_settings(s.to_value());
+    print_settings(&s);
+    let path = out.join(SETTINGS_FILE);
+    std::fs::write(&path, serde_json::to_vec_pretty(&s.to_value()).expect("settings serialise"))
+        .map_err(|e| Error::io(&path, e))?;
     if let Some(dir) = &a.resume {
         trainer.resume(dir)?;
         eprintln!("resumed from {} at step {}", dir.display(), trainer.steps_done());
@@ -374,7 +736,7 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, cfg: DapoConfig) -> Result<()> {
         "{} steps in {:.1}s; log: {}; checkpoint: {}",
         trainer.steps_done(),
         start.elapsed().as_secs_f64(),
-        cfg.output_dir.join(LOG_FILE).display(),
+        out.join(LOG_FILE).display(),
         report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
     );
     if report.interrupted {

@@ -7,10 +7,12 @@
 
 pub mod arithmetic;
 mod batch;
+pub mod epochs;
 mod jsonl;
 mod sft;
 pub mod tasks;
 
 pub use batch::Batch;
+pub use epochs::EpochSampler;
 pub use sft::{Example, SftDataset};
 pub use tasks::{Task, TaskDataset};

@@ -24,6 +24,9 @@ pub struct Task {
 pub struct TaskDataset {
     /// The tasks, in file order.
     pub tasks: Vec<Task>,
+    /// The 1-based line of each task in [`TaskDataset::source`] (its position for tasks built
+    /// in memory), for errors that name `file:line`.
+    pub lines: Vec<usize>,
     /// Where they came from.
     pub source: PathBuf,
     /// Lines skipped as malformed (only with `skip_bad_lines`), as `file:line: why`.
@@ -57,14 +60,20 @@ impl TaskDataset {
     /// task is an error either way.
     pub fn load(path: &Path, skip_bad_lines: bool) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // A byte-order mark is not part of the first line's JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut tasks = Vec::new();
+        let mut lines = Vec::new();
         let mut skipped = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             match parse(line) {
-                Ok(t) => tasks.push(t),
+                Ok(t) => {
+                    tasks.push(t);
+                    lines.push(i + 1);
+                }
                 Err(why) if skip_bad_lines => skipped.push(format!("{}:{}: {why}", path.display(), i + 1)),
                 Err(why) => return Err(Error::data(path, i + 1, why)),
             }
@@ -75,12 +84,13 @@ impl TaskDataset {
                 path.display()
             )));
         }
-        Ok(TaskDataset { tasks, source: path.to_path_buf(), skipped })
+        Ok(TaskDataset { tasks, lines, source: path.to_path_buf(), skipped })
     }
 
     /// Tasks from memory (tests, examples).
     pub fn from_tasks(tasks: Vec<Task>) -> Self {
-        TaskDataset { tasks, source: PathBuf::from("<memory>"), skipped: Vec::new() }
+        let lines = (1..=tasks.len()).collect();
+        TaskDataset { tasks, lines, source: PathBuf::from("<memory>"), skipped: Vec::new() }
     }
 
     /// Splits off a held-out set of `n` tasks chosen with `seed` (at least one task stays for
@@ -93,12 +103,21 @@ impl TaskDataset {
         held.sort_unstable();
         let mut is_held = vec![false; self.len()];
         held.iter().for_each(|&i| is_held[i] = true);
-        let pick = |want: bool| TaskDataset {
-            tasks: self.tasks.iter().zip(&is_held).filter(|(_, &h)| h == want).map(|(t, _)| t.clone()).collect(),
-            source: self.source.clone(),
-            skipped: Vec::new(),
+        let pick = |want: bool| {
+            let keep: Vec<usize> = (0..self.len()).filter(|&i| is_held[i] == want).collect();
+            TaskDataset {
+                tasks: keep.iter().map(|&i| self.tasks[i].clone()).collect(),
+                lines: keep.iter().map(|&i| self.lines[i]).collect(),
+                source: self.source.clone(),
+                skipped: Vec::new(),
+            }
         };
         (pick(false), pick(true))
+    }
+
+    /// `file:line` of task `i`, for error messages.
+    pub fn locate(&self, i: usize) -> String {
+        format!("{}:{}", self.source.display(), self.lines.get(i).copied().unwrap_or(i + 1))
     }
 
     /// Number of tasks.
@@ -138,6 +157,7 @@ mod tests {
         assert_eq!(d.skipped.len(), 2);
         assert!(d.skipped[1].contains("t.jsonl:3: invalid JSON"), "{:?}", d.skipped);
 
+        assert_eq!(d.locate(0), format!("{}:1", p.display()));
         let (train, held) = d.split_heldout(5, 1);
         assert_eq!((train.len(), held.len()), (1, 0), "one task stays for training");
 

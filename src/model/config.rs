@@ -19,10 +19,11 @@ pub struct Gpt2Config {
     pub n_head: usize,
     /// Layer-norm epsilon.
     pub layer_norm_epsilon: f32,
-    /// Beginning-of-sequence token id (GPT-2 uses the same id as end-of-sequence).
-    pub bos_token_id: u32,
-    /// End-of-sequence token id.
-    pub eos_token_id: u32,
+    /// Beginning-of-sequence token id (GPT-2 uses the same id as end-of-sequence), if any.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token ids (`eos_token_id` in config.json: an int or a list); rollouts
+    /// stop at any of them. Empty when the config names none.
+    pub eos_token_ids: Vec<u32>,
 }
 
 /// Architectures a name given to `--init` can stand for.
@@ -30,7 +31,8 @@ pub const NAMED_CONFIGS: &[&str] = &["tiny", "small", "gpt2", "gpt2-medium"];
 
 impl Gpt2Config {
     /// A named architecture with the given vocabulary size: `tiny` (2 layers, C=64),
-    /// `small` (4 layers, C=128), `gpt2` (124M shape), `gpt2-medium` (350M shape).
+    /// `small` (4 layers, C=128), `gpt2` (124M shape), `gpt2-medium` (350M shape). It names
+    /// no special tokens; [`Gpt2Config::with_eos`] sets them from the tokenizer.
     pub fn named(name: &str, vocab_size: usize) -> Result<Self> {
         let (n_layer, n_head, n_embd, n_positions) = match name {
             "tiny" => (2, 4, 64, 128),
@@ -44,7 +46,6 @@ impl Gpt2Config {
                 )))
             }
         };
-        let eos = vocab_size.saturating_sub(1) as u32;
         let cfg = Gpt2Config {
             vocab_size,
             n_positions,
@@ -52,11 +53,19 @@ impl Gpt2Config {
             n_layer,
             n_head,
             layer_norm_epsilon: 1e-5,
-            bos_token_id: eos,
-            eos_token_id: eos,
+            bos_token_id: None,
+            eos_token_ids: Vec::new(),
         };
         cfg.validate().map_err(Error::Invalid)?;
         Ok(cfg)
+    }
+
+    /// The same architecture with `eos` as both BOS and EOS (GPT-2's convention), e.g. the
+    /// tokenizer's `<|endoftext|>`; `None` clears both.
+    pub fn with_eos(mut self, eos: Option<u32>) -> Self {
+        self.bos_token_id = eos;
+        self.eos_token_ids = eos.into_iter().collect();
+        self
     }
 
     /// Checks the invariants the kernels rely on; the message names the offending field.
@@ -137,7 +146,6 @@ impl Gpt2Config {
             Some(x) => x.as_f64().ok_or_else(|| format!("`layer_norm_epsilon` must be a number, got {x}"))? as f32,
         };
         let vocab_size = req(&["vocab_size"])?;
-        let tok = |n: &str| obj.get(n).and_then(|x| x.as_u64()).map(|x| x as u32);
         let cfg = Gpt2Config {
             vocab_size,
             n_positions: req(&["n_positions", "n_ctx", "max_position_embeddings"])?,
@@ -145,8 +153,8 @@ impl Gpt2Config {
             n_layer: req(&["n_layer", "num_hidden_layers"])?,
             n_head: req(&["n_head", "num_attention_heads"])?,
             layer_norm_epsilon: eps,
-            bos_token_id: tok("bos_token_id").unwrap_or(vocab_size.saturating_sub(1) as u32),
-            eos_token_id: tok("eos_token_id").unwrap_or(vocab_size.saturating_sub(1) as u32),
+            bos_token_id: token_ids(obj.get("bos_token_id"), "bos_token_id")?.first().copied(),
+            eos_token_ids: token_ids(obj.get("eos_token_id"), "eos_token_id")?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -173,7 +181,7 @@ impl Gpt2Config {
             "scale_attn_weights": true,
             "tie_word_embeddings": true,
             "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
+            "eos_token_id": token_ids_json(&self.eos_token_ids),
             "torch_dtype": "float32",
         })
     }
@@ -181,5 +189,29 @@ impl Gpt2Config {
     /// HS: channels per head.
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
+    }
+}
+
+/// A special-token field of a transformers config (`eos_token_id` and friends): absent or
+/// null (none), a non-negative integer, or a list of them.
+pub fn token_ids(v: Option<&Value>, field: &str) -> std::result::Result<Vec<u32>, String> {
+    let one = |x: &Value| {
+        x.as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| format!("`{field}` must be a token id (a non-negative integer) or a list of them, got {x}"))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(xs)) => xs.iter().map(one).collect(),
+        Some(x) => Ok(vec![one(x)?]),
+    }
+}
+
+/// The JSON form transformers writes: null, one id, or a list.
+fn token_ids_json(ids: &[u32]) -> Value {
+    match ids {
+        [] => Value::Null,
+        [one] => json!(one),
+        many => json!(many),
     }
 }

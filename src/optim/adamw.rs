@@ -26,6 +26,26 @@ impl Default for AdamWConfig {
     }
 }
 
+impl AdamWConfig {
+    /// Rejects moments outside [0, 1), a non-positive eps and a negative or non-finite weight
+    /// decay; the message names the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Invalid(format!("adamw: {m}")));
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("{name} must be in [0, 1), got {b}"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!("eps must be finite and > 0, got {}", self.eps));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight_decay must be finite and >= 0, got {}", self.weight_decay));
+        }
+        Ok(())
+    }
+}
+
 /// What one optimizer step saw.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepInfo {

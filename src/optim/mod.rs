@@ -4,4 +4,4 @@ pub mod adamw;
 pub mod schedule;
 
 pub use adamw::{clip_scale, AdamW, AdamWConfig, StepInfo};
-pub use schedule::LrSchedule;
+pub use schedule::{LrDecay, LrSchedule};

@@ -173,6 +173,10 @@ impl Scorer for MathScorer {
         Some([CORRECTNESS, REASONING_QUALITY, FORMAT_PENALTY, BREVITY].map(String::from).to_vec())
     }
 
+    fn check_task(&self, record: &Value) -> std::result::Result<(), String> {
+        super::scorer::require_answer(record)
+    }
+
     fn score(&mut self, batch: &[ScoreInput<'_>]) -> Result<Vec<Metrics>> {
         batch
             .iter()

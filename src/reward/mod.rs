@@ -15,6 +15,7 @@ pub mod mapping;
 pub mod math;
 pub mod mix_config;
 pub mod mixer;
+pub mod multi;
 pub mod scorer;
 
 pub use external::ExternalScorer;
@@ -24,4 +25,5 @@ pub use mapping::FeedbackMapping;
 pub use math::MathScorer;
 pub use mix_config::{ConfigFormat, KeyConfig, MixMode, MixerConfig, Normalize, ValuePolicy};
 pub use mixer::{MixStats, MixerState, RewardMixer, RunningStats};
-pub use scorer::{score_checked, ExactMatchScorer, FnScorer, Metrics, ScoreInput, Scorer};
+pub use multi::MultiScorer;
+pub use scorer::{require_answer, score_checked, ExactMatchScorer, FnScorer, Metrics, ScoreInput, Scorer};

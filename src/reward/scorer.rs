@@ -42,6 +42,13 @@ pub trait Scorer {
         None
     }
 
+    /// Checks, when the dataset is loaded, that a task's record holds what this scorer needs
+    /// (e.g. an `answer`), so a bad line is named by `file:line` before the first step rather
+    /// than when it happens to be sampled. `Err` says what is missing. Default: anything goes.
+    fn check_task(&self, _record: &Value) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     /// One [`Metrics`] per item of `batch`. Takes `&mut self` so stateful scorers (a child
     /// process, a cache, a judge model's buffers) need no interior mutability.
     fn score(&mut self, batch: &[ScoreInput<'_>]) -> Result<Vec<Metrics>>;
@@ -60,6 +67,15 @@ pub fn score_checked<S: Scorer + ?Sized>(scorer: &mut S, batch: &[ScoreInput<'_>
         )));
     }
     Ok(out)
+}
+
+/// The check of scorers that compare with the record's `answer`: a string or a number.
+pub fn require_answer(record: &Value) -> std::result::Result<(), String> {
+    match record.get("answer") {
+        Some(Value::String(_) | Value::Number(_)) => Ok(()),
+        Some(other) => Err(format!("\"answer\" must be a string or a number, got {other}")),
+        None => Err("missing \"answer\" (the scorer compares the completion with it)".into()),
+    }
 }
 
 /// A scorer from a per-item closure, for tests, examples and simple rule-based rewards.
@@ -120,6 +136,10 @@ impl Scorer for ExactMatchScorer {
 
     fn metric_names(&self) -> Option<Vec<String>> {
         Some(vec!["correctness".to_string()])
+    }
+
+    fn check_task(&self, record: &Value) -> std::result::Result<(), String> {
+        require_answer(record)
     }
 
     fn score(&mut self, batch: &[ScoreInput<'_>]) -> Result<Vec<Metrics>> {

@@ -1,13 +1,17 @@
-//! The KL coefficient β that weighs the k3 penalty to the frozen reference: fixed, or adapted
-//! toward a KL target with the proportional rule of Ziegler et al. (2019), as in PPO-for-LMs:
+//! The KL coefficient β that weighs the penalty to the frozen reference: fixed, or adapted
+//! toward a KL target with the proportional rule of Ziegler et al. (2019), as verl's
+//! `AdaptiveKLController` applies it:
 //!
 //! ```text
 //! error = clip(kl / target − 1, −0.2, 0.2)
 //! β ← β · (1 + error · n_steps / horizon)
 //! ```
 //!
-//! KL above target raises β (pulls the policy back), KL below target lowers it. The clip bounds
-//! one update to ±20 % of the horizon-scaled step, so one noisy KL estimate cannot swing β far.
+//! KL above target raises β (pulls the policy back), KL below target lowers it. The trainer
+//! calls it once per step with `n_steps` = the step's sequences, as verl passes its batch size,
+//! so the horizon is counted in sequences (verl's default 10,000): with 256 sequences a step,
+//! β moves by at most ±0.5 % per step. The clip bounds one update to ±20 % of the
+//! horizon-scaled step, so one noisy KL estimate cannot swing β far.
 //! The controller is plain data (serde) so it can be stored in `trainer_state.json` and resumed.
 
 use serde::{Deserialize, Serialize};
@@ -93,11 +97,12 @@ impl KlController {
     ///
     /// `n_steps / horizon` is capped at 1: beyond that the multiplier could reach 0 or go
     /// negative, and a sign flip of β would turn the penalty into a reward for drifting.
-    /// Errors on a non-finite or negative `kl` (the k3 estimator is never negative), leaving β
-    /// unchanged, so the caller can decide what a broken measurement means (see `safety`).
+    /// Errors on a non-finite `kl`, leaving β unchanged, so the caller can decide what a broken
+    /// measurement means (see `safety`). A negative mean is accepted: the k1 estimator can give
+    /// one, and it reads as "below target".
     pub fn update(&mut self, kl: f64, n_steps: usize) -> Result<f64> {
-        if !kl.is_finite() || kl < 0.0 {
-            return Err(Error::Invalid(format!("KL controller fed a non-finite or negative KL ({kl})")));
+        if !kl.is_finite() {
+            return Err(Error::Invalid(format!("KL controller fed a non-finite KL ({kl})")));
         }
         if let KlController::Adaptive(a) = self {
             let error = (kl / a.target - 1.0).clamp(-ADAPTIVE_ERROR_CLIP, ADAPTIVE_ERROR_CLIP);
@@ -153,7 +158,7 @@ mod tests {
         let mut c = KlController::fixed(0.04).unwrap();
         assert_eq!(c.update(100.0, 1000).unwrap(), 0.04);
         assert!(c.update(f64::NAN, 1).is_err());
-        assert!(c.update(-0.1, 1).is_err());
+        assert_eq!(c.update(-0.1, 1).unwrap(), 0.04, "a negative (k1) mean is a measurement, not an error");
         assert!(KlController::fixed(-1.0).is_err());
         assert!(KlController::adaptive(0.1, 0.0, 1.0).is_err());
         assert!(KlController::adaptive(0.1, 0.1, f64::INFINITY).is_err());

@@ -15,27 +15,48 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Soft overlong punishment with maximum length `max_len` (L_max) and a buffer of `cache_len`
-/// (L_cache) tokens, both counted in completion tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// (L_cache) tokens, both counted in completion tokens, scaled by `penalty_factor` (verl's
+/// `overlong_buffer.penalty_factor`; 1 gives the ramp above).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverlongShaping {
     /// L_max.
     pub max_len: usize,
     /// L_cache: the width of the ramp before L_max.
     pub cache_len: usize,
+    /// The penalty at (and beyond) L_max, as a positive size.
+    #[serde(default = "one")]
+    pub penalty_factor: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl OverlongShaping {
     /// Errors if `max_len` is 0 or `cache_len > max_len`. `cache_len = 0` is a hard cliff:
     /// no penalty up to `max_len`, −1 beyond.
     pub fn new(max_len: usize, cache_len: usize) -> Result<Self> {
-        let s = OverlongShaping { max_len, cache_len };
+        let s = OverlongShaping { max_len, cache_len, penalty_factor: 1.0 };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The same shaping with the penalty scaled by `factor` (finite, ≥ 0).
+    pub fn with_penalty_factor(self, factor: f64) -> Result<Self> {
+        let s = OverlongShaping { penalty_factor: factor, ..self };
         s.validate()?;
         Ok(s)
     }
 
     /// Checks the constraints of [`OverlongShaping::new`] (useful after deserialising).
     pub fn validate(&self) -> Result<()> {
+        if !(self.penalty_factor.is_finite() && self.penalty_factor >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "overlong shaping: penalty_factor must be finite and >= 0, got {}",
+                self.penalty_factor
+            )));
+        }
         if self.max_len == 0 {
             return Err(Error::Invalid("overlong shaping: max_len (L_max) must be >= 1".into()));
         }
@@ -50,6 +71,10 @@ impl OverlongShaping {
 
     /// The penalty (≤ 0) for a completion of `len` tokens.
     pub fn penalty(&self, len: usize) -> f64 {
+        self.penalty_factor * self.unit_penalty(len)
+    }
+
+    fn unit_penalty(&self, len: usize) -> f64 {
         let start = self.max_len - self.cache_len;
         if len <= start {
             0.0

@@ -21,6 +21,7 @@ use crate::model::Gpt2;
 
 /// How to sample. temperature 0 = greedy (argmax; top-k/top-p ignored).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SamplingConfig {
     /// Divides the logits; 0 means greedy.
     pub temperature: f32,

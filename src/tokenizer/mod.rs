@@ -163,6 +163,11 @@ impl Tokenizer {
         self.eos_id
     }
 
+    /// The id of the token spelled `token` (added/special tokens included), if any.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Writes the tokenizer as a pretty-printed `tokenizer.json` at `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json =

@@ -1,32 +1,41 @@
-//! The DAPO trainer: prompts → rollout → score → map → mix → (dynamic sampling) → advantages →
-//! reference log-probs → μ passes of clipped-ratio updates → controllers → log / checkpoint.
+//! The DAPO trainer: prompts → rollout (stopping at the model's end tokens) → score → map →
+//! mix → (dynamic sampling) → advantages → reference log-probs → μ passes of clipped-ratio
+//! updates → controllers → log / checkpoint.
 //!
-//! Sequences are laid out as (S, T) grids, prompt then completion, right-padded: position t's
-//! hidden state predicts token t+1, so the loss mask is 1 on the positions P_i−1 … P_i+L_i−2 of
-//! sequence i (prompt length P_i, completion length L_i). The objective runs over the whole
-//! grid with that mask; padding after a sequence cannot influence it (attention is causal).
+//! [`DapoTrainer::step`] runs all of it on a task file; [`DapoTrainer::train_step`] is the
+//! update alone on a batch the caller built ([`DapoBatch`]: prompts, completions,
+//! advantages), the seed library's `DAPOTrainer.train_step(DAPOBatch)`.
 //!
-//! Every random choice is keyed on (seed, step): prompt sampling through a generator seeded
-//! from both, rollouts through the counter RNG. Together with the checkpointed optimizer,
-//! mixer, KL-controller and curriculum state, a resumed run repeats the uninterrupted one
-//! exactly (bit for bit on the CPU backend with the same thread count).
+//! What TRL's GRPOTrainer does, this does: a completion ends at its first end token, which is
+//! kept and trained on; nothing after it reaches the loss, the scorer (which sees the text
+//! without the end token, as TRL decodes with `skip_special_tokens`) or the logged lengths; a
+//! completion that reached the length cap without one is "truncated". A step's sequences are
+//! shuffled and split into `mini_batches` optimizer steps of micro-batches whose losses are
+//! normalised as TRL's gradient accumulation normalises them ([`LossNorm`]).
+//!
+//! Every random choice is keyed on (seed, step): the prompt order through seeded epochs, the
+//! minibatch shuffle through a generator seeded from both, rollouts through the counter RNG.
+//! Together with the checkpointed optimizer, mixer, KL controller, prompt cursor and curriculum
+//! state, a resumed run repeats the uninterrupted one exactly (bit for bit on the CPU backend
+//! with the same thread count).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::dapo_config::DapoConfig;
+use super::grid::{Grid, Seq};
 use super::sft::save_checkpoint;
-use crate::backend::{Backend, LossType};
-use crate::checkpoint::{load_model, load_optimizer, save_model};
-use crate::data::{Task, TaskDataset};
+use crate::backend::Backend;
+use crate::checkpoint::{load_model, load_optimizer, save_model, EndTokens};
+use crate::data::{EpochSampler, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
-use crate::optim::{AdamW, LrSchedule};
+use crate::optim::AdamW;
 use crate::reward::{
     score_checked, FeedbackMapping, GepaFeedback, Metrics, MixerState, RewardMixer, ScoreInput, Scorer,
 };
@@ -34,7 +43,7 @@ use crate::rl::advantage::group_advantages;
 use crate::rl::curriculum::Curriculum;
 use crate::rl::dynamic_sampling::filter_groups;
 use crate::rl::kl_controller::KlController;
-use crate::rl::objective::{DapoObjective, ObjectiveBatch, ObjectiveMetrics};
+use crate::rl::objective::{DapoObjective, LossNorm, ObjectiveMetrics};
 use crate::rl::overlong::OverlongShaping;
 use crate::rl::safety::{key_means, tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
@@ -48,6 +57,22 @@ pub const STATE_FILE: &str = "trainer_state.json";
 /// Where the frozen reference model is kept (when β > 0), for resuming.
 pub const REFERENCE_DIR: &str = "reference";
 
+/// A batch for [`DapoTrainer::train_step`]: S sequences the caller sampled and scored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DapoBatch {
+    /// Prompt token ids per sequence (each non-empty).
+    pub prompts: Vec<Vec<u32>>,
+    /// Completion token ids per sequence, cut after the first end token (which is kept). A
+    /// completion whose last token is not an end token counts as truncated.
+    pub completions: Vec<Vec<u32>>,
+    /// One advantage per sequence (e.g. from [`group_advantages`]).
+    pub advantages: Vec<f64>,
+    /// Log-probs of each completion's tokens under the policy that sampled them; `None`: the
+    /// current policy's, computed before the update (TRL's on-policy case, ratio 1 on the
+    /// first pass).
+    pub logp_old: Option<Vec<Vec<f32>>>,
+}
+
 /// One scored completion of a step.
 #[derive(Clone, Debug)]
 struct Rollout {
@@ -57,27 +82,34 @@ struct Rollout {
     metrics: Metrics,
 }
 
-/// The `rl` part of a step's log record.
+/// The `rl` part of a step's log record, aggregated over every optimizer step of the step
+/// (μ passes × minibatches).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RlMetrics {
-    /// The aggregated loss of the last minibatch.
+    /// The loss, mean over the step's optimizer steps (each the sum of its micro-batches).
     pub loss: f32,
-    /// The clipped surrogate alone.
+    /// The surrogate alone (without KL and entropy bonus), mean over optimizer steps.
     pub policy_loss: f32,
-    /// Mean k3 KL to the reference (0 when β = 0).
+    /// Mean KL to the reference per token (0 when β = 0).
     pub kl: f32,
     /// β used this step.
     pub kl_coef: f64,
-    /// Mean policy entropy.
+    /// Mean policy entropy per token.
     pub entropy: f32,
     /// Fraction of tokens clipped below.
     pub clip_frac_low: f32,
     /// Fraction of tokens clipped above.
     pub clip_frac_high: f32,
+    /// Fraction of tokens held by the dual clip (`clip_ratio_c`).
+    pub clip_frac_dual: f32,
     /// Learning rate.
     pub lr: f32,
-    /// Gradient norm before clipping (last minibatch).
+    /// Gradient norm before clipping, mean over optimizer steps.
     pub grad_norm: f32,
+    /// Optimizer steps taken.
+    pub optimizer_steps: usize,
+    /// Completion tokens in the loss.
+    pub tokens: f32,
 }
 
 /// What one step did: its log record, also handed to the progress callback.
@@ -93,7 +125,7 @@ pub struct StepRecord {
     pub reward_mean: f64,
     /// Mean `correctness` metric, when the scorer emits one.
     pub accuracy: Option<f64>,
-    /// Lengths: prompt and completion tokens, truncated completions.
+    /// Lengths: prompt and completion tokens (the end token included), truncated completions.
     pub generation: Value,
     /// Seconds per phase.
     pub timing: Value,
@@ -129,7 +161,32 @@ pub struct TrainReport {
     pub interrupted: bool,
 }
 
-/// The trainer. Owns the policy, the frozen reference (when β > 0) and all RL state.
+/// A task file's prompts as the trainer uses them: encoded once, checked against the scorer,
+/// truncated to `max_prompt_length`, and without those that leave no room for a completion.
+#[derive(Clone, Debug)]
+pub struct PromptPool {
+    /// Encoded prompt of each usable task.
+    pub ids: Vec<Vec<u32>>,
+    /// The task index (into the dataset) of each usable prompt.
+    pub task: Vec<usize>,
+    /// Prompts left out because prompt + `max_new_tokens` exceeds the model's context.
+    pub dropped: usize,
+    /// Prompts cut to their last `max_prompt_length` tokens.
+    pub truncated: usize,
+    /// Which dataset this was built from (its address and length), for the step cache.
+    key: (usize, usize),
+}
+
+/// The KL controller's settings, saved beside its state: a resumed run whose settings differ
+/// starts a controller from the new settings instead of restoring the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct KlSpec {
+    beta: f64,
+    target: Option<f64>,
+    horizon: f64,
+}
+
+/// The trainer. Owns the policy, the frozen reference (when β > 0 or adapted) and all RL state.
 pub struct DapoTrainer<K: Backend> {
     cfg: DapoConfig,
     model: Gpt2<K>,
@@ -143,13 +200,20 @@ pub struct DapoTrainer<K: Backend> {
     kl: KlController,
     curriculum: Option<Curriculum>,
     safety: Option<SafetyMonitor>,
+    end_tokens: Vec<u32>,
+    sampler: Option<EpochSampler>,
+    pool: Option<PromptPool>,
+    run_settings: Option<Value>,
     last_kl: f64,
     step: u64,
 }
 
 impl<K: Backend> DapoTrainer<K> {
     /// A trainer starting from `model`. The reference is a frozen copy of it, made only when
-    /// β > 0 (and saved under the output directory so a resumed run finds it).
+    /// β > 0 or β is adapted (and saved under the output directory so a resumed run finds it);
+    /// with β = 0 and no KL target no reference exists and no reference pass runs. Rollouts
+    /// end at the model config's `eos_token_id`s (else the tokenizer's `<|endoftext|>`) and
+    /// the configured stop tokens; [`DapoTrainer::set_end_tokens`] replaces them.
     pub fn new(
         model: Gpt2<K>,
         tok: Tokenizer,
@@ -170,19 +234,13 @@ impl<K: Backend> DapoTrainer<K> {
         if let Some(names) = scorer.metric_names() {
             mixer.check_keys(mapping.output_keys(names.iter().map(String::as_str)).iter().map(String::as_str))?;
         }
-        let beta = f64::from(cfg.objective.beta);
-        let kl = match cfg.kl_target {
-            Some(target) => KlController::adaptive(beta, target, cfg.kl_horizon)?,
-            None => KlController::fixed(beta)?,
-        };
-        let reference = (beta > 0.0 || cfg.kl_target.is_some()).then(|| model.weights_copy());
-        let mut ocfg = cfg.objective.clone();
-        ocfg.temperature = sampling_temperature(&cfg.sampling);
-        ocfg.max_completion_length.get_or_insert(cfg.sampling.max_new_tokens);
-        let objective = DapoObjective::new(ocfg)?;
+        let kl = kl_controller(&cfg)?;
+        let reference = (cfg.objective.beta > 0.0 || cfg.kl_target.is_some()).then(|| model.weights_copy());
+        let objective = DapoObjective::new(cfg.objective_config())?;
         let opt = AdamW::new(&model, cfg.adamw);
         let curriculum = cfg.curriculum.map(Curriculum::new).transpose()?;
         let safety = cfg.safety.clone().map(SafetyMonitor::new).transpose()?;
+        let end_tokens = EndTokens::of_model(model.config(), &tok, &cfg.sampling.stop_token_ids).ids;
         Ok(DapoTrainer {
             cfg,
             model,
@@ -196,6 +254,10 @@ impl<K: Backend> DapoTrainer<K> {
             kl,
             curriculum,
             safety,
+            end_tokens,
+            sampler: None,
+            pool: None,
+            run_settings: None,
             last_kl: 0.0,
             step: 0,
         })
@@ -211,6 +273,11 @@ impl<K: Backend> DapoTrainer<K> {
         &mut self.model
     }
 
+    /// Whether a frozen reference model is held (β > 0 or adapted).
+    pub fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
     /// Steps taken so far.
     pub fn steps_done(&self) -> u64 {
         self.step
@@ -221,66 +288,161 @@ impl<K: Backend> DapoTrainer<K> {
         &self.cfg
     }
 
-    fn schedule(&self) -> LrSchedule {
-        LrSchedule {
-            max_lr: self.cfg.learning_rate,
-            min_lr: self.cfg.min_learning_rate,
-            warmup: self.cfg.warmup_steps,
-            total: self.cfg.steps,
-        }
+    /// The current KL coefficient β.
+    pub fn kl_coef(&self) -> f64 {
+        self.kl.beta()
     }
 
-    /// Indices of the step's prompts: by curriculum weight when enabled, else uniform; keyed on
-    /// (seed, step, round) so a resumed run draws the same ones.
-    fn sample_prompts(&self, data: &TaskDataset, round: usize) -> Result<Vec<usize>> {
-        let mut rng = Rng::new(mix_seed(self.cfg.seed, self.step, round as u64));
-        let n = self.cfg.batch_size;
-        match &self.curriculum {
-            Some(c) => {
-                let ids: Vec<&str> = data.tasks.iter().map(|t| t.task_id.as_str()).collect();
-                c.sample(&ids, n, &mut rng)
+    /// The token ids that end a completion.
+    pub fn end_tokens(&self) -> &[u32] {
+        &self.end_tokens
+    }
+
+    /// Replaces the end tokens (e.g. with [`EndTokens::of_dir`] of the model's directory).
+    /// Errors when an id is outside the vocabulary.
+    pub fn set_end_tokens(&mut self, ids: Vec<u32>) -> Result<()> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.model.config().vocab_size) {
+            return Err(Error::Invalid(format!("end token {id} is outside the vocabulary")));
+        }
+        self.end_tokens = ids;
+        Ok(())
+    }
+
+    /// Settings of the surrounding run (e.g. the CLI's data paths) saved in every checkpoint's
+    /// `trainer_state.json` under `settings`, so `--resume` can restore them.
+    pub fn set_run_settings(&mut self, settings: Value) {
+        self.run_settings = Some(settings);
+    }
+
+    /// The sampling settings of rollouts: the configured ones, stopping at the end tokens.
+    fn rollout_sampling(&self) -> SamplingConfig {
+        SamplingConfig { stop_token_ids: self.end_tokens.clone(), ..self.cfg.sampling.clone() }
+    }
+
+    /// Prepares `data`'s prompts ([`PromptPool`]): every task is checked against the scorer
+    /// and encoded, so a line missing what the scorer needs, or that the tokenizer cannot
+    /// encode, is an error naming `file:line` before any step. Errors when no prompt fits.
+    pub fn prepare(&self, data: &TaskDataset) -> Result<PromptPool> {
+        let n_positions = self.model.config().n_positions;
+        let room = n_positions.saturating_sub(self.cfg.sampling.max_new_tokens);
+        let mut pool = PromptPool {
+            ids: Vec::new(),
+            task: Vec::new(),
+            dropped: 0,
+            truncated: 0,
+            key: (data as *const TaskDataset as usize, data.len()),
+        };
+        for (i, task) in data.tasks.iter().enumerate() {
+            let at = || data.locate(i);
+            self.scorer.check_task(&task.record).map_err(|m| Error::Invalid(format!("{}: {m}", at())))?;
+            let mut ids =
+                self.tok.encode(&task.prompt).map_err(|e| Error::Invalid(format!("{}: prompt: {e}", at())))?;
+            if ids.is_empty() {
+                return Err(Error::Invalid(format!("{}: the prompt encodes to no tokens", at())));
             }
-            None => Ok((0..n).map(|_| rng.below(data.len())).collect()),
+            if let Some(max) = self.cfg.max_prompt_length {
+                if ids.len() > max {
+                    ids.drain(..ids.len() - max);
+                    pool.truncated += 1;
+                }
+            }
+            if ids.len() > room {
+                pool.dropped += 1;
+                continue;
+            }
+            pool.ids.push(ids);
+            pool.task.push(i);
+        }
+        if pool.ids.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: none of its {} prompts leaves room for {} new tokens below the model's n_positions \
+                 {n_positions} (lower --max-new-tokens or set --max-prompt-length)",
+                data.source.display(),
+                data.len(),
+                self.cfg.sampling.max_new_tokens
+            )));
+        }
+        Ok(pool)
+    }
+
+    /// The prepared prompts of `data`, built on first use and kept while the same dataset is
+    /// passed.
+    fn pool_for(&mut self, data: &TaskDataset) -> Result<PromptPool> {
+        let key = (data as *const TaskDataset as usize, data.len());
+        match &self.pool {
+            Some(p) if p.key == key => Ok(p.clone()),
+            _ => {
+                let p = self.prepare(data)?;
+                self.pool = Some(p.clone());
+                Ok(p)
+            }
         }
     }
 
-    /// Encodes a task's prompt, with the task's line in the error.
-    fn encode_prompt(&self, task: &Task, index: usize) -> Result<Vec<u32>> {
-        self.tok.encode(&task.prompt).map_err(|e| Error::Invalid(format!("task {index} (\"{}\"): {e}", task.prompt)))
+    /// Indices (into the pool) of a round's prompts: by curriculum weight when enabled (keyed
+    /// on (seed, step, round)), else the next ones of the seeded epoch stream.
+    fn sample_prompts(&mut self, data: &TaskDataset, pool: &PromptPool, round: usize) -> Result<Vec<usize>> {
+        let n = self.cfg.batch_size;
+        if let Some(c) = &self.curriculum {
+            let mut rng = Rng::new(mix_seed(self.cfg.seed, self.step, round as u64));
+            let ids: Vec<&str> = pool.task.iter().map(|&t| data.tasks[t].task_id.as_str()).collect();
+            return c.sample(&ids, n, &mut rng);
+        }
+        let fresh = || EpochSampler::new(pool.ids.len(), self.cfg.seed, self.cfg.shuffle_dataset);
+        let sampler = match &mut self.sampler {
+            Some(s) if s.n == pool.ids.len() => s,
+            slot => slot.insert(fresh()?),
+        };
+        Ok(sampler.take(n))
     }
 
-    /// Generates and scores G completions for each of `tasks`.
-    fn rollout_round(&mut self, data: &TaskDataset, tasks: &[usize], round: usize) -> Result<(Vec<Rollout>, f64, f64)> {
+    /// The text a scorer sees: the completion without its end token (TRL decodes with
+    /// `skip_special_tokens`).
+    fn scored_text(&self, c: &Completion) -> Result<String> {
+        let body = match c.tokens.split_last() {
+            Some((last, rest)) if c.finish == FinishReason::StopToken && self.end_tokens.contains(last) => rest,
+            _ => &c.tokens[..],
+        };
+        self.tok.decode(body)
+    }
+
+    /// Generates and scores G completions for each of `picks` (pool indices).
+    fn rollout_round(
+        &mut self,
+        data: &TaskDataset,
+        pool: &PromptPool,
+        picks: &[usize],
+        round: usize,
+    ) -> Result<(Vec<Rollout>, f64, f64)> {
         let g = self.cfg.group_size;
-        let mut prompts = Vec::with_capacity(tasks.len() * g);
-        for &t in tasks {
-            let ids = self.encode_prompt(&data.tasks[t], t)?;
-            prompts.extend(std::iter::repeat(ids).take(g));
+        let mut prompts = Vec::with_capacity(picks.len() * g);
+        for &p in picks {
+            prompts.extend(std::iter::repeat(pool.ids[p].clone()).take(g));
         }
         let t0 = Instant::now();
         let key = RolloutKey { seed: self.cfg.seed, step: self.step * 1000 + round as u64 };
+        let sampling = self.rollout_sampling();
         let tok = &self.tok;
         let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-        let completions = generate(&mut self.model, &prompts, &self.cfg.sampling, key, Some(&decode))?;
+        let completions = generate(&mut self.model, &prompts, &sampling, key, Some(&decode))?;
         let rollout_s = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
-        let texts: Vec<String> = completions.iter().map(|c| self.tok.decode(&c.tokens)).collect::<Result<_>>()?;
+        let texts: Vec<String> = completions.iter().map(|c| self.scored_text(c)).collect::<Result<_>>()?;
         let inputs: Vec<ScoreInput<'_>> = completions
             .iter()
             .zip(&texts)
             .map(|(c, text)| {
-                let task = &data.tasks[tasks[c.prompt_index / g]];
+                let task = &data.tasks[pool.task[picks[c.prompt_index / g]]];
                 ScoreInput { prompt: &task.prompt, completion: text, metadata: &task.record }
             })
             .collect();
         let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
         let mut out = Vec::with_capacity(completions.len());
         for ((c, m), p) in completions.into_iter().zip(metrics).zip(prompts) {
-            let t = tasks[c.prompt_index / g];
-            let prompt_id = t as u64;
+            let t = pool.task[picks[c.prompt_index / g]];
             let completion_id = (c.prompt_index % g) as u64;
-            let feedback = self.mapping.apply(&m, &data.tasks[t].task_id, prompt_id, completion_id)?;
+            let feedback = self.mapping.apply(&m, &data.tasks[t].task_id, t as u64, completion_id)?;
             out.push(Rollout { prompt_ids: p, completion: c, feedback, metrics: m });
         }
         Ok((out, rollout_s, t1.elapsed().as_secs_f64()))
@@ -288,26 +450,29 @@ impl<K: Backend> DapoTrainer<K> {
 
     /// One RL step on `data`.
     pub fn step(&mut self, data: &TaskDataset) -> Result<StepRecord> {
+        let pool = self.pool_for(data)?;
         let g = self.cfg.group_size;
         let (mut kept, mut rewards) = (Vec::<Rollout>::new(), Vec::<f64>::new());
         let (mut rollout_s, mut score_s, mut dropped) = (0.0, 0.0, 0usize);
         for round in 0..self.cfg.max_sampling_rounds {
-            let tasks = self.sample_prompts(data, round)?;
-            let (rolls, r_s, s_s) = self.rollout_round(data, &tasks, round)?;
+            let picks = self.sample_prompts(data, &pool, round)?;
+            let (rolls, r_s, s_s) = self.rollout_round(data, &pool, &picks, round)?;
             rollout_s += r_s;
             score_s += s_s;
             let feedback: Vec<GepaFeedback> = rolls.iter().map(|r| r.feedback.clone()).collect();
-            let (mut mixed, _) = self.mixer.mix(&feedback, &vec![g; tasks.len()])?;
-            if let Some((max_len, cache)) = self.cfg.overlong {
+            let (mut mixed, _) = self.mixer.mix(&feedback, &vec![g; picks.len()])?;
+            if let Some(buffer) = self.cfg.overlong_buffer_len {
                 let lens: Vec<usize> = rolls.iter().map(|r| r.completion.tokens.len()).collect();
-                OverlongShaping::new(max_len, cache)?.apply(&mut mixed, &lens)?;
+                OverlongShaping::new(self.cfg.sampling.max_new_tokens, buffer)?
+                    .with_penalty_factor(self.cfg.overlong_penalty_factor)?
+                    .apply(&mut mixed, &lens)?;
             }
             if !self.cfg.dynamic_sampling {
                 kept = rolls;
                 rewards = mixed;
                 break;
             }
-            let filter = filter_groups(&mixed, &vec![g; tasks.len()])?;
+            let filter = filter_groups(&mixed, &vec![g; picks.len()])?;
             dropped += filter.dropped;
             for &gi in &filter.kept {
                 if kept.len() < self.cfg.batch_size * g {
@@ -333,39 +498,35 @@ impl<K: Backend> DapoTrainer<K> {
 
         // The update (skipped when dynamic sampling kept nothing: every group was uniform).
         let t2 = Instant::now();
-        let lr = self.schedule().lr(self.step) * decision.lr_scale as f32;
+        let lr = self.cfg.lr_schedule().lr(self.step) * decision.lr_scale as f32;
         let beta = self.kl.beta();
         let skipped_update = kept.is_empty() || decision.skip_update;
-        self.objective.set_beta(beta as f32)?;
         let mut rl = RlMetrics { lr, kl_coef: beta, ..RlMetrics::default() };
         let mut reference_s = 0.0;
         if !skipped_update {
-            let grid = Grid::build(&kept, &adv, self.cfg.mask_truncated, self.model.config().n_positions)?;
-            if let Some(reference) = self.reference.as_mut() {
-                let t = Instant::now();
-                // In the update's micro-batches, so the frozen copy's activations never
-                // outgrow the policy's; then freed, so they do not sit beside the update's.
-                let micro = self.cfg.micro_batch(grid.s);
-                let mut ref_logp = Vec::with_capacity(grid.s * grid.t);
-                for start in (0..grid.s).step_by(micro) {
-                    let part = start..(start + micro).min(grid.s);
-                    ref_logp.extend(token_logprobs(reference, &mut self.objective, &grid, part)?);
-                }
-                reference.release_activations();
-                reference_s = t.elapsed().as_secs_f64();
-                rl = self.update(&grid, Some(&ref_logp), lr, beta)?;
-            } else {
-                rl = self.update(&grid, None, lr, beta)?;
+            let mut seqs: Vec<Seq> = kept
+                .iter()
+                .zip(&adv)
+                .map(|(r, &a)| Seq {
+                    prompt: r.prompt_ids.clone(),
+                    completion: r.completion.tokens.clone(),
+                    logp_old: Some(r.completion.logprobs.clone()),
+                    truncated: r.completion.finish == FinishReason::Length,
+                    advantage: a,
+                })
+                .collect();
+            // As TRL shuffles a generation batch before cutting it into optimizer steps, so a
+            // minibatch mixes prompts; an unsplit batch stays in order (nothing depends on it).
+            let split = self.cfg.mini_batches > 1 || self.cfg.micro_batch(seqs.len()) < seqs.len();
+            if split {
+                Rng::new(mix_seed(self.cfg.seed ^ 0x5_4FF1E, self.step, 0)).shuffle(&mut seqs);
             }
-            rl.kl_coef = beta;
+            let (m, ref_s) = self.update(&seqs, lr, beta)?;
+            rl = m;
+            reference_s = ref_s;
         }
         let update_s = t2.elapsed().as_secs_f64() - reference_s;
-        if self.cfg.kl_target.is_some() && !skipped_update {
-            self.kl.update(f64::from(rl.kl), 1)?;
-        }
-        if !skipped_update {
-            self.last_kl = f64::from(rl.kl);
-        }
+        self.finish_update(skipped_update, &rl, kept.len())?;
         if let Some(c) = self.curriculum.as_mut() {
             c.update_many(kept.iter().zip(&rewards).map(|(r, &x)| (r.feedback.task_id.as_str(), x)))?;
         }
@@ -384,6 +545,8 @@ impl<K: Backend> DapoTrainer<K> {
             generation: json!({
                 "prompt_len": kept.iter().map(|r| r.prompt_ids.len()).sum::<usize>() as f64 / n,
                 "completion_len": tokens as f64 / n,
+                "completion_len_min": kept.iter().map(|r| r.completion.tokens.len()).min().unwrap_or(0),
+                "completion_len_max": kept.iter().map(|r| r.completion.tokens.len()).max().unwrap_or(0),
                 "truncated": truncated,
             }),
             timing: json!({ "rollout_s": rollout_s, "score_s": score_s, "reference_s": reference_s, "update_s": update_s }),
@@ -392,6 +555,62 @@ impl<K: Backend> DapoTrainer<K> {
             safety: events,
             skipped_update,
         })
+    }
+
+    /// The update alone on a batch the caller built: the reference pass (when β > 0), the old
+    /// log-probs when the batch has none, then `num_iterations` passes of `mini_batches`
+    /// optimizer steps over the sequences in the given order, each accumulating micro-batches
+    /// of `micro_batch_size`. Advances the step (learning-rate schedule, KL controller) as
+    /// [`DapoTrainer::step`] does. The batch's completions are masked out of the loss when
+    /// `mask_truncated` is set and their last token is not an end token (TRL's rule).
+    pub fn train_step(&mut self, batch: &DapoBatch) -> Result<RlMetrics> {
+        let s = batch.prompts.len();
+        if batch.completions.len() != s || batch.advantages.len() != s {
+            return Err(Error::Invalid(format!(
+                "train_step: {s} prompts, {} completions and {} advantages; they must match",
+                batch.completions.len(),
+                batch.advantages.len()
+            )));
+        }
+        if let Some(lp) = &batch.logp_old {
+            if lp.len() != s {
+                return Err(Error::Invalid(format!("train_step: {} logp_old rows for {s} sequences", lp.len())));
+            }
+        }
+        let v = self.model.config().vocab_size;
+        let mut seqs = Vec::with_capacity(s);
+        for i in 0..s {
+            let (p, c) = (&batch.prompts[i], &batch.completions[i]);
+            if let Some(&id) = p.iter().chain(c).find(|&&id| id as usize >= v) {
+                return Err(Error::Invalid(format!("train_step: sequence {i} has token id {id} >= vocab_size {v}")));
+            }
+            seqs.push(Seq {
+                prompt: p.clone(),
+                completion: c.clone(),
+                logp_old: batch.logp_old.as_ref().map(|lp| lp[i].clone()),
+                truncated: c.last().map_or(true, |t| !self.end_tokens.contains(t)),
+                advantage: batch.advantages[i],
+            });
+        }
+        let lr = self.cfg.lr_schedule().lr(self.step);
+        let beta = self.kl.beta();
+        let (rl, _) = self.update(&seqs, lr, beta)?;
+        self.finish_update(false, &rl, s)?;
+        self.step += 1;
+        Ok(rl)
+    }
+
+    /// After an update: the adaptive KL controller sees the step's KL with the step's
+    /// sequence count (verl's rule), and safety rules see it next step.
+    fn finish_update(&mut self, skipped: bool, rl: &RlMetrics, sequences: usize) -> Result<()> {
+        if skipped {
+            return Ok(());
+        }
+        if self.cfg.kl_target.is_some() {
+            self.kl.update(f64::from(rl.kl), sequences)?;
+        }
+        self.last_kl = f64::from(rl.kl);
+        Ok(())
     }
 
     /// Evaluates the safety rules on the step's metrics; no rules, no events.
@@ -411,69 +630,70 @@ impl<K: Backend> DapoTrainer<K> {
         Ok((events, decision))
     }
 
-    /// μ passes over the step's sequences in `mini_batches` optimizer steps each; within a
-    /// minibatch, micro-batches of `micro_batch_size` sequences accumulate their gradients.
-    fn update(&mut self, grid: &Grid, ref_logp: Option<&[f32]>, lr: f32, beta: f64) -> Result<RlMetrics> {
+    /// The update over `seqs` (in order): reference and old log-probs where needed, then μ
+    /// passes of minibatch optimizer steps. Returns the metrics and the reference pass's
+    /// seconds.
+    fn update(&mut self, seqs: &[Seq], lr: f32, beta: f64) -> Result<(RlMetrics, f64)> {
+        let mut grid = Grid::build(seqs, self.cfg.mask_truncated, self.model.config().n_positions)?;
+        self.objective.set_beta(beta as f32)?;
+        let micro = self.cfg.micro_batch(grid.s);
+        let parts = |s: usize| (0..s).step_by(micro).map(move |a| a..(a + micro).min(s));
+        if !grid.has_logp_old {
+            // TRL computes the old log-probs with the policy before the first update.
+            let mut lp = Vec::with_capacity(grid.s * grid.t);
+            for r in parts(grid.s) {
+                lp.extend(token_logprobs(&mut self.model, &mut self.objective, &grid, r)?);
+            }
+            grid.logp_old = lp;
+        }
+        let mut reference_s = 0.0;
+        let ref_logp = match self.reference.as_mut() {
+            Some(reference) if beta != 0.0 => {
+                let t = Instant::now();
+                // In the update's micro-batches, so the frozen copy's activations never outgrow
+                // the policy's; then freed, so they do not sit beside the update's.
+                let mut lp = Vec::with_capacity(grid.s * grid.t);
+                for r in parts(grid.s) {
+                    lp.extend(token_logprobs(reference, &mut self.objective, &grid, r)?);
+                }
+                reference.release_activations();
+                reference_s = t.elapsed().as_secs_f64();
+                Some(lp)
+            }
+            _ => None,
+        };
+
+        // TRL's normalisers: a minibatch is `per` sequences in `n_parts` accumulated
+        // micro-batches; the token-mean losses divide by the step's tokens / mini_batches
+        // (its `num_items_in_batch` scaled to one accumulation window).
         let per = grid.s.div_ceil(self.cfg.mini_batches);
-        let micro = self.cfg.micro_batch(per);
-        let mut last = (ObjectiveMetrics::default(), 0.0f32);
+        let token_norm = grid.tokens(0..grid.s).max(1.0) / self.cfg.mini_batches as f32;
+        let mut acc = MetricsSum::default();
         for _ in 0..self.cfg.num_iterations {
             for start in (0..grid.s).step_by(per) {
                 let mini = start..(start + per).min(grid.s);
                 self.model.zero_grad();
-                // Each pass normalises its loss over its own tokens (or sequences); weighting
-                // pass i's gradient by its share w_i of the minibatch gives the minibatch's
-                // gradient. Scaling the running sum by w_i / w_(i+1) after each pass and by
-                // the last w at the end does that with one in-place op per pass.
-                let parts: Vec<(std::ops::Range<usize>, f64)> = mini
-                    .clone()
-                    .step_by(micro)
-                    .map(|s| {
-                        let r = s..(s + micro).min(mini.end);
-                        let w = self.share(grid, &r, &mini);
-                        (r, w)
-                    })
-                    .filter(|(_, w)| *w > 0.0)
-                    .collect();
-                for (i, (r, w)) in parts.iter().enumerate() {
-                    last.0 = self.backward_part(grid, r.clone(), ref_logp)?;
-                    let next = parts.get(i + 1).map_or(1.0, |(_, wn)| *wn);
-                    if parts.len() > 1 {
-                        self.model.scale_grads((w / next) as f32);
+                let pieces: Vec<_> =
+                    (mini.start..mini.end).step_by(micro).map(|a| a..(a + micro).min(mini.end)).collect();
+                let norm = LossNorm { sequences: mini.len() as f32, tokens: token_norm, accum: pieces.len() as f32 };
+                let mut step_loss = (0.0f32, 0.0f32);
+                for r in pieces {
+                    // A micro-batch with no token in the loss (all truncated and masked) adds
+                    // nothing to any loss type; TRL's clamped normalisers give it exactly 0.
+                    if grid.tokens(r.clone()) == 0.0 {
+                        continue;
                     }
+                    let m = self.backward_part(&grid, r, ref_logp.as_deref(), norm)?;
+                    step_loss.0 += m.loss;
+                    step_loss.1 += m.policy_loss;
+                    acc.add_part(&m);
                 }
                 let max_norm = (self.cfg.max_grad_norm > 0.0).then_some(self.cfg.max_grad_norm);
                 let info = self.opt.step(&mut self.model, lr, max_norm)?;
-                last.1 = info.grad_norm;
+                acc.add_step(step_loss, info.grad_norm);
             }
         }
-        let (m, grad_norm) = last;
-        Ok(RlMetrics {
-            loss: m.loss,
-            policy_loss: m.policy_loss,
-            kl: m.kl,
-            kl_coef: beta,
-            entropy: m.entropy,
-            clip_frac_low: m.clip_frac_low,
-            clip_frac_high: m.clip_frac_high,
-            lr,
-            grad_norm,
-        })
-    }
-
-    /// Micro-batch `part`'s share of minibatch `mini` in the loss: its masked tokens for the
-    /// token-mean losses, its sequences for the per-sequence ones.
-    fn share(&self, grid: &Grid, part: &std::ops::Range<usize>, mini: &std::ops::Range<usize>) -> f64 {
-        match self.cfg.objective.loss_type {
-            LossType::Dapo | LossType::Bnpo | LossType::Cispo | LossType::Vespo => {
-                let tokens =
-                    |r: &std::ops::Range<usize>| grid.mask[r.start * grid.t..r.end * grid.t].iter().sum::<f32>();
-                f64::from(tokens(part)) / f64::from(tokens(mini)).max(f64::MIN_POSITIVE)
-            }
-            LossType::Grpo | LossType::DrGrpo | LossType::Sapo | LossType::Luspo => {
-                part.len() as f64 / mini.len() as f64
-            }
-        }
+        Ok((acc.finish(lr, beta, self.cfg.num_iterations), reference_s))
     }
 
     /// Forward and backward of sequences `seqs`, adding to the gradients.
@@ -482,6 +702,7 @@ impl<K: Backend> DapoTrainer<K> {
         grid: &Grid,
         seqs: std::ops::Range<usize>,
         ref_logp: Option<&[f32]>,
+        norm: LossNorm,
     ) -> Result<ObjectiveMetrics> {
         let sub = grid.slice(seqs, ref_logp);
         let k = self.model.backend().clone();
@@ -489,31 +710,33 @@ impl<K: Backend> DapoTrainer<K> {
         let bufs = sub.upload(&k);
         let objective = &mut self.objective;
         self.model.forward_backward_with(&sub.ids, sub.s, t, |h| {
-            let batch = bufs.batch(h.hidden, h.wte, sub.s, t, c, v);
+            let batch = bufs.batch(h.hidden, h.wte, sub.s, t, c, v, norm);
             objective.forward_backward(h.backend, &batch, h.dhidden, h.dwte)
         })
     }
 
-    /// Greedy completions of the first `n` tasks of `data`, scored.
+    /// Greedy completions of the first `n` usable tasks of `data`, scored.
     pub fn evaluate(&mut self, data: &TaskDataset, n: usize) -> Result<EvalReport> {
-        let n = n.min(data.len());
-        let prompts: Vec<Vec<u32>> = (0..n).map(|i| self.encode_prompt(&data.tasks[i], i)).collect::<Result<_>>()?;
-        let cfg = SamplingConfig { temperature: 0.0, ..self.cfg.sampling.clone() };
+        let pool = self.prepare(data)?;
+        let n = n.min(pool.ids.len());
+        let cfg = SamplingConfig { temperature: 0.0, ..self.rollout_sampling() };
         let tok = &self.tok;
         let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
         // Generation in batches of 256 prompts keeps the KV cache small on long held-out
         // sets; scoring is one batch, so a scorer sees one call per evaluation.
-        let mut texts = Vec::with_capacity(n);
+        let mut completions = Vec::with_capacity(n);
         for start in (0..n).step_by(256) {
             let end = (start + 256).min(n);
             let key = RolloutKey { seed: self.cfg.seed, step: u64::MAX };
-            for c in generate(&mut self.model, &prompts[start..end], &cfg, key, Some(&decode))? {
-                texts.push(self.tok.decode(&c.tokens)?);
-            }
+            completions.extend(generate(&mut self.model, &pool.ids[start..end], &cfg, key, Some(&decode))?);
         }
+        let texts: Vec<String> = completions.iter().map(|c| self.scored_text(c)).collect::<Result<_>>()?;
         let inputs: Vec<ScoreInput<'_>> = (0..n)
             .zip(&texts)
-            .map(|(i, t)| ScoreInput { prompt: &data.tasks[i].prompt, completion: t, metadata: &data.tasks[i].record })
+            .map(|(i, t)| {
+                let task = &data.tasks[pool.task[i]];
+                ScoreInput { prompt: &task.prompt, completion: t, metadata: &task.record }
+            })
             .collect();
         let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
         let means = key_means(metrics.iter());
@@ -521,16 +744,20 @@ impl<K: Backend> DapoTrainer<K> {
     }
 
     /// Writes `checkpoint-<step>` under the output directory: the HF model directory plus
-    /// tokenizer, optimizer state and trainer state, swapped into place atomically.
+    /// tokenizer, optimizer state and trainer state (with the run's settings), swapped into
+    /// place atomically.
     pub fn save(&self) -> Result<PathBuf> {
         let dir = self.cfg.output_dir.join(format!("checkpoint-{}", self.step));
         let state = json!({
             "step": self.step,
             "kl": self.kl,
+            "kl_spec": kl_spec(&self.cfg),
             "mixer": self.mixer.state(),
             "curriculum": self.curriculum,
+            "sampler": self.sampler,
             "last_kl": self.last_kl,
             "config": self.cfg,
+            "settings": self.run_settings,
         });
         save_checkpoint(&dir, &self.model, &self.tok, &self.opt, &state)?;
         Ok(dir)
@@ -547,9 +774,10 @@ impl<K: Backend> DapoTrainer<K> {
         Ok(())
     }
 
-    /// Continues from a checkpoint written by [`DapoTrainer::save`]: weights, optimizer,
-    /// step, KL coefficient, mixer and curriculum state; the reference from the output
-    /// directory when β > 0.
+    /// Continues from a checkpoint written by [`DapoTrainer::save`]: weights, optimizer, step,
+    /// mixer, prompt cursor and curriculum state; the KL controller's state when its settings
+    /// are unchanged (else a fresh one from the current settings); the reference from the
+    /// output directory when β > 0.
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
         let k = self.model.backend().clone();
         let model = load_model(dir, k.clone())?;
@@ -560,20 +788,31 @@ impl<K: Backend> DapoTrainer<K> {
         self.opt = AdamW::new(&self.model, self.cfg.adamw);
         load_optimizer(&dir.join(crate::checkpoint::optimizer_state::OPTIMIZER_FILE), &self.model, &mut self.opt)?;
         let path = dir.join(STATE_FILE);
-        let state: Value = serde_json::from_str(&crate::error::read_to_string(&path)?)
-            .map_err(|e| Error::config(&path, e.to_string()))?;
-        let field =
-            |name: &str| state.get(name).cloned().ok_or_else(|| Error::config(&path, format!("missing `{name}`")));
-        self.step = serde_json::from_value(field("step")?).map_err(|e| Error::config(&path, e.to_string()))?;
-        self.kl = serde_json::from_value(field("kl")?).map_err(|e| Error::config(&path, e.to_string()))?;
-        let mixer: MixerState =
-            serde_json::from_value(field("mixer")?).map_err(|e| Error::config(&path, e.to_string()))?;
+        let state = read_state(dir)?;
+        let field = |name: &str| state.get(name).cloned().unwrap_or(Value::Null);
+        let parse = |name: &str| -> Result<Value> {
+            state.get(name).cloned().ok_or_else(|| Error::config(&path, format!("missing `{name}`")))
+        };
+        let bad = |e: serde_json::Error| Error::config(&path, e.to_string());
+        self.step = serde_json::from_value(parse("step")?).map_err(bad)?;
+        let saved_spec: Option<KlSpec> = serde_json::from_value(field("kl_spec")).map_err(bad)?;
+        if saved_spec.map_or(true, |s| s == kl_spec(&self.cfg)) {
+            self.kl = serde_json::from_value(parse("kl")?).map_err(bad)?;
+        }
+        let mixer: MixerState = serde_json::from_value(parse("mixer")?).map_err(bad)?;
         self.mixer.set_state(mixer);
-        self.curriculum =
-            serde_json::from_value(field("curriculum")?).map_err(|e| Error::config(&path, e.to_string()))?;
-        self.last_kl = serde_json::from_value(field("last_kl")?).map_err(|e| Error::config(&path, e.to_string()))?;
+        self.curriculum = serde_json::from_value(parse("curriculum")?).map_err(bad)?;
+        self.sampler = serde_json::from_value(field("sampler")).map_err(bad)?;
+        self.last_kl = serde_json::from_value(parse("last_kl")?).map_err(bad)?;
         if self.reference.is_some() {
             let rdir = self.cfg.output_dir.join(REFERENCE_DIR);
+            if !rdir.join(crate::checkpoint::model_dir::WEIGHTS_FILE).exists() {
+                return Err(Error::Invalid(format!(
+                    "resuming with beta > 0 needs the frozen reference model the run saved in {}, which is not \
+                     there (did the run start with beta = 0?)",
+                    rdir.display()
+                )));
+            }
             self.reference = Some(load_model(&rdir, k)?);
         }
         Ok(())
@@ -592,6 +831,11 @@ impl<K: Backend> DapoTrainer<K> {
         on_eval: &mut dyn FnMut(u64, &EvalReport),
     ) -> Result<TrainReport> {
         std::fs::create_dir_all(&self.cfg.output_dir).map_err(|e| Error::io(&self.cfg.output_dir, e))?;
+        // Every task (and the held-out ones) is checked before the first step.
+        self.pool_for(data)?;
+        if let Some(e) = eval {
+            self.prepare(e)?;
+        }
         self.save_reference()?;
         let mut report = TrainReport::default();
         let mut evaluate = |t: &mut Self, report: &mut TrainReport| -> Result<()> {
@@ -636,12 +880,77 @@ impl<K: Backend> DapoTrainer<K> {
     }
 }
 
-/// The temperature the objective must use: the sampler's (1 for greedy).
-fn sampling_temperature(s: &SamplingConfig) -> f32 {
-    if s.temperature > 0.0 {
-        s.temperature
-    } else {
-        1.0
+/// A checkpoint's `trainer_state.json`.
+pub fn read_state(dir: &Path) -> Result<Value> {
+    let path = dir.join(STATE_FILE);
+    serde_json::from_str(&crate::error::read_to_string(&path)?).map_err(|e| Error::config(&path, e.to_string()))
+}
+
+fn kl_spec(cfg: &DapoConfig) -> KlSpec {
+    KlSpec { beta: f64::from(cfg.objective.beta), target: cfg.kl_target, horizon: cfg.kl_horizon }
+}
+
+fn kl_controller(cfg: &DapoConfig) -> Result<KlController> {
+    let beta = f64::from(cfg.objective.beta);
+    match cfg.kl_target {
+        Some(target) => KlController::adaptive(beta, target, cfg.kl_horizon),
+        None => KlController::fixed(beta),
+    }
+}
+
+/// Sums of the objective's metrics over a step's passes. Per-token metrics are averaged over
+/// micro-batches, each micro-batch's token mean counting once, as TRL's logger averages the
+/// values its loss appends per micro-batch.
+#[derive(Default)]
+struct MetricsSum {
+    loss: f64,
+    policy_loss: f64,
+    grad_norm: f64,
+    steps: usize,
+    parts: usize,
+    tokens: f64,
+    kl: f64,
+    entropy: f64,
+    clip_low: f64,
+    clip_high: f64,
+    clip_dual: f64,
+}
+
+impl MetricsSum {
+    fn add_part(&mut self, m: &ObjectiveMetrics) {
+        self.parts += 1;
+        self.tokens += f64::from(m.tokens);
+        self.kl += f64::from(m.kl);
+        self.entropy += f64::from(m.entropy);
+        self.clip_low += f64::from(m.clip_frac_low);
+        self.clip_high += f64::from(m.clip_frac_high);
+        self.clip_dual += f64::from(m.clip_frac_dual);
+    }
+
+    fn add_step(&mut self, (loss, policy): (f32, f32), grad_norm: f32) {
+        self.loss += f64::from(loss);
+        self.policy_loss += f64::from(policy);
+        self.grad_norm += f64::from(grad_norm);
+        self.steps += 1;
+    }
+
+    fn finish(&self, lr: f32, beta: f64, passes: usize) -> RlMetrics {
+        let per_step = |x: f64| (x / self.steps.max(1) as f64) as f32;
+        let per_part = |x: f64| (x / self.parts.max(1) as f64) as f32;
+        RlMetrics {
+            loss: per_step(self.loss),
+            policy_loss: per_step(self.policy_loss),
+            kl: per_part(self.kl),
+            kl_coef: beta,
+            entropy: per_part(self.entropy),
+            clip_frac_low: per_part(self.clip_low),
+            clip_frac_high: per_part(self.clip_high),
+            clip_frac_dual: per_part(self.clip_dual),
+            lr,
+            grad_norm: per_step(self.grad_norm),
+            optimizer_steps: self.steps,
+            tokens: (self.tokens / passes.max(1) as f64) as f32,
+        }
     }
 }
 
@@ -656,124 +965,8 @@ fn mean_metric<'a>(ms: impl Iterator<Item = &'a Metrics>, key: &str) -> Option<f
     (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
 }
 
-/// The step's sequences as (S, T) host grids.
-struct Grid {
-    s: usize,
-    t: usize,
-    ids: Vec<u32>,
-    targets: Vec<u32>,
-    mask: Vec<f32>,
-    logp_old: Vec<f32>,
-    adv: Vec<f32>,
-}
-
-/// One minibatch of a [`Grid`], with the reference log-probs when β > 0.
-struct SubGrid {
-    s: usize,
-    ids: Vec<u32>,
-    targets: Vec<u32>,
-    mask: Vec<f32>,
-    logp_old: Vec<f32>,
-    logp_ref: Option<Vec<f32>>,
-    adv: Vec<f32>,
-}
-
-/// A [`SubGrid`] on the backend.
-struct SubGridBufs<K: Backend> {
-    targets: K::Ids,
-    mask: K::Buf,
-    logp_old: K::Buf,
-    logp_ref: Option<K::Buf>,
-    adv: K::Buf,
-}
-
-impl Grid {
-    fn build(rolls: &[Rollout], adv: &[f64], mask_truncated: bool, n_positions: usize) -> Result<Self> {
-        let s = rolls.len();
-        let t = rolls.iter().map(|r| r.prompt_ids.len() + r.completion.tokens.len()).max().unwrap_or(1).max(2);
-        if t > n_positions {
-            return Err(Error::Invalid(format!("a sequence of {t} tokens exceeds n_positions {n_positions}")));
-        }
-        let mut g = Grid {
-            s,
-            t,
-            ids: vec![0; s * t],
-            targets: vec![0; s * t],
-            mask: vec![0.0; s * t],
-            logp_old: vec![0.0; s * t],
-            adv: adv.iter().map(|&a| a as f32).collect(),
-        };
-        for (i, r) in rolls.iter().enumerate() {
-            let row = i * t;
-            let (p, c) = (&r.prompt_ids, &r.completion.tokens);
-            let seq: Vec<u32> = p.iter().chain(c).copied().collect();
-            g.ids[row..row + seq.len()].copy_from_slice(&seq);
-            g.targets[row..row + seq.len() - 1].copy_from_slice(&seq[1..]);
-            let counts = !(mask_truncated && r.completion.finish == FinishReason::Length);
-            for (j, &lp) in r.completion.logprobs.iter().enumerate() {
-                // Position P−1+j predicts completion token j.
-                let at = row + p.len() - 1 + j;
-                g.logp_old[at] = lp;
-                g.mask[at] = if counts { 1.0 } else { 0.0 };
-            }
-        }
-        Ok(g)
-    }
-
-    fn slice(&self, r: std::ops::Range<usize>, ref_logp: Option<&[f32]>) -> SubGrid {
-        let span = r.start * self.t..r.end * self.t;
-        SubGrid {
-            s: r.len(),
-            ids: self.ids[span.clone()].to_vec(),
-            targets: self.targets[span.clone()].to_vec(),
-            mask: self.mask[span.clone()].to_vec(),
-            logp_old: self.logp_old[span.clone()].to_vec(),
-            logp_ref: ref_logp.map(|x| x[span].to_vec()),
-            adv: self.adv[r].to_vec(),
-        }
-    }
-}
-
-impl SubGrid {
-    fn upload<K: Backend>(&self, k: &K) -> SubGridBufs<K> {
-        SubGridBufs {
-            targets: k.upload_ids(&self.targets),
-            mask: k.upload(&self.mask),
-            logp_old: k.upload(&self.logp_old),
-            logp_ref: self.logp_ref.as_ref().map(|x| k.upload(x)),
-            adv: k.upload(&self.adv),
-        }
-    }
-}
-
-impl<K: Backend> SubGridBufs<K> {
-    fn batch<'a>(
-        &'a self,
-        hidden: &'a K::Buf,
-        weight: &'a K::Buf,
-        s: usize,
-        l: usize,
-        c: usize,
-        v: usize,
-    ) -> ObjectiveBatch<'a, K> {
-        ObjectiveBatch {
-            hidden,
-            weight,
-            targets: &self.targets,
-            mask: &self.mask,
-            advantages: &self.adv,
-            logp_old: &self.logp_old,
-            logp_ref: self.logp_ref.as_ref(),
-            s,
-            l,
-            c,
-            v,
-            norm: None,
-        }
-    }
-}
-
-/// Log-probs of every grid position's target under `model` (the frozen reference).
+/// Log-probs of every grid position's target under `model` (the reference, or the policy
+/// for the old log-probs), for sequences `seqs`.
 fn token_logprobs<K: Backend>(
     model: &mut Gpt2<K>,
     objective: &mut DapoObjective<K>,

@@ -2,6 +2,8 @@
 
 pub mod dapo;
 pub mod dapo_config;
+pub mod grid;
+pub mod settings;
 pub mod sft;
 
 pub use sft::{train_sft, SftConfig, SftProgress, SftReport};

@@ -157,7 +157,7 @@ pub fn train_sft<K: Backend>(
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
     let log_path = cfg.output_dir.join("sft_log.jsonl");
     let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
-    let sched = LrSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
+    let sched = LrSchedule::cosine(cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps);
     let mut opt = AdamW::new(model, cfg.adamw);
     let mut rng = Rng::new(cfg.seed);
     let start = Instant::now();
