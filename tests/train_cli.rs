@@ -71,24 +71,33 @@ fn the_builtin_default_trains_logs_evaluates_and_checkpoints() {
     assert_eq!(steps[0]["gepa"].as_array().unwrap().len(), 4, "batch 2 × group 2");
 }
 
-#[test]
-fn the_seed_example_command_runs_as_written_on_a_local_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sft = tmp.path().join("sft");
+/// The seed's example command for 2 steps on a 3-step SFT checkpoint made in `tmp`, plus
+/// `extra` flags: (its output directory, how it ended).
+fn seed_example(tmp: &Path, extra: &[&str]) -> (PathBuf, std::process::Output) {
+    let sft = tmp.join("sft");
     let out = dapo(&["sft", "--output-dir", sft.to_str().unwrap(), "--steps", "3", "--threads", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let model = sft.join("checkpoint-3");
-    let run = tmp.path().join("dapo_hybrid");
+    let run = tmp.join("dapo_hybrid");
     let root = env!("CARGO_MANIFEST_DIR");
     let (dataset, mixer) =
         (format!("{root}/datasets/toy_math/addition_small.jsonl"), format!("{root}/configs/reward_mixer.yaml"));
     #[rustfmt::skip]
-    let out = dapo(&[
+    let mut args = vec![
         "train", "--model", model.to_str().unwrap(), "--dataset", &dataset, "--output-dir", run.to_str().unwrap(),
         "--batch-size", "4", "--group-size", "2", "--learning-rate", "1e-5", "--clip-ratio", "0.2",
         "--kl-target", "0.1", "--kl-coef", "0.1", "--reward-mixer", &mixer, "--eval-every", "100", "--seed", "42",
         "--steps", "2", "--threads", "1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = dapo(&args);
+    (run, out)
+}
+
+#[test]
+fn the_seed_example_command_runs_as_written_on_a_local_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, out) = seed_example(tmp.path(), &[]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("holding out 20 of 200 tasks"), "{err}");
@@ -222,20 +231,7 @@ fn the_readme_resume_restores_the_saved_settings_and_names_each_override() {
     // The README's pair of commands: a run with the seed's flags, then a resume that repeats
     // none of them but --steps.
     let tmp = tempfile::tempdir().unwrap();
-    let sft = tmp.path().join("sft");
-    assert!(dapo(&["sft", "--output-dir", sft.to_str().unwrap(), "--steps", "3", "--threads", "1"]).status.success());
-    let model = sft.join("checkpoint-3");
-    let run = tmp.path().join("dapo_hybrid");
-    let root = env!("CARGO_MANIFEST_DIR");
-    let (dataset, mixer) =
-        (format!("{root}/datasets/toy_math/addition_small.jsonl"), format!("{root}/configs/reward_mixer.yaml"));
-    #[rustfmt::skip]
-    let out = dapo(&[
-        "train", "--model", model.to_str().unwrap(), "--dataset", &dataset, "--output-dir", run.to_str().unwrap(),
-        "--batch-size", "4", "--group-size", "2", "--learning-rate", "1e-5", "--clip-ratio", "0.2",
-        "--kl-target", "0.1", "--kl-coef", "0.1", "--reward-mixer", &mixer, "--eval-every", "100", "--seed", "42",
-        "--steps", "2", "--save-every", "1", "--threads", "1",
-    ]);
+    let (run, out) = seed_example(tmp.path(), &["--save-every", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let first = settings_of(&run);
     let ckpt = run.join("checkpoint-1");

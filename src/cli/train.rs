@@ -279,6 +279,15 @@ pub struct TrainArgs {
     /// Curriculum weight floor.
     #[arg(long, help_heading = "DAPO")]
     curriculum_floor: Option<f64>,
+    /// Curriculum success assumed for a task never seen, in [0, 1].
+    #[arg(long, help_heading = "DAPO")]
+    curriculum_prior: Option<f64>,
+    /// The reward the curriculum reads as "hopeless".
+    #[arg(long, help_heading = "DAPO")]
+    curriculum_reward_min: Option<f64>,
+    /// The reward the curriculum reads as "solved".
+    #[arg(long, help_heading = "DAPO")]
+    curriculum_reward_max: Option<f64>,
 
     /// Evaluate on the held-out split every N steps.
     #[arg(long, visible_alias = "eval-steps", help_heading = "Evaluation and checkpoints")]
@@ -353,6 +362,8 @@ impl TrainArgs {
             overlong_penalty_factor => "overlong_penalty_factor", mask_truncated_completions => "mask_truncated",
             max_prompt_length => "max_prompt_length", shuffle_dataset => "shuffle_dataset",
             curriculum_alpha => "curriculum.alpha", curriculum_floor => "curriculum.floor",
+            curriculum_prior => "curriculum.prior", curriculum_reward_min => "curriculum.reward_min",
+            curriculum_reward_max => "curriculum.reward_max",
             eval_every => "eval_every", eval_size => "eval_size", save_every => "save_every",
         );
         if let Some(e) = self.clip_ratio {

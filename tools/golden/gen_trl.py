@@ -408,6 +408,15 @@ def main():
     prompts, comps, rewards = flat_batch(tok)
     tensors, meta = {}, []
     baseline_adv = None
+
+    def record(case, res, grads, after):
+        meta.append(dict(case, **res))
+        print(f"{case['name']:32s} loss {res['losses']} norm {[round(x, 4) for x in res['grad_norms']]}")
+        for k, v in grads.items():
+            tensors[f"{case['name']}.grad.{k}"] = v.contiguous()
+        for k, v in after.items():
+            tensors[f"{case['name']}.after.{k}"] = v.contiguous()
+
     with tempfile.TemporaryDirectory() as work:
         for case in trl_cases():
             if a.only and a.only not in case["name"]:
@@ -415,25 +424,13 @@ def main():
             res, grads, after = run_trl(case, model_dir, tok, prompts, comps, rewards, work)
             if case["name"] == "dapo_token_beta0.0":
                 baseline_adv = res["advantages"]
-            case = dict(case, source="trl", clip_ratio_c=None, kl_estimator="k3")
-            meta.append(dict(case, **res))
-            print(f"{case['name']:32s} loss {res['losses']} norm {[round(x, 4) for x in res['grad_norms']]}")
-            for k, v in grads.items():
-                tensors[f"{case['name']}.grad.{k}"] = v.contiguous()
-            for k, v in after.items():
-                tensors[f"{case['name']}.after.{k}"] = v.contiguous()
+            record(dict(case, source="trl", clip_ratio_c=None, kl_estimator="k3"), res, grads, after)
         for case in verl_cases():
             if a.only and a.only not in case["name"]:
                 continue
             adv = baseline_adv or run_trl(trl_cases()[0], model_dir, tok, prompts, comps, rewards,
                                           tempfile.mkdtemp())[0]["advantages"]
-            res, grads, after = verl_case(case, model_dir, prompts, comps, adv)
-            meta.append(dict(case, **res))
-            print(f"{case['name']:32s} loss {res['losses']} norm {[round(x, 4) for x in res['grad_norms']]}")
-            for k, v in grads.items():
-                tensors[f"{case['name']}.grad.{k}"] = v.contiguous()
-            for k, v in after.items():
-                tensors[f"{case['name']}.after.{k}"] = v.contiguous()
+            record(case, *verl_case(case, model_dir, prompts, comps, adv))
     out = dict(versions=versions, lr=LR, group_size=G, max_completion_length=MAX_LEN, reward_weights=WEIGHTS,
                prompts=prompts, completions=comps, rewards=rewards, eos=EOS, cases=meta)
     with open(os.path.join(OUT_DIR, "cases.json"), "w") as f:
