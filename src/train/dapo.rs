@@ -202,7 +202,7 @@ pub struct DapoTrainer<K: Backend> {
     safety: Option<SafetyMonitor>,
     end_tokens: Vec<u32>,
     sampler: Option<EpochSampler>,
-    pool: Option<PromptPool>,
+    pool: Option<std::sync::Arc<PromptPool>>,
     run_settings: Option<Value>,
     last_kl: f64,
     step: u64,
@@ -366,13 +366,13 @@ impl<K: Backend> DapoTrainer<K> {
     }
 
     /// The prepared prompts of `data`, built on first use and kept while the same dataset is
-    /// passed.
-    fn pool_for(&mut self, data: &TaskDataset) -> Result<PromptPool> {
+    /// passed (shared, so a step does not copy every encoded prompt).
+    fn pool_for(&mut self, data: &TaskDataset) -> Result<std::sync::Arc<PromptPool>> {
         let key = (data as *const TaskDataset as usize, data.len());
         match &self.pool {
             Some(p) if p.key == key => Ok(p.clone()),
             _ => {
-                let p = self.prepare(data)?;
+                let p = std::sync::Arc::new(self.prepare(data)?);
                 self.pool = Some(p.clone());
                 Ok(p)
             }
