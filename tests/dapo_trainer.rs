@@ -202,6 +202,21 @@ fn a_tripped_safety_rule_skips_the_update_and_is_reported() {
     let names: Vec<&str> = r.safety.iter().map(|e| e.rule.as_str()).collect();
     assert_eq!(names, ["always", "tags"]);
     assert_eq!(weights(&t), before, "a skipped update leaves the weights alone");
+
+    // A rule on a metric no step produces (a typo) is an error at the first step, not a rule
+    // that silently never trips.
+    let rules: SafetyConfig = serde_json::from_str(
+        r#"{"rules": [{"name": "typo", "metric": "rewards.digitz", "when": {"below": 0.5}, "action": "skip_update"}]}"#,
+    )
+    .unwrap();
+    let tok = Tokenizer::default_char();
+    let model =
+        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
+    let cfg = DapoConfig { safety: Some(rules), ..config(dir.path()) };
+    let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
+    let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+    let e = t.step(&data).unwrap_err().to_string();
+    assert!(e.contains("typo") && e.contains("rewards.digitz") && e.contains("rewards.digits"), "{e}");
 }
 
 #[test]

@@ -204,6 +204,8 @@ pub struct DapoTrainer<K: Backend> {
     sampler: Option<EpochSampler>,
     pool: Option<std::sync::Arc<PromptPool>>,
     run_settings: Option<Value>,
+    /// Whether the safety rules' metric names were checked against a real step's metrics.
+    safety_checked: bool,
     last_kl: f64,
     step: u64,
 }
@@ -258,6 +260,7 @@ impl<K: Backend> DapoTrainer<K> {
             sampler: None,
             pool: None,
             run_settings: None,
+            safety_checked: false,
             last_kl: 0.0,
             step: 0,
         })
@@ -613,11 +616,13 @@ impl<K: Backend> DapoTrainer<K> {
         Ok(())
     }
 
-    /// Evaluates the safety rules on the step's metrics; no rules, no events.
-    fn check_safety(&self, kept: &[Rollout], rewards: &[f64]) -> Result<(Vec<SafetyEvent>, SafetyDecision)> {
-        let Some(monitor) = &self.safety else {
+    /// Evaluates the safety rules on the step's metrics; no rules, no events. The first step
+    /// with completions also checks that every rule's metric exists, so a misspelt metric is
+    /// an error rather than a rule that never trips.
+    fn check_safety(&mut self, kept: &[Rollout], rewards: &[f64]) -> Result<(Vec<SafetyEvent>, SafetyDecision)> {
+        if self.safety.is_none() {
             return Ok((Vec::new(), SafetyDecision::from_events(&[])));
-        };
+        }
         let mut m = tag_means(kept.iter().map(|r| &r.feedback.tags));
         let n = rewards.len().max(1) as f64;
         m.insert("reward_mean".into(), rewards.iter().sum::<f64>() / n);
@@ -625,7 +630,12 @@ impl<K: Backend> DapoTrainer<K> {
         for (k, v) in key_means(kept.iter().map(|r| &r.feedback.rewards)) {
             m.insert(format!("rewards.{k}"), v);
         }
+        let monitor = self.safety.as_ref().expect("checked above");
+        if !self.safety_checked && !kept.is_empty() {
+            monitor.check_metrics(&m)?;
+        }
         let events = monitor.evaluate(&m);
+        self.safety_checked |= !kept.is_empty();
         let decision = SafetyDecision::from_events(&events);
         Ok((events, decision))
     }

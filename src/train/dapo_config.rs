@@ -269,8 +269,8 @@ impl DapoConfig {
         if self.max_prompt_length == Some(0) {
             return bad("max_prompt_length must be ≥ 1".into());
         }
-        if self.eval_size == 0 && self.eval_every > 0 {
-            return bad("eval_size is 0 but eval_every asks for evaluations".into());
+        if self.eval_size == 0 {
+            return bad("eval_size must be ≥ 1 (held-out prompts per evaluation)".into());
         }
         self.objective_config().validate()?;
         self.sampling.validate()?;
