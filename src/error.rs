@@ -67,9 +67,14 @@ pub enum Error {
     /// an empty batch.
     #[error("{0}")]
     Invalid(String),
-    /// The run was stopped on request (Ctrl-C) after writing a checkpoint.
-    #[error("{0}")]
-    Interrupted(String),
+    /// The run was stopped by a signal (SIGINT, SIGTERM) after writing a checkpoint.
+    #[error("{msg}")]
+    Interrupted {
+        /// What happened and how to resume.
+        msg: String,
+        /// The exit code: 128 + the signal number.
+        code: i32,
+    },
 }
 
 /// The library's result type.
@@ -102,12 +107,25 @@ impl Error {
     }
 }
 
-/// Reads a whole file, naming it in the error.
+/// Reads a whole file, naming it in the error. Only regular files are read: a FIFO or a
+/// device would block or never end, so it is refused before it is opened.
 pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    check_regular(path.as_ref())?;
     std::fs::read(path.as_ref()).map_err(|e| Error::io(path, e))
 }
 
-/// Reads a whole UTF-8 file, naming it in the error.
+/// Reads a whole UTF-8 file (regular files only, see [`read_file`]), naming it in the error.
 pub fn read_to_string(path: impl AsRef<Path>) -> Result<String> {
+    check_regular(path.as_ref())?;
     std::fs::read_to_string(path.as_ref()).map_err(|e| Error::io(path, e))
+}
+
+/// Errors unless `path` is a regular file (symlinks are followed).
+pub fn check_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+    Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}; expected a file"))))
 }

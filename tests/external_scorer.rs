@@ -149,3 +149,31 @@ fn a_program_that_cannot_start_is_a_named_error() {
     let e = run(&mut s, &["46"]).unwrap_err().to_string();
     assert!(e.contains("`mine`") && e.contains("cannot start") && e.contains("/nonexistent/bin/scorer"), "{e}");
 }
+
+#[test]
+fn a_timeout_kills_a_wrapper_scripts_children_too() {
+    // A shell wrapper that forks a long-lived child and never answers: on the timeout the
+    // scorer's whole process group is killed, so the child does not outlive it.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 1000 & echo $! > {}; wait", pidfile.display());
+    let mut s = ExternalScorer::new("sh", ["-c", script.as_str()]).with_timeout(Duration::from_millis(500));
+    let e = run(&mut s, &["46"]).unwrap_err().to_string();
+    assert!(e.contains("timed out"), "{e}");
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    // `kill -0` succeeds while the process exists; give the kernel a moment to reap it.
+    let start = Instant::now();
+    loop {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", &pid])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if !alive {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the wrapper's child {pid} survived the kill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

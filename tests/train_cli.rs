@@ -212,7 +212,7 @@ fn ctrl_c_writes_a_checkpoint_and_exits_130() {
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted at step") && err.contains("--resume"), "{err}");
+    assert!(err.contains("interrupted by SIGINT at step") && err.contains("--resume"), "{err}");
     let ckpts: Vec<_> = std::fs::read_dir(&o)
         .unwrap()
         .filter_map(|e| e.ok())

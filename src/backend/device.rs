@@ -65,6 +65,12 @@ pub trait Device: Launcher + Send + Sync + 'static {
     /// Waits for every queued launch and copy.
     fn synchronize(&self) -> Result<(), Self::Error>;
 
+    /// Bytes that can still be allocated, when the device can tell (a GPU's free memory; the
+    /// emulator's host memory), for refusing a run that cannot fit before it starts.
+    fn free_memory(&self) -> Option<u64> {
+        None
+    }
+
     /// Device time of the work `run` queues, in milliseconds (CUDA events on a GPU, the wall
     /// clock under emulation, where launches are synchronous).
     fn time_ms(&self, run: &mut dyn FnMut() -> Result<(), Self::Error>) -> Result<f64, Self::Error>;

@@ -632,6 +632,13 @@ pub trait Backend: Clone + Send + Sync {
     /// Starts a new peak-memory window at the current use.
     fn reset_peak_memory(&self) {}
 
+    /// Bytes this backend can still allocate, when it can tell: free GPU memory on a device,
+    /// the host's available memory on the CPU and the emulator. Runs compare their estimated
+    /// need with it before they start ([`crate::util::mem`]).
+    fn available_memory(&self) -> Option<u64> {
+        crate::util::mem::host_available()
+    }
+
     // ---- generation ------------------------------------------------------------------
 
     /// Draws one token from each of the first `counters.len()` rows of `logits` (rows, V):

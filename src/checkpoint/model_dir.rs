@@ -26,10 +26,62 @@ pub fn load_config(dir: &Path) -> Result<Gpt2Config> {
     Gpt2Config::from_json_file(&dir.join(CONFIG_FILE))
 }
 
+/// Tensors a GPT-2 file may hold besides the parameters: the attention-mask buffers of old
+/// checkpoints, the tied lm_head (checked equal to wte), and a sequence-classification head
+/// (read by the judge scorer).
+const KNOWN_EXTRAS: &[&str] = &["attn.bias", "attn.masked_bias", "lm_head.weight", "score.weight", "score.bias"];
+
+/// Checks that the file holds the layers `cfg` describes, before anything is sized from the
+/// config: a `config.json` claiming more or fewer layers than the weights (or an absurd count)
+/// is an error naming both numbers, and tensors that belong to no parameter are an error
+/// listing them, rather than being ignored.
+fn check_layout(file: &TensorFile, cfg: &Gpt2Config) -> Result<()> {
+    let names = file.names();
+    let layer = |n: &str| -> Option<usize> {
+        let rest = n.strip_prefix("transformer.").unwrap_or(n).strip_prefix("h.")?;
+        rest.split('.').next()?.parse().ok()
+    };
+    let in_file = names.iter().filter_map(|n| layer(n)).max().map_or(0, |l| l + 1);
+    if in_file != cfg.n_layer {
+        return Err(Error::tensor(
+            file.path(),
+            format!("h.{}", in_file.min(cfg.n_layer)),
+            format!("the weights hold {in_file} transformer layers but config.json says n_layer = {}", cfg.n_layer),
+        ));
+    }
+    let expected: std::collections::HashSet<String> = param_specs(cfg).into_iter().map(|s| s.name).collect();
+    let mut extra: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            let short = n.strip_prefix("transformer.").unwrap_or(n);
+            let known = KNOWN_EXTRAS.iter().any(|x| short == *x || short.ends_with(&format!(".{x}")));
+            !expected.contains(short) && !known
+        })
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
+        let more = if extra.len() > 5 { format!(" and {} more", extra.len() - 5) } else { String::new() };
+        return Err(Error::tensor(
+            file.path(),
+            extra[0].clone(),
+            format!(
+                "{} tensor(s) belong to no parameter of this GPT-2 config ({}{more}); the config does not describe \
+                 these weights",
+                extra.len(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads every parameter of `cfg` from a safetensors file, in
-/// [`param_specs`](crate::model::params::param_specs) order, converted to f32.
+/// [`param_specs`](crate::model::params::param_specs) order, converted to f32. The file must
+/// hold exactly the config's layers (see `check_layout`), each tensor in its shape.
 pub fn load_params(path: &Path, cfg: &Gpt2Config) -> Result<Vec<Vec<f32>>> {
     let file = TensorFile::open(path)?;
+    check_layout(&file, cfg)?;
     let specs = param_specs(cfg);
     let mut out = Vec::with_capacity(specs.len());
     for spec in &specs {
@@ -101,8 +153,11 @@ pub fn save_model_files<K: Backend>(dir: &Path, model: &Gpt2<K>, tokenizer: Opti
     Ok(())
 }
 
-/// Builds a directory at `dir` through `fill(tmp)` on a sibling temporary directory, then
-/// swaps it into place, so `dir` is always either the old complete directory or the new one.
+/// Builds a directory at `dir` through `fill(tmp)` on a sibling temporary directory, syncs
+/// every file and the directories to disk, then swaps it into place. At every instant `dir`
+/// is either the old complete directory or the new one, or, between the two renames of a
+/// replacement, absent with both complete copies beside it (`.NAME.old-PID`, `.NAME.tmp-PID`),
+/// which [`recover_dirs`] puts back at the next start.
 pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -115,19 +170,97 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fill(&tmp) {
+    let filled = fill(&tmp).and_then(|()| sync_tree(&tmp));
+    if let Err(e) = filled {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    crate::util::failpoint::hit("checkpoint.before_rename");
     if dir.exists() {
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+        crate::util::failpoint::hit("checkpoint.between_renames");
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        sync_dir(&parent)?;
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     } else {
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        sync_dir(&parent)?;
     }
     Ok(())
+}
+
+/// fsyncs every file under `dir` and the directory itself, so a rename that publishes it
+/// cannot outlive its contents in a crash.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// Puts back what an interrupted [`write_dir_atomically`] left in `parent`: a directory
+/// missing between the two renames of a replacement is restored from its complete new copy
+/// (`.NAME.tmp-PID`, renamed only after it was filled and synced) or else its old one
+/// (`.NAME.old-PID`); leftover old copies of directories that exist, and unfinished temporary
+/// copies, are removed. Returns one line per action. Run it only on a directory this process
+/// has locked ([`crate::checkpoint::DirLock`]), so no other writer is mid-swap.
+pub fn recover_dirs(parent: &Path) -> Result<Vec<String>> {
+    let mut actions = Vec::new();
+    let Ok(entries) = std::fs::read_dir(parent) else { return Ok(actions) };
+    let mut olds = Vec::new();
+    let mut tmps = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix('.') else { continue };
+        if let Some((name, _pid)) = rest.rsplit_once(".old-") {
+            olds.push((name.to_string(), entry.path()));
+        } else if let Some((name, _pid)) = rest.rsplit_once(".tmp-") {
+            tmps.push((name.to_string(), entry.path()));
+        }
+    }
+    for (name, old) in &olds {
+        let target = parent.join(name);
+        if !target.exists() {
+            let fresh = if old.is_dir() { tmps.iter().find(|(n, t)| n == name && t.is_dir()) } else { None };
+            match fresh {
+                Some((_, tmp)) => {
+                    std::fs::rename(tmp, &target).map_err(|e| Error::io(tmp, e))?;
+                    actions.push(format!("recovered {} from its new copy", target.display()));
+                }
+                None => {
+                    std::fs::rename(old, &target).map_err(|e| Error::io(old, e))?;
+                    actions.push(format!("recovered {} from its previous copy", target.display()));
+                    continue;
+                }
+            }
+        }
+        remove_any(old)?;
+    }
+    for (_, tmp) in &tmps {
+        if tmp.exists() {
+            remove_any(tmp)?;
+            actions.push(format!("removed the unfinished {}", tmp.display()));
+        }
+    }
+    if !actions.is_empty() {
+        sync_dir(parent)?;
+    }
+    Ok(actions)
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    r.map_err(|e| Error::io(path, e))
 }
 
 /// Saves `model` (and `tokenizer`) to `dir` atomically; see [`write_dir_atomically`].

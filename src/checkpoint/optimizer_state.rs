@@ -20,7 +20,9 @@ pub fn save_optimizer<K: Backend>(path: &Path, model: &Gpt2<K>, opt: &AdamW<K>) 
         tensors.push((format!("m.{}", s.name), s.shape.clone(), m.as_slice()));
         tensors.push((format!("v.{}", s.name), s.shape.clone(), v.as_slice()));
     }
-    let meta = HashMap::from([("step".to_string(), step.to_string()), ("optimizer".to_string(), "adamw".to_string())]);
+    // One metadata entry: safetensors writes the map in hash order, so two entries would make
+    // identical runs write different bytes.
+    let meta = HashMap::from([("step".to_string(), step.to_string())]);
     write_f32(path, &tensors, meta)
 }
 

@@ -52,7 +52,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
     /// Stop a completion once its text contains this string (repeatable); the printed
-    /// completion is cut before it. Generation always stops at the tokenizer's <|endoftext|>.
+    /// completion is cut before it. Generation always stops at the model's end tokens
+    /// (generation_config.json / config.json `eos_token_id`, the tokenizer's `eos_token`).
     #[arg(long)]
     stop: Vec<String>,
     /// Seed of the sampler: the same seed and flags give the same completions.
@@ -61,6 +62,10 @@ pub struct GenerateArgs {
     #[command(flatten)]
     compute: ComputeArgs,
 }
+
+/// The most completions one `dapo generate` produces (2^24): more is a mistake, and the
+/// bookkeeping for them would be allocated before the first one is generated.
+const MAX_SEQUENCES: usize = 1 << 24;
 
 /// The JSON name of a finish reason (the API's snake_case, not the Rust variant).
 pub(super) fn finish_name(f: FinishReason) -> &'static str {
@@ -101,10 +106,25 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if a.num_samples == 0 {
         return Err(Error::Invalid("--num-samples must be at least 1".into()));
     }
+    if a.num_samples > MAX_SEQUENCES {
+        return Err(Error::Invalid(format!("--num-samples {} exceeds the limit of {MAX_SEQUENCES}", a.num_samples)));
+    }
     let texts: Vec<String> = match &a.prompts {
         Some(p) => TaskDataset::load(p, false)?.tasks.into_iter().map(|t| t.prompt).collect(),
         None => a.prompt.clone(),
     };
+    if texts.len().checked_mul(a.num_samples).map_or(true, |n| n > MAX_SEQUENCES) {
+        return Err(Error::Invalid(format!(
+            "{} prompts × --num-samples {} exceeds the limit of {MAX_SEQUENCES} completions per run",
+            texts.len(),
+            a.num_samples
+        )));
+    }
+    if let Some((i, e)) =
+        texts.iter().enumerate().find_map(|(i, t)| crate::data::check_line_length(t).err().map(|e| (i, e)))
+    {
+        return Err(Error::Invalid(format!("prompt {i}: {e}")));
+    }
     if let Some(i) = texts.iter().position(String::is_empty) {
         return Err(Error::Invalid(format!("prompt {i} is empty: the model needs at least one token to continue")));
     }

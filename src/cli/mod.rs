@@ -16,6 +16,7 @@ mod generate;
 mod model_arg;
 mod selftest;
 mod sft;
+mod signals;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -60,7 +61,7 @@ enum Command {
 
 /// Parses the process arguments, runs the command and returns the exit code: 0 on success,
 /// 1 when the command fails (the error is printed), 2 for usage errors (clap's convention),
-/// 130 when a run was interrupted (Ctrl-C) after saving a checkpoint.
+/// 130 (SIGINT) or 143 (SIGTERM) when a run was interrupted after saving a checkpoint.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -74,9 +75,9 @@ pub fn main() -> i32 {
     match result {
         // The reader has what it wanted (`| head`): not a failure.
         Ok(()) | Err(Error::BrokenPipe) => 0,
-        Err(e @ crate::error::Error::Interrupted(_)) => {
-            eprintln!("{e}");
-            130
+        Err(crate::error::Error::Interrupted { msg, code }) => {
+            eprintln!("{msg}");
+            code
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -81,6 +81,9 @@ pub fn run(a: SftArgs) -> Result<()> {
 
 /// The rest of `dapo sft`, on the backend `--device` resolved to.
 fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.output_dir).map_err(|e| Error::io(&a.output_dir, e))?;
+    let mut locks = Vec::new();
+    super::train::lock_and_recover(&a.output_dir, &mut locks)?;
     let (mut model, tok) = match &a.model {
         Some(dir) => {
             let tok = match &a.tokenizer {
@@ -122,7 +125,9 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
         min_lr: a.min_lr,
         warmup: a.warmup,
         adamw: AdamWConfig { weight_decay: a.weight_decay, ..AdamWConfig::default() },
-        max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
+        // 0 disables clipping; NaN or a negative value is refused by `SftConfig::validate`
+        // rather than read as "off".
+        max_grad_norm: (a.max_grad_norm != 0.0).then_some(a.max_grad_norm),
         seed: a.seed,
         save_every: a.save_every,
         output_dir: a.output_dir.clone(),

@@ -8,17 +8,16 @@
 //! the start and written to the output directory; on resume every changed setting is named.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::model_arg::{check_model_dir, load_checkpoint};
+use super::signals::Interrupt;
 use crate::backend::Backend;
 use crate::backend::{IsLevel, KlEstimator, LossType};
-use crate::checkpoint::EndTokens;
+use crate::checkpoint::{recover_dirs, DirLock, EndTokens};
 use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
@@ -97,7 +96,8 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Rewards")]
     judge_model: Vec<PathBuf>,
     /// Safety rules (YAML, TOML or JSON): skip the update, scale the learning rate or raise β
-    /// when a metric (reward_mean, kl, rewards.<key>, tags.<key>) crosses a threshold.
+    /// when a metric (reward_mean, kl, loss, grad_norm, rewards.<key>, tags.<key>) crosses a
+    /// threshold; a rule on a metric no step produces is an error at the start.
     #[arg(long, help_heading = "Rewards")]
     safety: Option<PathBuf>,
 
@@ -330,7 +330,12 @@ impl TrainArgs {
             ($($field:ident => $path:expr),* $(,)?) => {$(
                 if let Some(v) = &self.$field {
                     let flag = format!("--{}", stringify!($field).replace('_', "-"));
-                    out.push((flag, $path.to_string(), serde_json::to_value(v).expect("flag values serialise")));
+                    let value = serde_json::to_value(v).expect("flag values serialise");
+                    // JSON has no NaN or infinity: a float flag that serialises to null was one.
+                    if value.is_null() {
+                        return Err(Error::Invalid(format!("{flag}: {v:?} is not a finite number")));
+                    }
+                    out.push((flag, $path.to_string(), value));
                 }
             )*};
         }
@@ -540,21 +545,6 @@ fn scorer(src: &RunSources) -> Result<Box<dyn Scorer>> {
     Ok(Box::new(MultiScorer::new(parts)?))
 }
 
-/// Ctrl-C sets the flag; the loop finishes its step, checkpoints and returns.
-fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    // A second handler cannot be installed (tests call `run` once per process); then Ctrl-C
-    // keeps its default meaning.
-    let _ = ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit now)");
-    });
-    flag
-}
-
 /// The built-in default's policy: a tiny GPT-2 warm-started on the addition task by SFT.
 fn warm_start<K: Backend>(k: K, tok: &Tokenizer, train: &Path, out: &Path, steps: u64, seed: u64) -> Result<Gpt2<K>> {
     let cfg = Gpt2Config::named("tiny", tok.vocab_size())?.with_eos(tok.eos_id());
@@ -609,18 +599,38 @@ fn print_settings(s: &TrainSettings) {
 
 /// Runs `dapo train`.
 pub fn run(a: TrainArgs) -> Result<()> {
+    // A checkpoint being replaced when the last run died is put back before it is read.
+    let mut locks = Vec::new();
+    if let Some(parent) = a.resume.as_ref().and_then(|r| r.parent()).filter(|p| p.is_dir()) {
+        lock_and_recover(parent, &mut locks)?;
+    }
     let (settings, notes) = settings(&a)?;
     for n in &notes {
         eprintln!("{n}");
     }
     let resolved = a.compute.resolve()?;
-    on_backend!(resolved, k => train_on(k, &a, settings))
+    on_backend!(resolved, k => train_on(k, &a, settings, &mut locks))
+}
+
+/// Locks `dir` for this run (unless one of `held` already locks it) and recovers any
+/// checkpoint an interrupted run was replacing there.
+pub(super) fn lock_and_recover(dir: &Path, held: &mut Vec<DirLock>) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let dir_c = canon(dir);
+    if !held.iter().any(|l| l.path().parent().map(canon).as_deref() == Some(dir_c.as_path())) {
+        held.push(DirLock::acquire(dir)?);
+    }
+    for action in recover_dirs(dir)? {
+        eprintln!("recovery: {action}");
+    }
+    Ok(())
 }
 
 /// The rest of `dapo train`, on the backend `--device` resolved to.
-fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings) -> Result<()> {
+fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings, locks: &mut Vec<DirLock>) -> Result<()> {
     let out = s.trainer.output_dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    lock_and_recover(&out, locks)?;
     let builtin = s.sources.model.is_none() && s.sources.dataset.is_none();
     if builtin {
         let dir = out.join("data");
@@ -709,7 +719,7 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings) -> Result<()>
         eprintln!("resumed from {} at step {}", dir.display(), trainer.steps_done());
     }
 
-    let stop = interrupt_flag();
+    let interrupt = Interrupt::install();
     let bar = indicatif::ProgressBar::new(cfg.steps);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
@@ -719,7 +729,15 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings) -> Result<()>
     bar.set_position(trainer.steps_done());
     let start = std::time::Instant::now();
     let mut tokens = 0usize;
+    let mut told = false;
     let mut on_step = |r: &StepRecord| {
+        if interrupt.requested() && !told {
+            told = true;
+            bar.println(format!(
+                "{}: finishing this step and writing a checkpoint (send it again to quit now)",
+                interrupt.name()
+            ));
+        }
         tokens += r.tokens;
         let acc = r.accuracy.map(|a| format!("acc {:.0}%  ", 100.0 * a)).unwrap_or_default();
         for e in &r.safety {
@@ -737,10 +755,13 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings) -> Result<()>
         let acc = r.accuracy.map(|a| format!("{:.1}%", 100.0 * a)).unwrap_or_else(|| "n/a".into());
         bar.println(format!("step {step}: held-out accuracy {acc}"));
     };
-    let report = trainer.train(&data, eval.as_ref(), Some(&stop), &mut on_step, &mut on_eval)?;
+    let report = trainer.train(&data, eval.as_ref(), Some(&interrupt.stop), &mut on_step, &mut on_eval)?;
     bar.finish();
-    if let (Some((_, first)), Some((_, last))) = (report.evals.first(), report.evals.last()) {
+    // A resumed run has no "before" of its own, and an interrupted one no "after".
+    if let Some((0, first)) = report.evals.first() {
         print_eval("before RL", first);
+    }
+    if let Some((_, last)) = report.evals.last().filter(|(s, _)| *s == trainer.config().steps) {
         print_eval("after RL", last);
     }
     eprintln!(
@@ -751,11 +772,15 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings) -> Result<()>
         report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
     );
     if report.interrupted {
-        return Err(Error::Interrupted(format!(
-            "interrupted at step {}; resume with --resume {}",
-            trainer.steps_done(),
-            report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_default()
-        )));
+        return Err(Error::Interrupted {
+            msg: format!(
+                "interrupted by {} at step {}; resume with --resume {}",
+                interrupt.name(),
+                trainer.steps_done(),
+                report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            code: interrupt.exit_code(),
+        });
     }
     Ok(())
 }

@@ -53,14 +53,16 @@ impl SftDataset {
     /// [`Error::Data`] with the 1-based line (0 for the file as a whole).
     pub fn load(path: &Path, tok: &Tokenizer) -> Result<Self> {
         let text = read_to_string(path)?;
+        // A byte-order mark is not part of the first line (editors on Windows write one).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let is_jsonl = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json"));
         let (examples, layout) = if is_jsonl {
-            (load_jsonl(path, &text, tok)?, Layout::Examples)
+            (load_jsonl(path, text, tok)?, Layout::Examples)
         } else {
-            (vec![load_text(path, &text, tok)?], Layout::Stream)
+            (vec![load_text(path, text, tok)?], Layout::Stream)
         };
         Ok(SftDataset { examples, source: path.to_path_buf(), layout, pad_id: tok.eos_id().unwrap_or(0) })
     }
@@ -87,6 +89,28 @@ impl SftDataset {
     /// The file the dataset was loaded from (`<in-memory>` for [`SftDataset::from_examples`]).
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// Errors when no batch of rows of `t` positions could hold a token to train on: every
+    /// example's trained tokens lie beyond the first `t + 1` (a prompt longer than `--seq-len`)
+    /// or there are none (empty texts). Training would otherwise run with a zero loss.
+    pub fn check_trainable(&self, t: usize) -> Result<()> {
+        let trainable = |e: &Example| match self.layout {
+            Layout::Stream => e.tokens.len() >= 2,
+            Layout::Examples => e.loss_mask.iter().take(t + 1).skip(1).any(|&m| m),
+        };
+        if self.examples.iter().any(trainable) {
+            return Ok(());
+        }
+        Err(Error::data(
+            &self.source,
+            0,
+            format!(
+                "no example has a token to train on within the first {} tokens (--seq-len {t}): every completion \
+                 starts later or is empty",
+                t + 1
+            ),
+        ))
     }
 
     /// Total tokens over all examples.
@@ -130,6 +154,7 @@ fn load_jsonl(path: &Path, text: &str, tok: &Tokenizer) -> Result<Vec<Example>> 
         if line.trim().is_empty() {
             continue;
         }
+        super::check_line_length(line).map_err(|msg| Error::data(path, line_no, msg))?;
         let record = parse_line(line, line_no).map_err(|msg| Error::data(path, line_no, msg))?;
         let encode = |field: &str, s: &str| {
             tok.encode(s).map_err(|e| Error::data(path, line_no, format!("field \"{field}\": {e}")))
@@ -167,7 +192,25 @@ fn load_text(path: &Path, text: &str, tok: &Tokenizer) -> Result<Example> {
     if text.is_empty() {
         return Err(Error::data(path, 0, "file is empty: no text to train on"));
     }
-    let tokens = tok.encode(text).map_err(|e| locate_encode_error(path, text, tok, e))?;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        super::check_line_length(line).map_err(|msg| Error::data(path, i + 1, msg))?;
+    }
+    // The tokenizer needs ~170 bytes per character of the text it is given: a large file is
+    // encoded in blocks of whole lines, so memory stays bounded by the block.
+    let mut tokens = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + super::MAX_LINE_BYTES).min(text.len());
+        if end < text.len() {
+            // Cut after the last newline of the block: a line is never longer than a block, so
+            // there is one, and a cut after '\n' is a character boundary.
+            let bytes = &text.as_bytes()[start..end];
+            end = start + bytes.iter().rposition(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
+        }
+        let block = &text[start..end];
+        tokens.extend(tok.encode(block).map_err(|e| locate_encode_error(path, text, tok, e))?);
+        start = end;
+    }
     if tokens.len() < 2 {
         return Err(Error::data(
             path,

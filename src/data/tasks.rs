@@ -59,7 +59,7 @@ impl TaskDataset {
     /// `skip_bad_lines`, is skipped and listed in [`TaskDataset::skipped`]. A file with no
     /// task is an error either way.
     pub fn load(path: &Path, skip_bad_lines: bool) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::error::read_to_string(path)?;
         // A byte-order mark is not part of the first line's JSON.
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut tasks = Vec::new();
@@ -68,6 +68,9 @@ impl TaskDataset {
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
+            }
+            if let Err(why) = super::check_line_length(line) {
+                return Err(Error::data(path, i + 1, why));
             }
             match parse(line) {
                 Ok(t) => {

@@ -5,6 +5,7 @@ pub mod activations;
 pub mod config;
 pub mod gpt2;
 pub mod kv_cache;
+pub mod memory;
 pub mod params;
 
 pub use config::Gpt2Config;

@@ -33,9 +33,10 @@
 //! * **Restart.** After any failure the process is killed; the next batch starts a fresh one.
 //!   Dropping the scorer kills the process.
 //!
-//! The process is killed by its id, so the command should be the scorer itself rather than a
-//! shell wrapper that forks it (use `exec` in a wrapper script): a grandchild would survive
-//! the kill.
+//! The process runs in its own process group: a terminal's Ctrl-C (SIGINT to the foreground
+//! group) reaches the trainer alone, which finishes its step and checkpoints while the scorer
+//! keeps answering. Whenever the scorer is stopped (a timeout, a failure, the trainer exiting)
+//! the whole group is killed, so a shell wrapper's children die with it.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -191,7 +192,7 @@ impl ExternalScorer {
     /// Kills the process, if one is running; the next batch starts a fresh one.
     pub fn stop(&mut self) {
         if let Some(mut r) = self.running.take() {
-            let _ = r.child.kill();
+            kill_group(&mut r.child);
             let _ = r.child.wait();
         }
     }
@@ -203,6 +204,9 @@ impl ExternalScorer {
     fn start(&mut self) -> Result<()> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its own process group (group id = its pid), away from the terminal's signals.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         if let Some(dir) = &self.current_dir {
             cmd.current_dir(dir);
         }
@@ -245,7 +249,7 @@ impl ExternalScorer {
     /// Kills the process after a failure and returns the error `msg` (with the stderr tail).
     fn fail(&mut self, msg: String) -> Error {
         if let Some(mut r) = self.running.take() {
-            let _ = r.child.kill();
+            kill_group(&mut r.child);
             let _ = r.child.wait();
             // The stderr pipe closes with the process; wait briefly so its last lines are in.
             let _ = r.stderr_done.recv_timeout(EXIT_GRACE);
@@ -263,7 +267,7 @@ impl ExternalScorer {
                 Ok(Some(s)) => break Some(s),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
                 _ => {
-                    let _ = r.child.kill();
+                    kill_group(&mut r.child);
                     break r.child.wait().ok();
                 }
             }
@@ -461,6 +465,20 @@ impl Scorer for ExternalScorer {
         }
         self.run_batch(batch)
     }
+}
+
+/// Kills the scorer's whole process group (it leads its own), then the child itself in case
+/// the group is already gone.
+fn kill_group(child: &mut Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals the process group whose id is the
+        // child's pid, which `process_group(0)` made; it touches no memory of this process.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
 }
 
 impl Drop for ExternalScorer {

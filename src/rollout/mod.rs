@@ -163,6 +163,14 @@ pub fn generate<K: Backend>(
     // P + max_new_tokens − 1 positions.
     let p_max = prompts.iter().map(Vec::len).max().expect("non-empty");
     let t_max = (p_max + cfg.max_new_tokens - 1).min(n_positions);
+    let need = crate::model::memory::kv_cache_bytes(model.config(), prompts.len() as u128, t_max as u128)
+        + 4 * prompts.len() as u128 * model.config().vocab_size as u128;
+    crate::util::mem::ensure_fits(
+        need,
+        model.backend().available_memory(),
+        &format!("generating {} sequences of up to {t_max} positions", prompts.len()),
+        "the number of prompts × samples or the new-token limit",
+    )?;
     let mut cache = model.kv_cache(prompts.len(), t_max)?;
     model.prefill_in_cache(&mut cache, prompts)?;
     let params = cfg.params(key);

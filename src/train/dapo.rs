@@ -206,7 +206,12 @@ pub struct DapoTrainer<K: Backend> {
     run_settings: Option<Value>,
     /// Whether the safety rules' metric names were checked against a real step's metrics.
     safety_checked: bool,
+    /// Set when a step starts changing the model or the KL controller: a failure after it is
+    /// not undone by restoring the step's inputs.
+    mid_update: bool,
     last_kl: f64,
+    last_loss: f64,
+    last_grad_norm: f64,
     step: u64,
 }
 
@@ -237,11 +242,25 @@ impl<K: Backend> DapoTrainer<K> {
             mixer.check_keys(mapping.output_keys(names.iter().map(String::as_str)).iter().map(String::as_str))?;
         }
         let kl = kl_controller(&cfg)?;
-        let reference = (cfg.objective.beta > 0.0 || cfg.kl_target.is_some()).then(|| model.weights_copy());
+        let with_reference = cfg.objective.beta > 0.0 || cfg.kl_target.is_some();
+        check_memory(&model, &cfg, with_reference)?;
+        let reference = with_reference.then(|| model.weights_copy());
         let objective = DapoObjective::new(cfg.objective_config())?;
         let opt = AdamW::new(&model, cfg.adamw);
         let curriculum = cfg.curriculum.map(Curriculum::new).transpose()?;
         let safety = cfg.safety.clone().map(SafetyMonitor::new).transpose()?;
+        // Rules on metrics no step can produce are refused now when the scorer names its
+        // metrics up front (else at the first step, see `check_safety`).
+        let mut safety_checked = false;
+        if let (Some(monitor), Some(names)) = (&safety, scorer.metric_names()) {
+            let mut known: BTreeMap<String, f64> = STEP_METRICS.iter().map(|k| (k.to_string(), 0.0)).collect();
+            for key in mapping.output_keys(names.iter().map(String::as_str)) {
+                known.insert(format!("rewards.{key}"), 0.0);
+                known.insert(format!("tags.{key}"), 0.0);
+            }
+            monitor.check_metrics(&known)?;
+            safety_checked = true;
+        }
         let end_tokens = EndTokens::of_model(model.config(), &tok, &cfg.sampling.stop_token_ids).ids;
         Ok(DapoTrainer {
             cfg,
@@ -260,8 +279,11 @@ impl<K: Backend> DapoTrainer<K> {
             sampler: None,
             pool: None,
             run_settings: None,
-            safety_checked: false,
+            safety_checked,
+            mid_update: false,
             last_kl: 0.0,
+            last_loss: 0.0,
+            last_grad_norm: 0.0,
             step: 0,
         })
     }
@@ -495,6 +517,7 @@ impl<K: Backend> DapoTrainer<K> {
 
         // Safety rules see the step's rewards and tags and the previous step's KL.
         let (events, decision) = self.check_safety(&kept, &rewards)?;
+        self.mid_update = true;
         if decision.beta_scale != 1.0 {
             self.kl.scale(decision.beta_scale)?;
         }
@@ -613,6 +636,8 @@ impl<K: Backend> DapoTrainer<K> {
             self.kl.update(f64::from(rl.kl), sequences)?;
         }
         self.last_kl = f64::from(rl.kl);
+        self.last_loss = f64::from(rl.loss);
+        self.last_grad_norm = f64::from(rl.grad_norm);
         Ok(())
     }
 
@@ -627,6 +652,8 @@ impl<K: Backend> DapoTrainer<K> {
         let n = rewards.len().max(1) as f64;
         m.insert("reward_mean".into(), rewards.iter().sum::<f64>() / n);
         m.insert("kl".into(), self.last_kl);
+        m.insert("loss".into(), self.last_loss);
+        m.insert("grad_norm".into(), self.last_grad_norm);
         for (k, v) in key_means(kept.iter().map(|r| &r.feedback.rewards)) {
             m.insert(format!("rewards.{k}"), v);
         }
@@ -766,6 +793,8 @@ impl<K: Backend> DapoTrainer<K> {
             "curriculum": self.curriculum,
             "sampler": self.sampler,
             "last_kl": self.last_kl,
+            "last_loss": self.last_loss,
+            "last_grad_norm": self.last_grad_norm,
             "config": self.cfg,
             "settings": self.run_settings,
         });
@@ -813,7 +842,10 @@ impl<K: Backend> DapoTrainer<K> {
         self.mixer.set_state(mixer);
         self.curriculum = serde_json::from_value(parse("curriculum")?).map_err(bad)?;
         self.sampler = serde_json::from_value(field("sampler")).map_err(bad)?;
+        self.cut_log(self.step)?;
         self.last_kl = serde_json::from_value(parse("last_kl")?).map_err(bad)?;
+        self.last_loss = serde_json::from_value(field("last_loss")).unwrap_or(0.0);
+        self.last_grad_norm = serde_json::from_value(field("last_grad_norm")).unwrap_or(0.0);
         if self.reference.is_some() {
             let rdir = self.cfg.output_dir.join(REFERENCE_DIR);
             if !rdir.join(crate::checkpoint::model_dir::WEIGHTS_FILE).exists() {
@@ -857,18 +889,42 @@ impl<K: Backend> DapoTrainer<K> {
             }
             Ok(())
         };
-        evaluate(self, &mut report)?;
+        // A resumed run does not evaluate again at its first step: its log then continues the
+        // interrupted run's exactly.
+        if self.step == 0 {
+            evaluate(self, &mut report)?;
+        }
+        let mut saved = self.step;
         while self.step < self.cfg.steps {
-            let rec = self.step(data)?;
-            self.log(&rec)?;
-            on_step(&rec);
+            // What a step changes before its update, to put back if it fails there.
+            let before = (self.sampler.clone(), self.mixer.state().clone());
+            self.mid_update = false;
+            let rec = match self.step(data) {
+                Ok(r) => r,
+                Err(e) if !self.mid_update => {
+                    self.sampler = before.0;
+                    self.mixer.set_state(before.1);
+                    return Err(self.keep_completed_work(e, saved, &mut report));
+                }
+                // Failed inside the update: the weights may be half-updated, so the last
+                // checkpoint written stands.
+                Err(e) => return Err(e),
+            };
             let interrupted = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
             let at_end = self.step == self.cfg.steps;
-            if self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0 && !at_end {
-                evaluate(self, &mut report)?;
+            let logged = self.log(&rec).and_then(|()| {
+                on_step(&rec);
+                if self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0 && !at_end {
+                    evaluate(self, &mut report)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = logged {
+                return Err(self.keep_completed_work(e, saved, &mut report));
             }
             if interrupted || at_end || (self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0) {
                 report.checkpoints.push(self.save()?);
+                saved = self.step;
             }
             if interrupted {
                 report.interrupted = true;
@@ -879,21 +935,94 @@ impl<K: Backend> DapoTrainer<K> {
         Ok(report)
     }
 
-    /// Appends `record` to the output directory's JSONL log.
+    /// After a failure outside an update (a scorer that crashed, a full disk, a broken log):
+    /// checkpoints the last completed step when no checkpoint holds it yet, and returns the
+    /// error saying where the work is.
+    fn keep_completed_work(&mut self, e: Error, saved: u64, report: &mut TrainReport) -> Error {
+        if self.step == saved {
+            return e;
+        }
+        match self.save() {
+            Ok(dir) => {
+                let note = format!("{e}\n(step {} was checkpointed to {} before stopping)", self.step, dir.display());
+                report.checkpoints.push(dir);
+                Error::Invalid(note)
+            }
+            Err(save) => Error::Invalid(format!("{e}\n(and checkpointing step {} failed too: {save})", self.step)),
+        }
+    }
+
+    /// Cuts the output directory's log back to the records of steps up to `step` (and drops
+    /// a torn last line), so the run resumed from checkpoint `step` writes the same log as a
+    /// run that was never interrupted.
+    fn cut_log(&self, step: u64) -> Result<()> {
+        let path = self.cfg.output_dir.join(LOG_FILE);
+        if !path.exists() {
+            return Ok(());
+        }
+        let text = crate::error::read_to_string(&path)?;
+        let mut kept = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let record: Option<Value> = line.strip_suffix('\n').and_then(|l| serde_json::from_str(l).ok());
+            match record.and_then(|r| r.get("step").and_then(Value::as_u64)) {
+                Some(s) if s <= step => kept.push_str(line),
+                // A record of a later step, or a torn one: the interrupted run's, not this one's.
+                _ => break,
+            }
+        }
+        if kept.len() != text.len() {
+            crate::checkpoint::tensors::write_atomically(&path, kept.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Appends `record` to the output directory's JSONL log, as one write of the whole line
+    /// (so a crash leaves at most the last line torn, which [`DapoTrainer::resume`] cuts).
     pub fn log(&self, record: &impl Serialize) -> Result<()> {
         let path = self.cfg.output_dir.join(LOG_FILE);
         std::fs::create_dir_all(&self.cfg.output_dir).map_err(|e| Error::io(&self.cfg.output_dir, e))?;
         let mut f =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        let line = serde_json::to_string(record).expect("log records serialise");
-        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+        let mut line = serde_json::to_string(record).expect("log records serialise");
+        line.push('\n');
+        if crate::util::failpoint::armed("log.torn_record") {
+            let _ = f.write_all(&line.as_bytes()[..line.len() / 2]);
+            eprintln!("{}: aborting in the middle of a log record", crate::util::failpoint::ENV);
+            std::process::abort();
+        }
+        f.write_all(line.as_bytes()).map_err(|e| Error::io(&path, e))
     }
 }
+
+/// What safety rules can watch besides `rewards.<key>` and `tags.<key>`: the step's mean
+/// reward, and the previous update's KL, loss and gradient norm.
+pub const STEP_METRICS: &[&str] = &["reward_mean", "kl", "loss", "grad_norm"];
 
 /// A checkpoint's `trainer_state.json`.
 pub fn read_state(dir: &Path) -> Result<Value> {
     let path = dir.join(STATE_FILE);
     serde_json::from_str(&crate::error::read_to_string(&path)?).map_err(|e| Error::config(&path, e.to_string()))
+}
+
+/// Refuses settings whose smallest possible step cannot fit in the backend's memory: the
+/// gradients, AdamW's moments and the reference beside the loaded weights, and the larger of
+/// one micro-batch's activations and the rollouts' KV cache, at the shortest sequences the
+/// settings allow (a one-token prompt).
+fn check_memory<K: Backend>(model: &Gpt2<K>, cfg: &DapoConfig, with_reference: bool) -> Result<()> {
+    use crate::model::memory::{activation_bytes, kv_cache_bytes, training_state_bytes};
+    let m = model.config();
+    let t = (1 + cfg.sampling.max_new_tokens).min(m.n_positions) as u128;
+    let seqs = (cfg.batch_size * cfg.group_size) as u128;
+    let micro = cfg.micro_batch(cfg.batch_size * cfg.group_size) as u128;
+    // The weights are already allocated: count what comes on top of them.
+    let state = training_state_bytes(m, u128::from(with_reference)) - training_state_bytes(m, 0) / 4;
+    let need = state + activation_bytes(m, micro * t).max(kv_cache_bytes(m, seqs, t));
+    crate::util::mem::ensure_fits(
+        need,
+        model.backend().available_memory(),
+        &format!("a DAPO step of {seqs} completions of up to {t} positions"),
+        "--batch-size, --group-size, --max-new-tokens or --micro-batch-size",
+    )
 }
 
 fn kl_spec(cfg: &DapoConfig) -> KlSpec {

@@ -179,7 +179,7 @@ impl DapoConfig {
         let mut v = serde_json::to_value(DapoConfig::default()).expect("the defaults serialise");
         let (file, _) = crate::train::settings::read_settings(path)?;
         crate::train::settings::merge(&mut v, &file);
-        let cfg: DapoConfig = serde_json::from_value(v).map_err(|e| Error::config(path, e.to_string()))?;
+        let cfg: DapoConfig = crate::train::settings::from_tree(v, &path.display().to_string())?;
         cfg.validate().map_err(|e| Error::config(path, e.to_string()))?;
         Ok(cfg)
     }

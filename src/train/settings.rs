@@ -97,9 +97,8 @@ impl TrainSettings {
                 tr.insert(k.clone(), x.clone());
             }
         }
-        let bad = |e: serde_json::Error| Error::Invalid(format!("{origin}: {e}"));
-        let sources: RunSources = serde_json::from_value(Value::Object(src)).map_err(bad)?;
-        let trainer: DapoConfig = serde_json::from_value(Value::Object(tr)).map_err(bad)?;
+        let sources: RunSources = from_tree(Value::Object(src), origin)?;
+        let trainer: DapoConfig = from_tree(Value::Object(tr), origin)?;
         Ok(TrainSettings { sources, trainer })
     }
 }
@@ -121,6 +120,17 @@ fn tidy_floats(v: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Deserialises a settings tree; the error names the setting's dotted path (a NaN or an
+/// infinity in a YAML or TOML file arrives here as `null`, which the message says).
+pub fn from_tree<T: serde::de::DeserializeOwned>(v: Value, origin: &str) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let hint = if inner.contains("invalid type: null") { " (NaN and infinities are not settings)" } else { "" };
+        Error::Invalid(format!("{origin}: `{path}`: {inner}{hint}"))
+    })
 }
 
 fn object_keys(v: &Value) -> Vec<String> {

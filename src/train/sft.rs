@@ -61,6 +61,37 @@ impl Default for SftConfig {
     }
 }
 
+impl SftConfig {
+    /// Rejects settings that cannot train; the message names the flag.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(format!("sft: {m}")));
+        for (name, v) in
+            [("--batch-size", self.batch_size), ("--seq-len", self.seq_len), ("--grad-accum", self.grad_accum)]
+        {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if self.steps == 0 {
+            return bad("--steps must be at least 1".into());
+        }
+        if self.batch_size.checked_mul(self.seq_len).map_or(true, |n| n > 1 << 30) {
+            return bad(format!("--batch-size × --seq-len ({} × {}) is absurdly large", self.batch_size, self.seq_len));
+        }
+        for (name, lr) in [("--learning-rate", self.lr), ("--min-lr", self.min_lr)] {
+            if !(lr.is_finite() && lr >= 0.0) {
+                return bad(format!("{name} must be finite and >= 0, got {lr}"));
+            }
+        }
+        if let Some(n) = self.max_grad_norm {
+            if !(n.is_finite() && n > 0.0) {
+                return bad(format!("--max-grad-norm must be finite and > 0 (0 disables clipping), got {n}"));
+            }
+        }
+        self.adamw.validate()
+    }
+}
+
 /// What the training loop reports after each optimizer step.
 #[derive(Clone, Debug)]
 pub struct SftProgress {
@@ -137,10 +168,8 @@ pub fn train_sft<K: Backend>(
     cfg: &SftConfig,
     mut on_step: impl FnMut(&SftProgress),
 ) -> Result<SftReport> {
+    cfg.validate()?;
     let (b, t) = (cfg.batch_size, cfg.seq_len);
-    if b == 0 || t == 0 || cfg.grad_accum == 0 || cfg.steps == 0 {
-        return Err(Error::Invalid("batch size, sequence length, accumulation and steps must all be positive".into()));
-    }
     if t > model.config().n_positions {
         return Err(Error::Invalid(format!(
             "--seq-len {t} exceeds the model's n_positions {}",
@@ -154,6 +183,18 @@ pub fn train_sft<K: Backend>(
             model.config().vocab_size
         )));
     }
+    {
+        use crate::model::memory::{activation_bytes, training_state_bytes};
+        let m = model.config();
+        let need = training_state_bytes(m, 0) * 3 / 4 + activation_bytes(m, (b * t) as u128);
+        crate::util::mem::ensure_fits(
+            need,
+            model.backend().available_memory(),
+            &format!("an SFT step of {b} × {t} tokens"),
+            "--batch-size or --seq-len (use --grad-accum for larger batches)",
+        )?;
+    }
+    data.check_trainable(t)?;
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
     let log_path = cfg.output_dir.join("sft_log.jsonl");
     let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;

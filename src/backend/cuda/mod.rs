@@ -236,6 +236,10 @@ impl Device for CudaDevice {
         Ok(self.stream.synchronize()?)
     }
 
+    fn free_memory(&self) -> Option<u64> {
+        self.stream.context().mem_get_info().ok().map(|(free, _total)| free as u64)
+    }
+
     fn time_ms(&self, run: &mut dyn FnMut() -> Result<(), CudaError>) -> Result<f64, CudaError> {
         let ctx = self.stream.context();
         let start = ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;

@@ -148,6 +148,10 @@ impl Device for EmuDevice {
         Ok(())
     }
 
+    fn free_memory(&self) -> Option<u64> {
+        crate::util::mem::host_available()
+    }
+
     fn time_ms(&self, run: &mut dyn FnMut() -> Result<(), EmuError>) -> Result<f64, EmuError> {
         let t = std::time::Instant::now();
         run()?;

@@ -596,6 +596,10 @@ impl<D: Device> Backend for KernelBackend<D> {
         Some(MemoryUse { now: self.meter.now.load(Ordering::Relaxed), peak: self.meter.peak.load(Ordering::Relaxed) })
     }
 
+    fn available_memory(&self) -> Option<u64> {
+        self.dev.free_memory()
+    }
+
     fn reset_peak_memory(&self) {
         self.meter.peak.store(self.meter.now.load(Ordering::Relaxed), Ordering::Relaxed);
     }
