@@ -192,6 +192,7 @@ fn bad_data_and_settings_are_refused_before_training_with_the_culprit_named() {
         ("--temperature", "-1", "temperature"),
         ("--top-p", "0", "top_p"),
         ("--scorer-timeout", "1e20", "scorer-timeout"),
+        ("--max-new-tokens", "18446744073709551615", "max_new_tokens"),
     ] {
         let mut a = train_args(&m, &out, "1", "0");
         if let Some(i) = a.iter().position(|x| x == flag) {

@@ -19,6 +19,10 @@ use crate::backend::{Backend, SampleParams};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
 
+/// The most new tokens a completion may ask for (2^20): far beyond any GPT-2 context, and small
+/// enough that position arithmetic on it cannot overflow.
+pub const MAX_NEW_TOKENS: usize = 1 << 20;
+
 /// How to sample. temperature 0 = greedy (argmax; top-k/top-p ignored).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,8 +78,8 @@ impl SamplingConfig {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
-        if self.max_new_tokens == 0 {
-            return bad("max_new_tokens must be at least 1".into());
+        if self.max_new_tokens == 0 || self.max_new_tokens > MAX_NEW_TOKENS {
+            return bad(format!("max_new_tokens must be in 1..={MAX_NEW_TOKENS}, got {}", self.max_new_tokens));
         }
         if let Some(i) = self.stop_strings.iter().position(|s| s.is_empty()) {
             return bad(format!("stop string {i} is empty (it would stop every completion at once)"));

@@ -445,7 +445,7 @@ impl<K: Backend> DapoTrainer<K> {
             prompts.extend(std::iter::repeat(pool.ids[p].clone()).take(g));
         }
         let t0 = Instant::now();
-        let key = RolloutKey { seed: self.cfg.seed, step: self.step * 1000 + round as u64 };
+        let key = RolloutKey { seed: self.cfg.seed, step: self.step.wrapping_mul(1000).wrapping_add(round as u64) };
         let sampling = self.rollout_sampling();
         let tok = &self.tok;
         let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
