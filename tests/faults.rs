@@ -183,6 +183,9 @@ fn bad_data_and_settings_are_refused_before_training_with_the_culprit_named() {
     }
     fails_with(&run(&a, &[]), &["needs at least", "of memory", "--batch-size"]);
 
+    let o = dapo(&["bench", "--batch-size", "10000000000", "--skip-rl", "--threads", "1"]);
+    fails_with(&o, &["needs at least", "--batch-size"]);
+
     // Numbers out of range, each named.
     for (flag, value, needle) in [
         ("--learning-rate", "NaN", "--learning-rate: NaN is not a finite number"),

@@ -230,6 +230,19 @@ fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Result<()> {
     if t > cfg.n_positions {
         return Err(Error::Invalid(format!("--seq-len {t} exceeds {}'s n_positions {}", w.model, cfg.n_positions)));
     }
+    if b == 0 || t == 0 || w.iters == 0 {
+        return Err(Error::Invalid("--batch-size, --seq-len and --iters must be at least 1".into()));
+    }
+    {
+        use crate::model::memory::{activation_bytes, training_state_bytes};
+        let need = training_state_bytes(&cfg, 0) + activation_bytes(&cfg, b as u128 * t as u128);
+        crate::util::mem::ensure_fits(
+            need,
+            k.available_memory(),
+            &format!("the {} training step of {b} × {t} tokens", w.model),
+            "--batch-size or --seq-len",
+        )?;
+    }
     let mut model = Gpt2::random(k.clone(), cfg.clone(), 1)?;
     let mut rng = Rng::new(2);
     let ids: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
