@@ -60,10 +60,24 @@ fn trainer(out: &Path) -> DapoTrainer<CpuBackend> {
 }
 
 fn trainer_with(out: &Path, scorer: Box<dyn Scorer>, mixer: RewardMixer) -> DapoTrainer<CpuBackend> {
+    trainer_for(config(out), scorer, mixer).unwrap()
+}
+
+/// A trainer on the tiny random GPT-2 (seed 3) with the char tokenizer and settings `cfg`.
+fn trainer_for(
+    cfg: DapoConfig,
+    scorer: Box<dyn Scorer>,
+    mixer: RewardMixer,
+) -> gepa_dapo_grn::Result<DapoTrainer<CpuBackend>> {
     let tok = Tokenizer::default_char();
-    let cfg = Gpt2Config::named("tiny", tok.vocab_size()).unwrap();
-    let model = Gpt2::random(CpuBackend::new(Some(2)), cfg, 3).unwrap();
-    DapoTrainer::new(model, tok, scorer, FeedbackMapping::identity(), mixer, config(out)).unwrap()
+    let model =
+        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
+    DapoTrainer::new(model, tok, scorer, FeedbackMapping::identity(), mixer, cfg)
+}
+
+/// [`trainer_for`] scored by the share of digits, weight 1.
+fn digits_trainer(cfg: DapoConfig) -> DapoTrainer<CpuBackend> {
+    trainer_for(cfg, digit_share(), RewardMixer::from_weights([("digits", 1.0)]).unwrap()).unwrap()
 }
 
 /// A reward a random model's output varies in: the share of digits in the completion.
@@ -190,12 +204,7 @@ fn a_tripped_safety_rule_skips_the_update_and_is_reported() {
                       {"name": "tags", "metric": "rewards.digits", "when": {"below": 2.0}, "action": {"scale_lr": 0.5}}]}"#,
     )
     .unwrap();
-    let tok = Tokenizer::default_char();
-    let model =
-        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
-    let cfg = DapoConfig { safety: Some(rules), ..config(dir.path()) };
-    let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
-    let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+    let mut t = digits_trainer(DapoConfig { safety: Some(rules), ..config(dir.path()) });
     let before = weights(&t);
     let r = t.step(&data).unwrap();
     assert!(r.skipped_update);
@@ -209,12 +218,7 @@ fn a_tripped_safety_rule_skips_the_update_and_is_reported() {
         r#"{"rules": [{"name": "typo", "metric": "rewards.digitz", "when": {"below": 0.5}, "action": "skip_update"}]}"#,
     )
     .unwrap();
-    let tok = Tokenizer::default_char();
-    let model =
-        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
-    let cfg = DapoConfig { safety: Some(rules), ..config(dir.path()) };
-    let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
-    let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+    let mut t = digits_trainer(DapoConfig { safety: Some(rules), ..config(dir.path()) });
     let e = t.step(&data).unwrap_err().to_string();
     assert!(e.contains("typo") && e.contains("rewards.digitz") && e.contains("rewards.digits"), "{e}");
 }
@@ -228,15 +232,11 @@ fn micro_batches_accumulate_to_the_minibatch_gradient() {
         let data = tasks(20);
         let dir = tempfile::tempdir().unwrap();
         let run = |micro: usize| {
-            let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
-            let tok = Tokenizer::default_char();
-            let model = Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3)
-                .unwrap();
             let mut cfg =
                 DapoConfig { micro_batch_size: micro, num_iterations: 1, mini_batches: 1, ..config(dir.path()) };
             cfg.objective.loss_type = loss_type;
             cfg.max_grad_norm = 0.0;
-            let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+            let mut t = digits_trainer(cfg);
             let r = t.step(&data).unwrap();
             // The gradients of the step's (only) optimizer step are still in the model.
             let names: Vec<String> = t.model().specs().iter().map(|s| s.name.clone()).collect();
@@ -425,15 +425,9 @@ fn scorer_fn(
 fn beta_zero_without_a_target_holds_no_reference_and_a_target_adapts_beta_every_step() {
     let data = tasks(20);
     let dir = tempfile::tempdir().unwrap();
-    let mixer = || RewardMixer::from_weights([("digits", 1.0)]).unwrap();
-    let tok = Tokenizer::default_char();
-    let model =
-        || Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
     let mut cfg = config(dir.path());
     cfg.objective.beta = 0.0;
-    let mut t =
-        DapoTrainer::new(model(), tok.clone(), digit_share(), FeedbackMapping::identity(), mixer(), cfg.clone())
-            .unwrap();
+    let mut t = digits_trainer(cfg.clone());
     assert!(!t.has_reference());
     let r = t.step(&data).unwrap();
     assert_eq!(r.timing["reference_s"], 0.0, "no reference pass");
@@ -445,7 +439,7 @@ fn beta_zero_without_a_target_holds_no_reference_and_a_target_adapts_beta_every_
     cfg.objective.beta = 0.1;
     cfg.kl_target = Some(1e-3);
     cfg.kl_horizon = 120.0;
-    let mut t = DapoTrainer::new(model(), tok, digit_share(), FeedbackMapping::identity(), mixer(), cfg).unwrap();
+    let mut t = digits_trainer(cfg);
     assert!(t.has_reference());
     let mut beta = t.kl_coef();
     for _ in 0..3 {
@@ -492,12 +486,8 @@ fn every_task_is_checked_at_load_and_long_prompts_are_dropped_with_a_count() {
 fn prompts_are_visited_in_shuffled_epochs_without_replacement() {
     let data = tasks(6);
     let dir = tempfile::tempdir().unwrap();
-    let mixer = RewardMixer::from_weights([("digits", 1.0)]).unwrap();
-    let tok = Tokenizer::default_char();
-    let model =
-        Gpt2::random(CpuBackend::new(Some(2)), Gpt2Config::named("tiny", tok.vocab_size()).unwrap(), 3).unwrap();
     let cfg = DapoConfig { curriculum: None, batch_size: 3, num_iterations: 1, mini_batches: 1, ..config(dir.path()) };
-    let mut t = DapoTrainer::new(model, tok, digit_share(), FeedbackMapping::identity(), mixer, cfg).unwrap();
+    let mut t = digits_trainer(cfg);
     let mut seen = Vec::new();
     for _ in 0..4 {
         let r = t.step(&data).unwrap();

@@ -468,19 +468,16 @@ fn settings(a: &TrainArgs) -> Result<(TrainSettings, Vec<String>)> {
         sources: RunSources::default(),
         trainer: if builtin { builtin_defaults() } else { DapoConfig::default() },
     };
-    let mut v = match &saved {
-        Some(s) => {
-            let mut base = defaults.to_value();
-            merge(&mut base, s);
-            base
-        }
-        None => defaults.to_value(),
-    };
-    // Read back through the settings types, so the comparison below sees values as they are
-    // used (f32 settings, defaults of fields an older checkpoint did not save).
+    let mut v = defaults.to_value();
+    if let Some(s) = &saved {
+        merge(&mut v, s);
+    }
+    // The resumed run's settings, read back through the settings types so the comparison
+    // below sees values as they are used (f32 settings, defaults of fields an older
+    // checkpoint did not save).
     let before = match &saved {
-        Some(_) => TrainSettings::from_value(&v, "the saved settings")?.to_value(),
-        None => v.clone(),
+        Some(_) => Some(TrainSettings::from_value(&v, "the saved settings")?.to_value()),
+        None => None,
     };
     if let Some(f) = &file {
         merge(&mut v, f);
@@ -492,8 +489,8 @@ fn settings(a: &TrainArgs) -> Result<(TrainSettings, Vec<String>)> {
         Some(p) => Error::config(p, e.to_string()),
         None => e,
     })?;
-    if saved.is_some() {
-        for (path, old, new) in changes(&before, &s.to_value()) {
+    if let Some(before) = &before {
+        for (path, old, new) in changes(before, &s.to_value()) {
             let by = flags
                 .iter()
                 .find(|(_, p, _)| path == *p || path.starts_with(&format!("{p}.")))

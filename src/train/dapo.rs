@@ -650,10 +650,8 @@ impl<K: Backend> DapoTrainer<K> {
         }
         let mut m = tag_means(kept.iter().map(|r| &r.feedback.tags));
         let n = rewards.len().max(1) as f64;
-        m.insert("reward_mean".into(), rewards.iter().sum::<f64>() / n);
-        m.insert("kl".into(), self.last_kl);
-        m.insert("loss".into(), self.last_loss);
-        m.insert("grad_norm".into(), self.last_grad_norm);
+        let step = [rewards.iter().sum::<f64>() / n, self.last_kl, self.last_loss, self.last_grad_norm];
+        m.extend(STEP_METRICS.iter().map(|k| k.to_string()).zip(step));
         for (k, v) in key_means(kept.iter().map(|r| &r.feedback.rewards)) {
             m.insert(format!("rewards.{k}"), v);
         }
@@ -674,25 +672,16 @@ impl<K: Backend> DapoTrainer<K> {
         let mut grid = Grid::build(seqs, self.cfg.mask_truncated, self.model.config().n_positions)?;
         self.objective.set_beta(beta as f32)?;
         let micro = self.cfg.micro_batch(grid.s);
-        let parts = |s: usize| (0..s).step_by(micro).map(move |a| a..(a + micro).min(s));
         if !grid.has_logp_old {
             // TRL computes the old log-probs with the policy before the first update.
-            let mut lp = Vec::with_capacity(grid.s * grid.t);
-            for r in parts(grid.s) {
-                lp.extend(token_logprobs(&mut self.model, &mut self.objective, &grid, r)?);
-            }
-            grid.logp_old = lp;
+            grid.logp_old = token_logprobs(&mut self.model, &mut self.objective, &grid, micro)?;
         }
         let mut reference_s = 0.0;
         let ref_logp = match self.reference.as_mut() {
             Some(reference) if beta != 0.0 => {
                 let t = Instant::now();
-                // In the update's micro-batches, so the frozen copy's activations never outgrow
-                // the policy's; then freed, so they do not sit beside the update's.
-                let mut lp = Vec::with_capacity(grid.s * grid.t);
-                for r in parts(grid.s) {
-                    lp.extend(token_logprobs(reference, &mut self.objective, &grid, r)?);
-                }
+                let lp = token_logprobs(reference, &mut self.objective, &grid, micro)?;
+                // Freed, so the frozen copy's activations do not sit beside the update's.
                 reference.release_activations();
                 reference_s = t.elapsed().as_secs_f64();
                 Some(lp)
@@ -710,8 +699,7 @@ impl<K: Backend> DapoTrainer<K> {
             for start in (0..grid.s).step_by(per) {
                 let mini = start..(start + per).min(grid.s);
                 self.model.zero_grad();
-                let pieces: Vec<_> =
-                    (mini.start..mini.end).step_by(micro).map(|a| a..(a + micro).min(mini.end)).collect();
+                let pieces = chunks(mini.clone(), micro);
                 let norm = LossNorm { sequences: mini.len() as f32, tokens: token_norm, accum: pieces.len() as f32 };
                 let mut step_loss = (0.0f32, 0.0f32);
                 for r in pieces {
@@ -995,7 +983,8 @@ impl<K: Backend> DapoTrainer<K> {
 }
 
 /// What safety rules can watch besides `rewards.<key>` and `tags.<key>`: the step's mean
-/// reward, and the previous update's KL, loss and gradient norm.
+/// reward, and the previous update's KL, loss and gradient norm (in this order in
+/// `check_safety`).
 pub const STEP_METRICS: &[&str] = &["reward_mean", "kl", "loss", "grad_norm"];
 
 /// A checkpoint's `trainer_state.json`.
@@ -1104,19 +1093,29 @@ fn mean_metric<'a>(ms: impl Iterator<Item = &'a Metrics>, key: &str) -> Option<f
     (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
 }
 
-/// Log-probs of every grid position's target under `model` (the reference, or the policy
-/// for the old log-probs), for sequences `seqs`.
+/// `r` cut into consecutive ranges of at most `size` (micro-batches of sequences).
+fn chunks(r: std::ops::Range<usize>, size: usize) -> Vec<std::ops::Range<usize>> {
+    r.clone().step_by(size.max(1)).map(|a| a..(a + size).min(r.end)).collect()
+}
+
+/// Log-probs of every grid position's target under `model` (the reference, or the policy for
+/// the old log-probs), (S, T), computed in the update's micro-batches of `micro` sequences so
+/// these passes never hold more activations than the update does.
 fn token_logprobs<K: Backend>(
     model: &mut Gpt2<K>,
     objective: &mut DapoObjective<K>,
     grid: &Grid,
-    seqs: std::ops::Range<usize>,
+    micro: usize,
 ) -> Result<Vec<f32>> {
-    let sub = grid.slice(seqs, None);
     let (c, v) = (model.config().n_embd, model.config().vocab_size);
-    let n = sub.s * grid.t;
-    model.forward_hidden(&sub.ids, sub.s, grid.t, |h| {
-        let targets = h.backend.upload_ids(&sub.targets);
-        objective.token_logprobs(h.backend, h.hidden, h.wte, &targets, n, c, v).map(|(lp, _)| lp)
-    })?
+    let mut out = Vec::with_capacity(grid.s * grid.t);
+    for seqs in chunks(0..grid.s, micro) {
+        let sub = grid.slice(seqs, None);
+        let n = sub.s * grid.t;
+        out.extend(model.forward_hidden(&sub.ids, sub.s, grid.t, |h| {
+            let targets = h.backend.upload_ids(&sub.targets);
+            objective.token_logprobs(h.backend, h.hidden, h.wte, &targets, n, c, v).map(|(lp, _)| lp)
+        })??);
+    }
+    Ok(out)
 }
