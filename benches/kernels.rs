@@ -13,11 +13,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Cr
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::device::Device;
-use gepa_dapo_grn::backend::kernel_backend::GrnSaved;
 use gepa_dapo_grn::backend::{
-    policy_metric as pm, Backend, LogprobChunk, PolicyLossInputs, PolicyLossParams, SampleParams,
+    policy_metric as pm, Backend, GrnShape, LogprobChunk, PolicyLossInputs, PolicyLossParams, SampleParams,
 };
-use gepa_dapo_grn::model::grn;
 use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use gepa_dapo_grn::util::rng::Rng;
 
@@ -63,14 +61,84 @@ mod bytes {
     pub fn policy_loss(s: u64, l: u64) -> u64 {
         (7 * s * l + s + 16) * F32
     }
-    /// Read x (B·T·C), mask (B·T), γ, β (2C); write out (B·T·C), G, N (2·B·C), μ (B).
+    /// Sequence-wide form. Read x (B·T·C), mask (B·T), γ, β (2C); write out (B·T·C), G, N
+    /// (2·B·C), μ (B).
     pub fn grn_fwd(b: u64, t: u64, c: u64) -> u64 {
         (2 * b * t * c + b * t + 2 * c + 2 * b * c + b) * F32
     }
-    /// Read dy, x (2·B·T·C), mask, γ, G, N, μ, dγ, dβ; write dx (B·T·C), dγ, dβ.
+    /// Sequence-wide form. Read dy, x (2·B·T·C), mask, γ, G, N, μ, dγ, dβ; write dx (B·T·C),
+    /// dγ, dβ.
     pub fn grn_bwd(b: u64, t: u64, c: u64) -> u64 {
         (3 * b * t * c + b * t + c + 2 * b * c + b + 4 * c) * F32
     }
+    /// Causal form. Read x twice (prefix norms, then the rows), G once, γ, β; write G, out
+    /// (B·T·C each) and μ (B·T).
+    pub fn grn_causal_fwd(b: u64, t: u64, c: u64) -> u64 {
+        (5 * b * t * c + b * t + 2 * c) * F32
+    }
+    /// Causal form. Read dy, x, G twice each (row coefficients, then the reverse scan), μ and
+    /// the coefficients; write dx (B·T·C) and the coefficients (B·T).
+    pub fn grn_causal_bwd(b: u64, t: u64, c: u64) -> u64 {
+        (7 * b * t * c + 3 * b * t + 5 * c) * F32
+    }
+    /// Decode step of R rows: read x (R·C), γ, β; read and write the running sums (R·C
+    /// touched); write out (R·C).
+    pub fn grn_causal_step(r: u64, c: u64) -> u64 {
+        (4 * r * c + 2 * c) * F32
+    }
+}
+
+/// GRN on backend `k`: the causal form (forward, backward, one decode step of B rows) and the
+/// sequence-wide form (forward, backward) at (B, T, C), each call waited for.
+fn bench_grn<K: Backend>(g: &mut BenchmarkGroup<'_, WallTime>, k: &K, rng: &mut Rng, b: usize, t: usize, c: usize) {
+    let (btc, gs) = (b * t * c, GrnShape { b, t, c, eps: 1e-6 });
+    let (x, dy) = (k.upload(&randn(rng, btc, 1.0)), k.upload(&randn(rng, btc, 1.0)));
+    let mask = k.upload(&pad_mask(rng, b, t));
+    let (gamma, beta) = (k.upload(&randn(rng, c, 0.5)), k.upload(&randn(rng, c, 0.5)));
+    let (mut out, mut dx, mut dgamma, mut dbeta) = (k.alloc(btc), k.alloc(btc), k.alloc(c), k.alloc(c));
+    let shape = format!("B={b} T={t} C={c}");
+    let (ub, ut, uc) = (b as u64, t as u64, c as u64);
+
+    let (mut gc, mut mc) = (k.alloc(btc), k.alloc(b * t));
+    g.throughput(Throughput::Bytes(bytes::grn_causal_fwd(ub, ut, uc)));
+    g.bench_function(BenchmarkId::new("grn_causal_fwd", &shape), |bch| {
+        bch.iter(|| {
+            k.grn_causal_forward(&mut out, &mut gc, &mut mc, &x, &gamma, &beta, gs);
+            k.synchronize()
+        })
+    });
+    g.throughput(Throughput::Bytes(bytes::grn_causal_bwd(ub, ut, uc)));
+    g.bench_function(BenchmarkId::new("grn_causal_bwd", &shape), |bch| {
+        bch.iter(|| {
+            k.grn_causal_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &gamma, &gc, &mc, gs);
+            k.synchronize()
+        })
+    });
+    let (mut sums, mut rows_out) = (k.alloc(b * c), k.alloc(b * c));
+    let (xr, seq) = (k.upload(&randn(rng, b * c, 1.0)), k.upload_ids(&(0..b as u32).collect::<Vec<_>>()));
+    g.throughput(Throughput::Bytes(bytes::grn_causal_step(ub, uc)));
+    g.bench_function(BenchmarkId::new("grn_causal_step", format!("R={b} C={c}")), |bch| {
+        bch.iter(|| {
+            k.grn_causal_step(&mut rows_out, &mut sums, &xr, &seq, &gamma, &beta, b, c, 1e-6);
+            k.synchronize()
+        })
+    });
+
+    let (mut gsq, mut ms, mut ns) = (k.alloc(b * c), k.alloc(b), k.alloc(b * c));
+    g.throughput(Throughput::Bytes(bytes::grn_fwd(ub, ut, uc)));
+    g.bench_function(BenchmarkId::new("grn_fwd", &shape), |bch| {
+        bch.iter(|| {
+            k.grn_sequence_forward(&mut out, &mut gsq, &mut ms, &mut ns, &x, &mask, &gamma, &beta, gs);
+            k.synchronize()
+        })
+    });
+    g.throughput(Throughput::Bytes(bytes::grn_bwd(ub, ut, uc)));
+    g.bench_function(BenchmarkId::new("grn_bwd", &shape), |bch| {
+        bch.iter(|| {
+            k.grn_sequence_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &mask, &gamma, &gsq, &ms, &ns, gs);
+            k.synchronize()
+        })
+    });
 }
 
 /// The sampling configurations benchmarked: untruncated at T = 1, and T = 0.7 with top-k 50
@@ -182,29 +250,8 @@ fn gpu(c: &mut Criterion) {
         })
     });
 
-    // GRN: B = 16, T = 1024, C = 768, ~10% padding.
-    let (b, t, cc) = (16usize, 1024usize, 768usize);
-    let x = k.upload(&randn(&mut rng, b * t * cc, 1.0));
-    let dy = k.upload(&randn(&mut rng, b * t * cc, 1.0));
-    let mask = k.upload(&pad_mask(&mut rng, b, t));
-    let (gamma, beta) = (k.upload(&randn(&mut rng, cc, 0.5)), k.upload(&randn(&mut rng, cc, 0.5)));
-    let (mut out, mut dx, mut dgamma, mut dbeta) = (k.alloc(b * t * cc), k.alloc(b * t * cc), k.alloc(cc), k.alloc(cc));
-    let mut saved = GrnSaved::new(&k, b, cc);
-    let shape = format!("B={b} T={t} C={cc}");
-    g.throughput(Throughput::Bytes(bytes::grn_fwd(b as u64, t as u64, cc as u64)));
-    g.bench_function(BenchmarkId::new("grn_fwd", &shape), |bch| {
-        bch.iter(|| {
-            k.grn_forward(&mut out, &mut saved, &x, &mask, &gamma, &beta, (b, t, cc), 1e-6);
-            sync(&k)
-        })
-    });
-    g.throughput(Throughput::Bytes(bytes::grn_bwd(b as u64, t as u64, cc as u64)));
-    g.bench_function(BenchmarkId::new("grn_bwd", &shape), |bch| {
-        bch.iter(|| {
-            k.grn_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &mask, &gamma, &saved, (b, t, cc), 1e-6);
-            sync(&k)
-        })
-    });
+    // GRN: B = 16, T = 1024, C = 768 (~10% padding for the sequence-wide form).
+    bench_grn(&mut g, &k, &mut rng, 16, 1024, 768);
 
     // Sampling: one decode step of 64 sequences over GPT-2's V = 50257. `sample` downloads its
     // results, so every iteration already waits for the device.
@@ -271,40 +318,7 @@ fn cpu_oracle(c: &mut Criterion) {
         })
     });
 
-    let (b, t, cc) = (2usize, 64usize, 128usize);
-    let x = randn(&mut rng, b * t * cc, 1.0);
-    let dy = randn(&mut rng, b * t * cc, 1.0);
-    let gmask = pad_mask(&mut rng, b, t);
-    let (gamma, beta) = (randn(&mut rng, cc, 0.5), randn(&mut rng, cc, 0.5));
-    let (mut out, mut gg, mut mean, mut nn) =
-        (vec![0.0; b * t * cc], vec![0.0; b * cc], vec![0.0; b], vec![0.0; b * cc]);
-    let shape = format!("B={b} T={t} C={cc}");
-    g.throughput(Throughput::Bytes(bytes::grn_fwd(b as u64, t as u64, cc as u64)));
-    g.bench_function(BenchmarkId::new("grn_fwd", &shape), |bch| {
-        bch.iter(|| grn::grn_forward(&mut out, &mut gg, &mut mean, &mut nn, &x, &gmask, &gamma, &beta, b, t, cc, 1e-6))
-    });
-    let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; b * t * cc], vec![0.0; cc], vec![0.0; cc]);
-    g.throughput(Throughput::Bytes(bytes::grn_bwd(b as u64, t as u64, cc as u64)));
-    g.bench_function(BenchmarkId::new("grn_bwd", &shape), |bch| {
-        bch.iter(|| {
-            grn::grn_backward(
-                &mut dx,
-                &mut dgamma,
-                &mut dbeta,
-                &dy,
-                &x,
-                &gmask,
-                &gamma,
-                &gg,
-                &mean,
-                &nn,
-                b,
-                t,
-                cc,
-                1e-6,
-            )
-        })
-    });
+    bench_grn(&mut g, &k, &mut rng, 2, 64, 128);
 
     let (sn, sv) = (64usize, 1000usize);
     bench_sample(&mut g, &k, &randn(&mut rng, sn * sv, 3.0), sn, sv);

@@ -371,6 +371,20 @@ pub mod policy_metric {
     pub const LEN: usize = 17;
 }
 
+/// The shape of a GRN call: B sequences of T positions and C channels, and the `eps` added
+/// to the mean norm (see [`crate::model::grn`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GrnShape {
+    /// B: sequences.
+    pub b: usize,
+    /// T: positions per sequence.
+    pub t: usize,
+    /// C: channels.
+    pub c: usize,
+    /// Added to the mean norm before dividing.
+    pub eps: f32,
+}
+
 /// What [`Backend::memory`] reports, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryUse {
@@ -540,6 +554,87 @@ pub trait Backend: Clone + Send + Sync {
     fn gelu_forward(&self, out: &mut Self::Buf, inp: &Self::Buf);
     /// In place: `d = d · gelu'(inp)`.
     fn gelu_backward(&self, d: &mut Self::Buf, inp: &Self::Buf);
+
+    // ---- GRN ---------------------------------------------------------------------------
+
+    /// Causal GRN forward ([`crate::model::grn::causal`], the form in front of the policy head):
+    /// `out (B,T,C)` from `x (B,T,C)`, `gamma`, `beta (C)`, storing the prefix norms
+    /// `g (B,T,C)` and their channel means `mean (B,T)` for the backward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn grn_causal_forward(
+        &self,
+        out: &mut Self::Buf,
+        g: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        s: GrnShape,
+    );
+    /// Causal GRN backward: **overwrites** `dx (B,T,C)`, **accumulates** `dgamma`, `dbeta (C)`
+    /// from `dy (B,T,C)`, the forward's `x` and its `g`, `mean`.
+    #[allow(clippy::too_many_arguments)]
+    fn grn_causal_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        g: &Self::Buf,
+        mean: &Self::Buf,
+        s: GrnShape,
+    );
+    /// Causal GRN of R rows of a KV-cached pass (the decode step of
+    /// [`Backend::grn_causal_forward`]): row r continues cache sequence `seq[r]`, whose running
+    /// sums of squares `sumsq (B,C)` it updates; rows are taken in order, so one call may hold
+    /// consecutive positions of a sequence (a prefill). Writes `out (R,C)` from `x (R,C)`.
+    #[allow(clippy::too_many_arguments)]
+    fn grn_causal_step(
+        &self,
+        out: &mut Self::Buf,
+        sumsq: &mut Self::Buf,
+        x: &Self::Buf,
+        seq: &Self::Ids,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        rows: usize,
+        c: usize,
+        eps: f32,
+    );
+    /// Sequence-wide GRN forward ([`crate::model::grn`], for heads that read a whole
+    /// sequence: the value / judge head) under `mask (B,T)` (non-zero = real position):
+    /// `out (B,T,C)`, storing `g (B,C)`, `mean (B)` and `n (B,C)`.
+    #[allow(clippy::too_many_arguments)]
+    fn grn_sequence_forward(
+        &self,
+        out: &mut Self::Buf,
+        g: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        n: &mut Self::Buf,
+        x: &Self::Buf,
+        mask: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        s: GrnShape,
+    );
+    /// Sequence-wide GRN backward: **overwrites** `dx`, **accumulates** `dgamma`, `dbeta`.
+    #[allow(clippy::too_many_arguments)]
+    fn grn_sequence_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        mask: &Self::Buf,
+        gamma: &Self::Buf,
+        g: &Self::Buf,
+        mean: &Self::Buf,
+        n: &Self::Buf,
+        s: GrnShape,
+    );
 
     // ---- losses ------------------------------------------------------------------------
 

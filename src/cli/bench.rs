@@ -16,8 +16,8 @@
 
 use super::device::{resolve, Device, Resolved};
 use crate::backend::device::Device as DeviceTrait;
-use crate::backend::kernel_backend::{GrnSaved, KernelBackend};
-use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use crate::backend::kernel_backend::KernelBackend;
+use crate::backend::{policy_metric as pm, Backend, Gemm, GrnShape, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
@@ -673,41 +673,37 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
     });
     drop((sets, dlp, dh, met));
 
-    // GRN forward/backward: B×T×C with ~10% padding (each sequence right-padded by 0–20% of T).
+    // GRN forward/backward, the causal form in front of the policy head: B×T×C.
     let (b, t, c) = (sh.b, sh.t, sh.c);
     let btc = b * t * c;
-    let mut gmask = vec![0.0f32; b * t];
-    for bi in 0..b {
-        let len = t - rng.below(t / 5 + 1);
-        gmask[bi * t..bi * t + len].fill(1.0);
-    }
     let shape = format!("B={b} T={t} C={c}");
     {
-        // Bytes (forward): read x (B·T·C), mask (B·T), γ, β (2C); write out (B·T·C), G, N (2·B·C), μ (B).
-        let fwd_bytes = (2 * btc + b * t + 2 * c + 2 * b * c + b) * f32b;
+        let gs = GrnShape { b, t, c, eps: 1e-6 };
+        // Bytes (forward): read x (B·T·C) twice (prefix norms, then the rows), γ, β (2C);
+        // write G and out (2·B·T·C), μ (B·T), and read G back once.
+        let fwd_bytes = (5 * btc + b * t + 2 * c) * f32b;
         let n_sets = copies(btc * f32b, warmup + runs, emulated);
         let xs: Vec<_> = (0..n_sets).map(|_| random_buf(k, &mut rng, btc, 1.0)).collect();
-        let (d_mask, gamma, beta) =
-            (k.upload(&gmask), random_buf(k, &mut rng, c, 0.5), random_buf(k, &mut rng, c, 0.5));
-        let mut out = k.alloc(btc);
-        let mut saved = GrnSaved::new(k, b, c);
+        let (gamma, beta) = (random_buf(k, &mut rng, c, 0.5), random_buf(k, &mut rng, c, 0.5));
+        let (mut out, mut g, mut mean) = (k.alloc(btc), k.alloc(btc), k.alloc(b * t));
         let ms = time_op(k, warmup, runs, &mut |i| {
-            k.grn_forward(&mut out, &mut saved, &xs[i % xs.len()], &d_mask, &gamma, &beta, (b, t, c), 1e-6)
+            k.grn_causal_forward(&mut out, &mut g, &mut mean, &xs[i % xs.len()], &gamma, &beta, gs)
         })?;
-        rows.push(Row { op: "grn_fwd", shape: shape.clone(), ms, bytes: fwd_bytes as f64, note: String::new() });
-        // Bytes (backward): read dy, x (2·B·T·C), mask, γ, G, N, μ, dγ, dβ (accumulated);
-        // write dx (B·T·C), dγ, dβ. The op's (B, 2C) partial sums are not counted.
-        let bwd_bytes = (3 * btc + b * t + c + 2 * b * c + b + 4 * c) * f32b;
-        k.grn_forward(&mut out, &mut saved, &xs[0], &d_mask, &gamma, &beta, (b, t, c), 1e-6);
+        rows.push(Row { op: "grn_fwd", shape: shape.clone(), ms, bytes: fwd_bytes as f64, note: "causal".into() });
+        // Bytes (backward): read dy, x, G twice each (the row coefficients, then the reverse
+        // scan), μ (B·T), γ; write dx (B·T·C) and the (B·T) coefficients. The (B, 2C) partial
+        // sums are not counted.
+        let bwd_bytes = (7 * btc + 3 * b * t + 5 * c) * f32b;
+        k.grn_causal_forward(&mut out, &mut g, &mut mean, &xs[0], &gamma, &beta, gs);
         let dys: Vec<_> = (0..n_sets.min(2)).map(|_| random_buf(k, &mut rng, btc, 1.0)).collect();
         let (mut dgamma, mut dbeta) = (k.alloc(c), k.alloc(c));
         let mut dx = k.alloc(btc);
         let ms = time_op(k, warmup, runs, &mut |i| {
             let dy = &dys[i % dys.len()];
-            k.grn_backward(&mut dx, &mut dgamma, &mut dbeta, dy, &xs[0], &d_mask, &gamma, &saved, (b, t, c), 1e-6)
+            k.grn_causal_backward(&mut dx, &mut dgamma, &mut dbeta, dy, &xs[0], &gamma, &g, &mean, gs)
         })?;
-        let note = if n_sets > 1 { "dy rotated over 2 sets".to_string() } else { String::new() };
-        rows.push(Row { op: "grn_bwd", shape, ms, bytes: bwd_bytes as f64, note });
+        let note = if n_sets > 1 { "causal, dy rotated over 2 sets" } else { "causal" };
+        rows.push(Row { op: "grn_bwd", shape, ms, bytes: bwd_bytes as f64, note: note.into() });
     }
 
     // GEMM: GPT-2's qkv projection, out (m, n) = x (m, k) · Wᵀ (n, k) stored as HF's (k, n).

@@ -8,7 +8,7 @@
 //! index or missing term, which produce O(1) errors.
 
 use super::{dot, randn};
-use gepa_dapo_grn::backend::{Backend, Gemm};
+use gepa_dapo_grn::backend::{Backend, Gemm, GrnShape};
 use gepa_dapo_grn::util::rng::Rng;
 
 const H: f32 = 1e-2;
@@ -178,4 +178,58 @@ pub fn encoder<K: Backend>(k: K) {
     probe("encoder dwte", &mut wte, &dwte, 12, &mut rng, |w| dot(&fwd(w, &wpe0), &r));
     let wte0 = wte.clone();
     probe("encoder dwpe", &mut wpe, &dwpe, 8, &mut rng, |p| dot(&fwd(&wte0, p), &r));
+}
+
+/// Causal GRN: input, γ and β gradients, with γ, β non-zero and T long enough that the
+/// suffix sums of the backward matter; every coordinate of x is probed.
+pub fn grn_causal<K: Backend>(k: K) {
+    let (b, t, c) = (2, 5, 6);
+    let gs = GrnShape { b, t, c, eps: 1e-6 };
+    let mut rng = Rng::new(17);
+    let mut x = randn(&mut rng, b * t * c, 1.0);
+    let mut gamma = randn(&mut rng, c, 0.7);
+    let mut beta = randn(&mut rng, c, 0.7);
+    let r = randn(&mut rng, b * t * c, 1.0);
+    let fwd = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+        let (mut out, mut g, mut mean) = (k.alloc(b * t * c), k.alloc(b * t * c), k.alloc(b * t));
+        k.grn_causal_forward(&mut out, &mut g, &mut mean, &k.upload(x), &k.upload(gamma), &k.upload(beta), gs);
+        (k.download(&out), g, mean)
+    };
+    let (_, g, mean) = fwd(&x, &gamma, &beta);
+    let (mut dx, mut dgamma, mut dbeta) = (k.alloc(b * t * c), k.alloc(c), k.alloc(c));
+    let (ux, ug) = (k.upload(&x), k.upload(&gamma));
+    k.grn_causal_backward(&mut dx, &mut dgamma, &mut dbeta, &k.upload(&r), &ux, &ug, &g, &mean, gs);
+    let (dx, dgamma, dbeta) = (k.download(&dx), k.download(&dgamma), k.download(&dbeta));
+    let (x0, g0, b0) = (x.clone(), gamma.clone(), beta.clone());
+    probe("grn_causal dx", &mut x, &dx, 24, &mut rng, |x| dot(&fwd(x, &g0, &b0).0, &r));
+    probe("grn_causal dgamma", &mut gamma, &dgamma, 6, &mut rng, |gm| dot(&fwd(&x0, gm, &b0).0, &r));
+    probe("grn_causal dbeta", &mut beta, &dbeta, 6, &mut rng, |bt| dot(&fwd(&x0, &g0, bt).0, &r));
+}
+
+/// Sequence-wide GRN under a ragged mask: input, γ and β gradients.
+pub fn grn_sequence<K: Backend>(k: K) {
+    let (b, t, c) = (2, 4, 5);
+    let gs = GrnShape { b, t, c, eps: 1e-6 };
+    let mut rng = Rng::new(18);
+    let mut x = randn(&mut rng, b * t * c, 1.0);
+    let mut gamma = randn(&mut rng, c, 0.7);
+    let mut beta = randn(&mut rng, c, 0.7);
+    let mask = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let r = randn(&mut rng, b * t * c, 1.0);
+    let um = k.upload(&mask);
+    let fwd = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+        let (mut out, mut g, mut mean, mut n) = (k.alloc(b * t * c), k.alloc(b * c), k.alloc(b), k.alloc(b * c));
+        let (ux, ug, ub) = (k.upload(x), k.upload(gamma), k.upload(beta));
+        k.grn_sequence_forward(&mut out, &mut g, &mut mean, &mut n, &ux, &um, &ug, &ub, gs);
+        (k.download(&out), g, mean, n)
+    };
+    let (_, g, mean, n) = fwd(&x, &gamma, &beta);
+    let (mut dx, mut dgamma, mut dbeta) = (k.alloc(b * t * c), k.alloc(c), k.alloc(c));
+    let (ux, ug, ur) = (k.upload(&x), k.upload(&gamma), k.upload(&r));
+    k.grn_sequence_backward(&mut dx, &mut dgamma, &mut dbeta, &ur, &ux, &um, &ug, &g, &mean, &n, gs);
+    let (dx, dgamma, dbeta) = (k.download(&dx), k.download(&dgamma), k.download(&dbeta));
+    let (x0, g0, b0) = (x.clone(), gamma.clone(), beta.clone());
+    probe("grn_sequence dx", &mut x, &dx, 16, &mut rng, |x| dot(&fwd(x, &g0, &b0).0, &r));
+    probe("grn_sequence dgamma", &mut gamma, &dgamma, 5, &mut rng, |gm| dot(&fwd(&x0, gm, &b0).0, &r));
+    probe("grn_sequence dbeta", &mut beta, &dbeta, 5, &mut rng, |bt| dot(&fwd(&x0, &g0, bt).0, &r));
 }

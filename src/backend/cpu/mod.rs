@@ -19,7 +19,8 @@ mod policy_loss;
 pub(crate) use policy_loss::vespo_phi;
 
 use crate::backend::{check_logprob_chunk, check_sample_rows, LogprobChunk, PolicyLossInputs, PolicyLossParams};
-use crate::backend::{AdamWStep, Backend, Gemm, SampleError, SampleParams, Sampled};
+use crate::backend::{AdamWStep, Backend, Gemm, GrnShape, SampleError, SampleParams, Sampled};
+use crate::model::grn;
 use std::sync::Arc;
 
 /// The CPU backend. Cloning shares the thread pool.
@@ -256,6 +257,77 @@ impl Backend for CpuBackend {
     fn gelu_backward(&self, d: &mut Vec<f32>, inp: &Vec<f32>) {
         self.run(|| gelu::gelu_backward(d, inp));
     }
+    fn grn_causal_forward(
+        &self,
+        out: &mut Vec<f32>,
+        g: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        s: GrnShape,
+    ) {
+        self.run(|| grn::grn_causal_forward(out, g, mean, x, gamma, beta, s.b, s.t, s.c, s.eps));
+    }
+    fn grn_causal_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        g: &Vec<f32>,
+        mean: &Vec<f32>,
+        s: GrnShape,
+    ) {
+        self.run(|| grn::grn_causal_backward(dx, dgamma, dbeta, dy, x, gamma, g, mean, s.b, s.t, s.c, s.eps));
+    }
+    fn grn_causal_step(
+        &self,
+        out: &mut Vec<f32>,
+        sumsq: &mut Vec<f32>,
+        x: &Vec<f32>,
+        seq: &Vec<u32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        rows: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        grn::grn_causal_step(out, sumsq, x, seq, gamma, beta, rows, c, eps);
+    }
+    fn grn_sequence_forward(
+        &self,
+        out: &mut Vec<f32>,
+        g: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        n: &mut Vec<f32>,
+        x: &Vec<f32>,
+        mask: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        s: GrnShape,
+    ) {
+        self.run(|| grn::grn_forward(out, g, mean, n, x, mask, gamma, beta, s.b, s.t, s.c, s.eps));
+    }
+    fn grn_sequence_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        mask: &Vec<f32>,
+        gamma: &Vec<f32>,
+        g: &Vec<f32>,
+        mean: &Vec<f32>,
+        n: &Vec<f32>,
+        s: GrnShape,
+    ) {
+        self.run(|| grn::grn_backward(dx, dgamma, dbeta, dy, x, mask, gamma, g, mean, n, s.b, s.t, s.c, s.eps));
+    }
+
     fn cross_entropy(
         &self,
         logits: &mut Vec<f32>,

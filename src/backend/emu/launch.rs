@@ -47,6 +47,10 @@ impl DevPtr {
     pub fn host_const<T>(s: &[T]) -> Self {
         DevPtr(s.as_ptr() as u64)
     }
+    /// The address `words` 32-bit values (f32 or u32) further on: a sub-buffer of a workspace.
+    pub fn offset(self, words: usize) -> Self {
+        DevPtr(self.0 + 4 * words as u64)
+    }
 }
 
 mod sealed {

@@ -19,13 +19,16 @@ use std::sync::Arc;
 
 mod attention;
 mod basic;
+mod grn;
 mod norm;
 mod sampling;
 
 use super::device::Device;
 use super::emu::EmuDevice;
-use super::kernels::{advantage, grn, logprob, policy_loss, DevPtr};
-use super::{check_logprob_chunk, AdamWStep, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use super::kernels::{advantage, logprob, policy_loss, DevPtr};
+use super::{
+    check_logprob_chunk, AdamWStep, Backend, Gemm, GrnShape, LogprobChunk, PolicyLossInputs, PolicyLossParams,
+};
 use super::{MemoryUse, SampleError, SampleParams, Sampled};
 use crate::rl::advantage::AdvantageScaling;
 
@@ -123,16 +126,6 @@ impl<D: Device> GroupOffsets<D> {
     }
 }
 
-/// The GRN statistics a forward pass writes and its backward reads (shapes B, C).
-pub struct GrnSaved<D: Device> {
-    /// G (B,C): each channel's L2 norm over the real positions.
-    pub g: DeviceBuf<D>,
-    /// μ (B): mean of G over channels.
-    pub mean: DeviceBuf<D>,
-    /// N (B,C) = G / (μ + eps).
-    pub n: DeviceBuf<D>,
-}
-
 impl<D: Device> KernelBackend<D> {
     /// A backend on `dev`.
     pub fn new(dev: D) -> Self {
@@ -217,84 +210,6 @@ impl<D: Device> KernelBackend<D> {
         // increasing i32 from 0 to N (checked when it was built).
         let res = unsafe { advantage::group_advantage(&*self.dev, o, r, p, g, n, scaling, eps, clip) };
         self.ok("group_advantage", &shapes, res);
-    }
-
-    /// GRN forward over `x (B,T,C)` with `mask (B,T)`, `gamma`/`beta (C)`: writes `out
-    /// (B,T,C)` and the statistics the backward needs.
-    #[allow(clippy::too_many_arguments)]
-    pub fn grn_forward(
-        &self,
-        out: &mut DeviceBuf<D>,
-        saved: &mut GrnSaved<D>,
-        x: &DeviceBuf<D>,
-        mask: &DeviceBuf<D>,
-        gamma: &DeviceBuf<D>,
-        beta: &DeviceBuf<D>,
-        (b, t, c): (usize, usize, usize),
-        eps: f32,
-    ) {
-        let shapes = format!("B={b}, T={t}, C={c}");
-        let sizes = [out.len, x.len, mask.len, gamma.len, beta.len, saved.g.len, saved.mean.len, saved.n.len];
-        assert_eq!(sizes, [b * t * c, b * t * c, b * t, c, c, b * c, b, b * c], "grn_forward ({shapes}): buffer sizes");
-        let p = grn::GrnForward {
-            out: self.ptr_mut(out),
-            g: self.ptr_mut(&mut saved.g),
-            mean: self.ptr_mut(&mut saved.mean),
-            n: self.ptr_mut(&mut saved.n),
-            x: self.ptr(x),
-            mask: self.ptr(mask),
-            gamma: self.ptr(gamma),
-            beta: self.ptr(beta),
-        };
-        // SAFETY: every buffer holds the extent its field names for (b, t, c) (checked above);
-        // the outputs are distinct allocations from each other and from the inputs.
-        let res = unsafe { grn::grn_forward(&*self.dev, &p, b, t, c, eps) };
-        self.ok("grn_forward", &shapes, res);
-    }
-
-    /// GRN backward: overwrites `dx (B,T,C)`, **accumulates** into `dgamma`/`dbeta (C)`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn grn_backward(
-        &self,
-        dx: &mut DeviceBuf<D>,
-        dgamma: &mut DeviceBuf<D>,
-        dbeta: &mut DeviceBuf<D>,
-        dy: &DeviceBuf<D>,
-        x: &DeviceBuf<D>,
-        mask: &DeviceBuf<D>,
-        gamma: &DeviceBuf<D>,
-        saved: &GrnSaved<D>,
-        (b, t, c): (usize, usize, usize),
-        eps: f32,
-    ) {
-        let shapes = format!("B={b}, T={t}, C={c}");
-        let sizes = [dx.len, dgamma.len, dbeta.len, dy.len, x.len, mask.len, gamma.len, saved.g.len, saved.n.len];
-        assert_eq!(sizes, [b * t * c, c, c, b * t * c, b * t * c, b * t, c, b * c, b * c], "grn_backward ({shapes})");
-        assert_eq!(saved.mean.len, b, "grn_backward ({shapes}): mean holds B values");
-        let mut partial = self.buf("grn_backward", 2 * b * c);
-        let p = grn::GrnBackward {
-            dx: self.ptr_mut(dx),
-            dgamma: self.ptr_mut(dgamma),
-            dbeta: self.ptr_mut(dbeta),
-            partial: self.ptr_mut(&mut partial),
-            dy: self.ptr(dy),
-            x: self.ptr(x),
-            mask: self.ptr(mask),
-            gamma: self.ptr(gamma),
-            g: self.ptr(&saved.g),
-            mean: self.ptr(&saved.mean),
-            n: self.ptr(&saved.n),
-        };
-        // SAFETY: sizes checked above; partial holds 2·B·C; outputs are distinct allocations.
-        let res = unsafe { grn::grn_backward(&*self.dev, &p, b, t, c, eps) };
-        self.ok("grn_backward", &shapes, res);
-    }
-}
-
-impl<D: Device> GrnSaved<D> {
-    /// Zeroed statistics for `b` sequences of `c` channels.
-    pub fn new(k: &KernelBackend<D>, b: usize, c: usize) -> Self {
-        GrnSaved { g: k.buf("grn", b * c), mean: k.buf("grn", b), n: k.buf("grn", b * c) }
     }
 }
 
@@ -476,6 +391,76 @@ impl<D: Device> Backend for KernelBackend<D> {
     }
     fn gelu_backward(&self, d: &mut DeviceBuf<D>, inp: &DeviceBuf<D>) {
         self.gelu_backward_k(d, inp)
+    }
+    fn grn_causal_forward(
+        &self,
+        out: &mut DeviceBuf<D>,
+        g: &mut DeviceBuf<D>,
+        mean: &mut DeviceBuf<D>,
+        x: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        beta: &DeviceBuf<D>,
+        s: GrnShape,
+    ) {
+        self.grn_causal_forward_k(out, g, mean, x, gamma, beta, s)
+    }
+    fn grn_causal_backward(
+        &self,
+        dx: &mut DeviceBuf<D>,
+        dgamma: &mut DeviceBuf<D>,
+        dbeta: &mut DeviceBuf<D>,
+        dy: &DeviceBuf<D>,
+        x: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        g: &DeviceBuf<D>,
+        mean: &DeviceBuf<D>,
+        s: GrnShape,
+    ) {
+        self.grn_causal_backward_k(dx, dgamma, dbeta, dy, x, gamma, g, mean, s)
+    }
+    fn grn_causal_step(
+        &self,
+        out: &mut DeviceBuf<D>,
+        sumsq: &mut DeviceBuf<D>,
+        x: &DeviceBuf<D>,
+        seq: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        beta: &DeviceBuf<D>,
+        rows: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        self.grn_causal_step_k(out, sumsq, x, seq, gamma, beta, rows, c, eps)
+    }
+    fn grn_sequence_forward(
+        &self,
+        out: &mut DeviceBuf<D>,
+        g: &mut DeviceBuf<D>,
+        mean: &mut DeviceBuf<D>,
+        n: &mut DeviceBuf<D>,
+        x: &DeviceBuf<D>,
+        mask: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        beta: &DeviceBuf<D>,
+        s: GrnShape,
+    ) {
+        self.grn_sequence_forward_k(out, g, mean, n, x, mask, gamma, beta, s)
+    }
+    fn grn_sequence_backward(
+        &self,
+        dx: &mut DeviceBuf<D>,
+        dgamma: &mut DeviceBuf<D>,
+        dbeta: &mut DeviceBuf<D>,
+        dy: &DeviceBuf<D>,
+        x: &DeviceBuf<D>,
+        mask: &DeviceBuf<D>,
+        gamma: &DeviceBuf<D>,
+        g: &DeviceBuf<D>,
+        mean: &DeviceBuf<D>,
+        n: &DeviceBuf<D>,
+        s: GrnShape,
+    ) {
+        self.grn_sequence_backward_k(dx, dgamma, dbeta, dy, x, mask, gamma, g, mean, n, s)
     }
     fn cross_entropy(
         &self,

@@ -229,7 +229,7 @@ pub unsafe fn global_norm<L: Launcher>(
         if n == 0 {
             continue;
         }
-        let slot = DevPtr(partial.0 + 4 * slots as u64);
+        let slot = partial.offset(slots);
         let nn = count(n);
         let mut args = KernelArgs::new();
         args.arg(&slot).arg(&x).arg(&nn);

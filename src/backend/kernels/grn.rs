@@ -111,3 +111,192 @@ pub unsafe fn grn_backward<L: Launcher>(
     // which completed first on the same stream) and updates dγ[c], dβ[c].
     unsafe { run(dev, "grn_param_grad_f32", Launch::cover(c, 128), &mut args) }
 }
+
+// ---- causal form ---------------------------------------------------------------------------
+
+/// Threads per block of the row kernels (one block per row, threads stride over C).
+const ROW_THREADS: u32 = 256;
+/// Threads per block of the per-(b, c) scans.
+const SCAN_THREADS: u32 = 128;
+
+/// The device buffers of one causal GRN forward (shapes B, T, C).
+#[derive(Clone, Copy, Debug)]
+pub struct GrnCausalForward {
+    /// out (B,T,C), written.
+    pub out: DevPtr,
+    /// Prefix norms G (B,T,C), written.
+    pub g: DevPtr,
+    /// Their channel means (B,T), written.
+    pub mean: DevPtr,
+    /// x (B,T,C).
+    pub x: DevPtr,
+    /// γ (C).
+    pub gamma: DevPtr,
+    /// β (C).
+    pub beta: DevPtr,
+}
+
+/// `grn_causal_norms_f32` (prefix norms) then `grn_rows_apply_f32` over the B·T rows.
+///
+/// # Safety
+/// Every pointer of `p` must address device memory holding the f32 count its field names for
+/// these B, T, C; the written buffers must not overlap each other or the inputs.
+pub unsafe fn grn_causal_forward<L: Launcher>(
+    dev: &L,
+    p: &GrnCausalForward,
+    b: usize,
+    t: usize,
+    c: usize,
+    eps: f32,
+) -> Result<(), L::Error> {
+    if b * t * c == 0 {
+        return Ok(());
+    }
+    let (bi, ti, ci, ri) = (dim("B", b), dim("T", t), dim("C", c), dim("B·T", b * t));
+    let mut args = KernelArgs::new();
+    args.arg(&p.g).arg(&p.x).arg(&bi).arg(&ti).arg(&ci);
+    // SAFETY: thread (b, c) reads x[b, :, c] and writes g[b, :, c]; extents from the caller.
+    unsafe { run(dev, "grn_causal_norms_f32", Launch::cover(b * c, SCAN_THREADS), &mut args) }?;
+    // SAFETY: as the rows kernel below, over R = B·T rows.
+    unsafe { rows_apply(dev, p.out, p.mean, p.g, p.x, p.gamma, p.beta, ri, ci, eps) }
+}
+
+/// `grn_rows_apply_f32`: one block per row.
+///
+/// # Safety
+/// out, g, x hold R·C f32, mean R, γ and β C; out and mean do not overlap the inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_apply<L: Launcher>(
+    dev: &L,
+    out: DevPtr,
+    mean: DevPtr,
+    g: DevPtr,
+    x: DevPtr,
+    gamma: DevPtr,
+    beta: DevPtr,
+    r: i32,
+    c: i32,
+    eps: f32,
+) -> Result<(), L::Error> {
+    let cfg = Launch::linear(r as u32, threads_for(c as usize, ROW_THREADS));
+    let mut args = KernelArgs::new();
+    args.arg(&out).arg(&mean).arg(&g).arg(&x).arg(&gamma).arg(&beta).arg(&r).arg(&c).arg(&eps);
+    // SAFETY: block r reads row r of g and x, γ, β, and writes row r of out and mean[r].
+    unsafe { run(dev, "grn_rows_apply_f32", cfg, &mut args) }
+}
+
+/// The device buffers of one causal GRN backward (shapes B, T, C).
+#[derive(Clone, Copy, Debug)]
+pub struct GrnCausalBackward {
+    /// dx (B,T,C), overwritten.
+    pub dx: DevPtr,
+    /// dγ (C), accumulated.
+    pub dgamma: DevPtr,
+    /// dβ (C), accumulated.
+    pub dbeta: DevPtr,
+    /// Workspace of 2·B·C + B·T f32, overwritten.
+    pub work: DevPtr,
+    /// dy (B,T,C).
+    pub dy: DevPtr,
+    /// The forward's x (B,T,C).
+    pub x: DevPtr,
+    /// γ (C).
+    pub gamma: DevPtr,
+    /// The forward's G (B,T,C).
+    pub g: DevPtr,
+    /// The forward's means (B,T).
+    pub mean: DevPtr,
+}
+
+/// f32 values of the workspace [`grn_causal_backward`] needs: per-sequence parameter partials
+/// (B, 2C) and one coefficient per row (B·T).
+pub fn causal_backward_workspace(b: usize, t: usize, c: usize) -> usize {
+    2 * b * c + b * t
+}
+
+/// `grn_causal_coef_f32` (one block per row), `grn_causal_backward_f32` (a reverse scan per
+/// (b, c)), then `grn_param_grad_f32`: overwrites dx, accumulates dγ, dβ.
+///
+/// # Safety
+/// As [`grn_causal_forward`], for the fields of `p` (`work` holds
+/// [`causal_backward_workspace`] f32); dx, dγ, dβ and `work` must not overlap each other or
+/// the inputs.
+pub unsafe fn grn_causal_backward<L: Launcher>(
+    dev: &L,
+    p: &GrnCausalBackward,
+    b: usize,
+    t: usize,
+    c: usize,
+    eps: f32,
+) -> Result<(), L::Error> {
+    if b * t * c == 0 {
+        return Ok(());
+    }
+    let (bi, ti, ci, ri) = (dim("B", b), dim("T", t), dim("C", c), dim("B·T", b * t));
+    let partial = p.work;
+    let kc = p.work.offset(2 * b * c);
+    let cfg = Launch::linear(ri as u32, threads_for(c, ROW_THREADS));
+    let mut args = KernelArgs::new();
+    args.arg(&kc).arg(&p.dy).arg(&p.x).arg(&p.gamma).arg(&p.g).arg(&p.mean).arg(&ri).arg(&ci).arg(&eps);
+    // SAFETY: block r reads row r of dy, x, g, mean[r] and γ, and writes kc[r] (inside work).
+    unsafe { run(dev, "grn_causal_coef_f32", cfg, &mut args) }?;
+    let mut args = KernelArgs::new();
+    args.arg(&p.dx).arg(&partial).arg(&p.dy).arg(&p.x).arg(&p.gamma).arg(&p.g).arg(&p.mean).arg(&kc);
+    args.arg(&bi).arg(&ti).arg(&ci).arg(&eps);
+    // SAFETY: thread (b, c) reads column (b, :, c) of dy, x, g, the row values mean/kc of
+    // sequence b (kc written by the launch above, same stream), and writes dx[b, :, c] and
+    // partial[b, c], partial[b, C + c].
+    unsafe { run(dev, "grn_causal_backward_f32", Launch::cover(b * c, SCAN_THREADS), &mut args) }?;
+    let mut args = KernelArgs::new();
+    args.arg(&p.dgamma).arg(&p.dbeta).arg(&partial).arg(&bi).arg(&ci);
+    // SAFETY: thread c sums partial[:, c] and partial[:, C + c] and updates dγ[c], dβ[c].
+    unsafe { run(dev, "grn_param_grad_f32", Launch::cover(c, 128), &mut args) }
+}
+
+/// The device buffers of one causal GRN decode step (R rows, B cached sequences, C).
+#[derive(Clone, Copy, Debug)]
+pub struct GrnCausalStep {
+    /// out (R,C), written.
+    pub out: DevPtr,
+    /// Running sums of squares (B,C), updated.
+    pub sumsq: DevPtr,
+    /// Workspace of R·C + R f32 (the rows' norms and means), overwritten.
+    pub work: DevPtr,
+    /// x (R,C).
+    pub x: DevPtr,
+    /// Cache sequence of each row (R u32).
+    pub seq: DevPtr,
+    /// γ (C).
+    pub gamma: DevPtr,
+    /// β (C).
+    pub beta: DevPtr,
+}
+
+/// `grn_step_norms_f32` (one thread per channel walks the rows in order) then
+/// `grn_rows_apply_f32` over the R rows.
+///
+/// # Safety
+/// Every pointer of `p` must address device memory of the extent its field names; out,
+/// sumsq and work must not overlap each other or the inputs.
+pub unsafe fn grn_causal_step<L: Launcher>(
+    dev: &L,
+    p: &GrnCausalStep,
+    rows: usize,
+    b: usize,
+    c: usize,
+    eps: f32,
+) -> Result<(), L::Error> {
+    if rows * c == 0 {
+        return Ok(());
+    }
+    let (ri, bi, ci) = (dim("R", rows), dim("B", b), dim("C", c));
+    let g = p.work;
+    let mean = p.work.offset(rows * c);
+    let mut args = KernelArgs::new();
+    args.arg(&g).arg(&p.sumsq).arg(&p.x).arg(&p.seq).arg(&ri).arg(&bi).arg(&ci);
+    // SAFETY: thread c reads column c of x, all of seq, and updates column c of sumsq (rows
+    // with seq ≥ B are skipped) and of g (inside work).
+    unsafe { run(dev, "grn_step_norms_f32", Launch::cover(c, SCAN_THREADS), &mut args) }?;
+    // SAFETY: as rows_apply, over R rows of the norms just written (same stream).
+    unsafe { rows_apply(dev, p.out, mean, g, p.x, p.gamma, p.beta, ri, ci, eps) }
+}

@@ -71,10 +71,9 @@ pub unsafe fn policy_loss<L: Launcher>(dev: &L, b: &PolicyLossBufs, p: &PolicyLo
     let use_ref = i32::from(use_kl && b.logp_ref.is_some());
     let missing_ref = i32::from(use_kl && b.logp_ref.is_none());
     let logp_ref = b.logp_ref.unwrap_or(DevPtr(0));
-    let f32_bytes = std::mem::size_of::<f32>() as u64;
     let partial = b.workspace;
-    let scale = DevPtr(b.workspace.0 + (PARTIAL_COLS * p.s) as u64 * f32_bytes);
-    let scale_h = DevPtr(scale.0 + p.s as u64 * f32_bytes);
+    let scale = b.workspace.offset(PARTIAL_COLS * p.s);
+    let scale_h = scale.offset(p.s);
     let (eps_low, eps_high, beta, ent_coef) = (p.eps_low, p.eps_high, p.beta, p.entropy_coef);
     let (use_delta, delta) = (i32::from(p.delta.is_some()), p.delta.unwrap_or(0.0));
     let (use_dual, clip_c) = (i32::from(p.clip_ratio_c.is_some()), p.clip_ratio_c.unwrap_or(0.0));

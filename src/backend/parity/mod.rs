@@ -2,8 +2,7 @@
 //! runs it on a GPU (or the emulator), `tests/kernel_parity.rs` runs it in CI on the emulator.
 //!
 //! [`run_all`] goes through [`KernelBackend`] exactly as the model and the trainer do (the
-//! [`Backend`] trait for matmul, log-prob and policy loss; the inherent methods for GRN and
-//! group advantages) on ragged shapes (sizes that are not multiples of 32, padded masks), and
+//! [`Backend`] trait for every op; the inherent method for group advantages) on ragged shapes (sizes that are not multiples of 32, padded masks), and
 //! compares every output with its CPU oracle ([`CpuBackend`], [`crate::model::grn`],
 //! [`crate::rl::advantage::group_advantages`], the chunked objective of [`crate::rl::objective`]
 //! run on the CPU). Each comparison is a [`ParityRow`] with its tolerance, justified next to
@@ -17,6 +16,7 @@
 
 mod attention;
 mod basic;
+mod grn;
 mod norm;
 mod policy_loss;
 mod sampling;
@@ -25,9 +25,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::cpu::CpuBackend;
 use super::device::Device;
-use super::kernel_backend::{GrnSaved, KernelBackend};
+use super::kernel_backend::KernelBackend;
 use super::{Backend, Gemm, IsLevel, KlEstimator, LogprobChunk, LossType};
-use crate::model::grn::{grn_backward, grn_forward};
 use crate::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use crate::rl::objective::{DapoObjective, LossNorm, ObjectiveBatch, ObjectiveConfig, ObjectiveMetrics};
 use crate::util::rng::Rng;
@@ -236,7 +235,7 @@ pub fn run_gemm_families<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<Pari
 /// compared tensor and shape. Never panics on a mismatch (see the module docs).
 pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
     let mut r = Report::default();
-    grn_cases(k, seed, &mut r);
+    grn::cases(k, seed, &mut r);
     advantage_cases(k, seed, &mut r);
     logprob_cases(k, seed, &mut r);
     policy_loss::cases(k, seed, &mut r);
@@ -250,9 +249,12 @@ pub fn run_all<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
 }
 
 /// The op families [`run_all`] covers (the part of [`ParityRow::op`] before `/`).
-pub const FAMILIES: [&str; 24] = [
+pub const FAMILIES: [&str; 27] = [
     "grn_forward",
     "grn_backward",
+    "grn_causal_forward",
+    "grn_causal_backward",
+    "grn_causal_step",
     "group_advantage",
     "logprob_fwd",
     "logprob_bwd",
@@ -340,96 +342,6 @@ fn padding_rows(v: &[f32], mask: &[f32], c: usize) -> Vec<f32> {
         .filter(|(_, &m)| m == 0.0)
         .flat_map(|(i, _)| v[i * c..(i + 1) * c].iter().copied())
         .collect()
-}
-
-// ---- GRN ---------------------------------------------------------------------------------------
-
-fn grn_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
-    // (B, T, C): C not a multiple of 32, C above the 256-thread block (threads stride), T odd.
-    // The last case has eps = 0 and an all-zero sequence 0: μ + eps = 0 there, so N = 0.
-    let cases = [(3usize, 7usize, 45usize, 1e-6f32), (2, 33, 300, 1e-6), (4, 5, 1, 1e-6), (2, 4, 33, 0.0)];
-    for (case, &(b, t, c, eps)) in cases.iter().enumerate() {
-        let shape = format!("B={b} T={t} C={c} eps={eps:.0e}");
-        rep.case("grn_forward", &shape, |rep| {
-            let mut rng = Rng::new(case_seed(seed, 100 + case as u64));
-            let mut x = randn(&mut rng, b * t * c, 1.0);
-            if eps == 0.0 {
-                x[..t * c].fill(0.0);
-            }
-            let mask = ragged_mask(&mut rng, b, t, (b > 2).then_some(2));
-            let gamma = randn(&mut rng, c, 0.5);
-            let beta = randn(&mut rng, c, 0.5);
-            let dy = randn(&mut rng, b * t * c, 1.0);
-            let dgamma0 = randn(&mut rng, c, 1.0);
-            let dbeta0 = randn(&mut rng, c, 1.0);
-
-            // Oracle.
-            let (mut out, mut g, mut mean, mut n) =
-                (vec![0.0; b * t * c], vec![0.0; b * c], vec![0.0; b], vec![0.0; b * c]);
-            grn_forward(&mut out, &mut g, &mut mean, &mut n, &x, &mask, &gamma, &beta, b, t, c, eps);
-            let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; b * t * c], dgamma0.clone(), dbeta0.clone());
-            grn_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &mask, &gamma, &g, &mean, &n, b, t, c, eps);
-
-            // Device: outputs start as NaN so an unwritten value shows.
-            let mut d_out = k.upload(&nans(b * t * c));
-            let mut saved = GrnSaved { g: k.upload(&nans(b * c)), mean: k.upload(&nans(b)), n: k.upload(&nans(b * c)) };
-            let (d_x, d_mask, d_gamma, d_beta) = (k.upload(&x), k.upload(&mask), k.upload(&gamma), k.upload(&beta));
-            k.grn_forward(&mut d_out, &mut saved, &d_x, &d_mask, &d_gamma, &d_beta, (b, t, c), eps);
-            let (k_out, k_g, k_mean, k_n) =
-                (k.download(&d_out), k.download(&saved.g), k.download(&saved.mean), k.download(&saved.n));
-
-            // The backward reads the oracle's statistics, so it is checked on its own.
-            let o_saved = GrnSaved { g: k.upload(&g), mean: k.upload(&mean), n: k.upload(&n) };
-            let (mut d_dx, mut d_dgamma, mut d_dbeta, d_dy) =
-                (k.upload(&nans(b * t * c)), k.upload(&dgamma0), k.upload(&dbeta0), k.upload(&dy));
-            k.grn_backward(
-                &mut d_dx,
-                &mut d_dgamma,
-                &mut d_dbeta,
-                &d_dy,
-                &d_x,
-                &d_mask,
-                &d_gamma,
-                &o_saved,
-                (b, t, c),
-                eps,
-            );
-            let (k_dx, k_dgamma, k_dbeta) = (k.download(&d_dx), k.download(&d_dgamma), k.download(&d_dbeta));
-
-            // Tolerances. The kernel sums T squares (and T products dy·x) in f32 in a different
-            // order than the oracle's f64 sums: each sum carries a relative error of about
-            // T·2⁻²⁴ ≈ 2e-6 at T = 33, a few ulps more through sqrt, the mean over C and the
-            // divisions. 2e-5 of the tensor's scale leaves ~10× headroom and still catches any
-            // indexing or masking error (those are O(1) relative). The backward's coefficient
-            // subtracts two O(1) terms (γS/D − k/(C·D²)), so dx gets 1e-4 of its scale; the
-            // parameter gradients sum B per-sequence partials of T-term f32 sums: 1e-5.
-            let scale = |tol| Tol::Scale { tol, floor: 1.0 };
-            let note = "of the tensor's scale (f32 vs f64 sums)";
-            rep.cmp("grn_forward/out", &shape, &k_out, &out, scale(2e-5), note);
-            rep.cmp("grn_forward/g", &shape, &k_g, &g, scale(2e-5), note);
-            rep.cmp("grn_forward/mean", &shape, &k_mean, &mean, scale(2e-5), note);
-            rep.cmp("grn_forward/n", &shape, &k_n, &n, scale(2e-5), note);
-            rep.cmp("grn_backward/dx", &shape, &k_dx, &dx, scale(1e-4), note);
-            rep.cmp("grn_backward/dgamma", &shape, &k_dgamma, &dgamma, scale(1e-5), note);
-            rep.cmp("grn_backward/dbeta", &shape, &k_dbeta, &dbeta, scale(1e-5), note);
-            // Padding positions pass x (forward) and dy (backward) through exactly.
-            let (pad_out, pad_x) = (padding_rows(&k_out, &mask, c), padding_rows(&x, &mask, c));
-            rep.cmp("grn_forward/padding", &shape, &pad_out, &pad_x, Tol::Exact, "padding rows are x exactly");
-            let (pad_dx, pad_dy) = (padding_rows(&k_dx, &mask, c), padding_rows(&dy, &mask, c));
-            rep.cmp("grn_backward/padding", &shape, &pad_dx, &pad_dy, Tol::Exact, "padding rows are dy exactly");
-
-            // γ = β = 0 is the identity bit for bit, −0.0 included.
-            let mut xz = x.clone();
-            xz[0] = -0.0;
-            let last = xz.len() - 1;
-            xz[c.min(last)] = -0.0;
-            let zeros = k.upload(&vec![0.0; c]);
-            let d_xz = k.upload(&xz);
-            k.grn_forward(&mut d_out, &mut saved, &d_xz, &d_mask, &zeros, &zeros, (b, t, c), eps);
-            let ident = k.download(&d_out);
-            rep.cmp("grn_forward/identity", &shape, &ident, &xz, Tol::Bits, "γ = β = 0 is x bit for bit");
-        });
-    }
 }
 
 // ---- group advantages --------------------------------------------------------------------------

@@ -24,6 +24,10 @@
 //! buffers plus B, T, C), so they can be lifted into the backend op set as they are; [`Grn`]
 //! wraps them with its parameters, gradients and the statistics the backward pass needs.
 
+pub mod causal;
+
+pub use causal::{grn_causal_backward, grn_causal_forward, grn_causal_step};
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
