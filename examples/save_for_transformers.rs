@@ -9,10 +9,12 @@
 //! MODEL_DIR defaults to the golden test model `tests/data/golden/a/model`. Besides the
 //! checkpoint, OUT_DIR gets `rust_logits.safetensors` (the logits Rust computes with the
 //! saved weights) and `rust_tokens.json` (a tokenizer encoding), which
-//! `tools/golden/gen_golden.py --check-saved` compares against transformers.
+//! `tools/golden/gen_golden.py --check-saved` compares against transformers; and `OUT_DIR/grn/`,
+//! the same model with a causal GRN (non-zero γ, β) in front of the lm_head and its logits.
 
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::checkpoint::{load_model, save_model};
+use gepa_dapo_grn::model::grn::GrnConfig;
 use gepa_dapo_grn::model::mean_weights;
 use gepa_dapo_grn::optim::{AdamW, AdamWConfig};
 use gepa_dapo_grn::tokenizer::Tokenizer;
@@ -67,6 +69,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("logits", TensorView::new(Dtype::F32, vec![b, t, v], bytemuck::cast_slice(&logits))?),
     ];
     safetensors::serialize_to_file(tensors, &None, &out_dir.join("rust_logits.safetensors"))?;
+
+    // The same model with a policy GRN whose γ, β are non-zero: saved as `grn.gamma` /
+    // `grn.beta` beside the transformer's weights, enabled by `grn` in config.json.
+    model.add_policy_grn(GrnConfig { enabled: true, ..GrnConfig::default() })?;
+    let c = model.config().n_embd;
+    let gamma: Vec<f32> = (0..c).map(|j| 0.8 * (j as f32 * 0.37).sin()).collect();
+    let beta: Vec<f32> = (0..c).map(|j| 0.2 * (j as f32 * 0.61).cos()).collect();
+    model.set_param("grn.gamma", &gamma)?;
+    model.set_param("grn.beta", &beta)?;
+    let grn_dir = out_dir.join("grn");
+    save_model(&grn_dir, &model, Some(&tok))?;
+    let mut reloaded = load_model(&grn_dir, CpuBackend::new(None))?;
+    assert_eq!(reloaded.to_host(), model.to_host(), "GRN save/load round-trips exactly");
+    reloaded.forward(&ids, b, t)?;
+    let grn_logits = reloaded.logits().expect("forward ran");
+    let tensors = vec![
+        ("input_ids", TensorView::new(Dtype::I64, vec![b, t], bytemuck::cast_slice(&ids64))?),
+        ("logits", TensorView::new(Dtype::F32, vec![b, t, v], bytemuck::cast_slice(&grn_logits))?),
+    ];
+    safetensors::serialize_to_file(tensors, &None, &grn_dir.join("rust_logits.safetensors"))?;
+    println!("saved {} (with a causal GRN in front of the lm_head)", grn_dir.display());
+
     let text = "12+34=46\nshow work: 12 + 34 = 46";
     let enc = serde_json::json!({ "text": text, "ids": tok.encode(text)? });
     std::fs::write(out_dir.join("rust_tokens.json"), serde_json::to_vec_pretty(&enc)?)?;

@@ -3,7 +3,9 @@
 //! Loading accepts names with or without the `transformer.` prefix, f32/f16/bf16 tensors, and
 //! ignores the attention-mask buffers old checkpoints carry; a stored `lm_head.weight` must
 //! equal `wte.weight` (GPT-2 ties them). Saving writes what `GPT2LMHeadModel.from_pretrained`
-//! loads as is: prefixed names, f32, no separate lm_head, `{"format": "pt"}` metadata.
+//! loads as is: prefixed names, f32, no separate lm_head, `{"format": "pt"}` metadata. A policy
+//! GRN is saved as `grn.gamma` / `grn.beta` at the top level (transformers reports them as
+//! unused weights and loads the rest) and enabled by `grn` in `config.json`.
 
 use super::tensors::{write_atomically, write_f32, TensorFile};
 use crate::backend::Backend;
@@ -28,8 +30,16 @@ pub fn load_config(dir: &Path) -> Result<Gpt2Config> {
 
 /// Tensors a GPT-2 file may hold besides the parameters: the attention-mask buffers of old
 /// checkpoints, the tied lm_head (checked equal to wte), and a sequence-classification head
-/// (read by the judge scorer).
-const KNOWN_EXTRAS: &[&str] = &["attn.bias", "attn.masked_bias", "lm_head.weight", "score.weight", "score.bias"];
+/// with its GRN (read by the judge scorer).
+const KNOWN_EXTRAS: &[&str] = &[
+    "attn.bias",
+    "attn.masked_bias",
+    "lm_head.weight",
+    "score.weight",
+    "score.bias",
+    "value_grn.gamma",
+    "value_grn.beta",
+];
 
 /// Checks that the file holds the layers `cfg` describes, before anything is sized from the
 /// config: a `config.json` claiming more or fewer layers than the weights (or an absurd count)
@@ -139,12 +149,8 @@ pub fn save_model_files<K: Backend>(dir: &Path, model: &Gpt2<K>, tokenizer: Opti
     let cfg = serde_json::to_vec_pretty(&model.config().to_json()).expect("a JSON value always serialises");
     write_atomically(&dir.join(CONFIG_FILE), &cfg)?;
     let host = model.to_host();
-    let tensors: Vec<_> = model
-        .specs()
-        .iter()
-        .zip(&host)
-        .map(|(s, v)| (format!("transformer.{}", s.name), s.shape.clone(), v.as_slice()))
-        .collect();
+    let tensors: Vec<_> =
+        model.specs().iter().zip(&host).map(|(s, v)| (s.file_name(), s.shape.clone(), v.as_slice())).collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_f32(&dir.join(WEIGHTS_FILE), &tensors, meta)?;
     if let Some(tok) = tokenizer {

@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::checkpoint::load_model;
 use crate::data::{arithmetic, SftDataset};
 use crate::error::{Error, Result};
+use crate::model::grn::GrnConfig;
 use crate::model::{Gpt2, Gpt2Config};
 use crate::optim::AdamWConfig;
 use crate::tokenizer::Tokenizer;
@@ -69,6 +70,10 @@ pub struct SftArgs {
     /// Seed for initialisation and batch sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Put a causal GRN (Global Response Normalization, zero at init) in front of the lm_head
+    /// and train it with the rest. A checkpoint that has one keeps it.
+    #[arg(long)]
+    grn: bool,
     #[command(flatten)]
     compute: ComputeArgs,
 }
@@ -131,6 +136,7 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
         seed: a.seed,
         save_every: a.save_every,
         output_dir: a.output_dir.clone(),
+        grn: GrnConfig { enabled: a.grn, ..GrnConfig::default() },
     };
     eprintln!(
         "model: {} layers, C={}, V={} ({:.2}M params); data: {} examples, {} tokens from {}",

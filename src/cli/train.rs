@@ -270,6 +270,10 @@ pub struct TrainArgs {
     /// Visit prompts in seeded shuffled epochs (false: file order).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "DAPO")]
     shuffle_dataset: Option<bool>,
+    /// Put a causal GRN (Global Response Normalization, zero at init) in front of the policy
+    /// head and train it: `grn.enabled`. A model that has one keeps it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "DAPO")]
+    grn: Option<bool>,
     /// Sample prompts by a curriculum over task_id (reward EMAs) instead of in epochs.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "DAPO")]
     curriculum: Option<bool>,
@@ -365,7 +369,7 @@ impl TrainArgs {
             stop_strings => "sampling.stop_strings", dynamic_sampling => "dynamic_sampling",
             max_sampling_rounds => "max_sampling_rounds", overlong_buffer_len => "overlong_buffer_len",
             overlong_penalty_factor => "overlong_penalty_factor", mask_truncated_completions => "mask_truncated",
-            max_prompt_length => "max_prompt_length", shuffle_dataset => "shuffle_dataset",
+            max_prompt_length => "max_prompt_length", shuffle_dataset => "shuffle_dataset", grn => "grn.enabled",
             curriculum_alpha => "curriculum.alpha", curriculum_floor => "curriculum.floor",
             curriculum_prior => "curriculum.prior", curriculum_reward_min => "curriculum.reward_min",
             curriculum_reward_max => "curriculum.reward_max",

@@ -44,6 +44,18 @@ pub struct GradScratch<K: Backend> {
     pub dqkv: K::Buf,
     /// Gradient of the MLP's hidden layer (B,T,4C).
     pub d4c: K::Buf,
+    /// Gradient of ln_f's output through the policy GRN (B,T,C); empty without a GRN.
+    pub dgrn: K::Buf,
+}
+
+/// What the policy head's causal GRN keeps from its forward pass.
+pub struct GrnActs<K: Backend> {
+    /// Its output, the lm_head's input (B,T,C).
+    pub out: K::Buf,
+    /// Prefix norms G (B,T,C).
+    pub g: K::Buf,
+    /// Their channel means (B·T).
+    pub mean: K::Buf,
 }
 
 /// Every activation of one forward pass at a fixed (B, T).
@@ -68,6 +80,8 @@ pub struct Activations<K: Backend> {
     pub lnf_mean: K::Buf,
     /// ln_f row 1/std (B·T).
     pub lnf_rstd: K::Buf,
+    /// The policy GRN's activations, when the model has one.
+    pub grn: Option<GrnActs<K>>,
     /// Logits (B,T,V); overwritten by their gradient in the fused loss. Allocated on the first
     /// full forward pass ([`Activations::ensure_logits`]): passes that stop at the hidden state
     /// (the RL objective computes logits in row chunks) never need the (B,T,V) buffer.
@@ -110,10 +124,20 @@ impl<K: Backend> Activations<K> {
             lnf: k.alloc(n * c),
             lnf_mean: k.alloc(n),
             lnf_rstd: k.alloc(n),
+            grn: super::params::policy_grn(cfg).map(|_| GrnActs {
+                out: k.alloc(n * c),
+                g: k.alloc(n * c),
+                mean: k.alloc(n),
+            }),
             logits: k.alloc(0),
             losses: k.alloc(n),
             grad: None,
         }
+    }
+
+    /// The lm_head's input (B,T,C): the policy GRN's output, or ln_f's without a GRN.
+    pub fn head_input(&self) -> &K::Buf {
+        self.grn.as_ref().map_or(&self.lnf, |g| &g.out)
     }
 
     /// Allocates the (B,T,V) logits buffer if it is not there yet.
@@ -133,6 +157,7 @@ impl<K: Backend> Activations<K> {
                 dbtc: k.alloc(n * c),
                 dqkv: k.alloc(n * 3 * c),
                 d4c: k.alloc(n * 4 * c),
+                dgrn: k.alloc(if self.grn.is_some() { n * c } else { 0 }),
             });
         }
     }

@@ -1,5 +1,6 @@
 //! GPT-2 hyperparameters, read from and written to a transformers `config.json`.
 
+use super::grn::GrnConfig;
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -24,6 +25,10 @@ pub struct Gpt2Config {
     /// End-of-sequence token ids (`eos_token_id` in config.json: an int or a list); rollouts
     /// stop at any of them. Empty when the config names none.
     pub eos_token_ids: Vec<u32>,
+    /// Global Response Normalization in front of the heads (`grn` in config.json, the seed's
+    /// `GRNConfig`); off unless the config enables it. With the policy head enabled the model
+    /// holds `grn.gamma` / `grn.beta` and applies the causal form between ln_f and the lm_head.
+    pub grn: GrnConfig,
 }
 
 /// Architectures a name given to `--init` can stand for.
@@ -55,6 +60,7 @@ impl Gpt2Config {
             layer_norm_epsilon: 1e-5,
             bos_token_id: None,
             eos_token_ids: Vec::new(),
+            grn: GrnConfig::default(),
         };
         cfg.validate().map_err(Error::Invalid)?;
         Ok(cfg)
@@ -87,6 +93,7 @@ impl Gpt2Config {
         if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
             return Err(format!("`layer_norm_epsilon` must be positive, got {}", self.layer_norm_epsilon));
         }
+        self.grn.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -155,14 +162,19 @@ impl Gpt2Config {
             layer_norm_epsilon: eps,
             bos_token_id: token_ids(obj.get("bos_token_id"), "bos_token_id")?.first().copied(),
             eos_token_ids: token_ids(obj.get("eos_token_id"), "eos_token_id")?,
+            grn: match obj.get("grn") {
+                None | Some(Value::Null) => GrnConfig::default(),
+                Some(g) => serde_json::from_value(g.clone()).map_err(|e| format!("`grn`: {e}"))?,
+            },
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// The `config.json` that transformers' `GPT2LMHeadModel.from_pretrained` loads as is.
+    /// The `config.json` that transformers' `GPT2LMHeadModel.from_pretrained` loads as is
+    /// (an enabled `grn` is one more key, which transformers keeps as an attribute).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "architectures": ["GPT2LMHeadModel"],
             "model_type": "gpt2",
             "vocab_size": self.vocab_size,
@@ -183,7 +195,11 @@ impl Gpt2Config {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": token_ids_json(&self.eos_token_ids),
             "torch_dtype": "float32",
-        })
+        });
+        if self.grn.enabled {
+            v["grn"] = serde_json::to_value(self.grn).expect("GRN settings serialise");
+        }
+        v
     }
 
     /// HS: channels per head.

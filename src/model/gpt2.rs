@@ -3,9 +3,10 @@
 
 use super::activations::Activations;
 use super::config::Gpt2Config;
+use super::grn::{GrnConfig, Head};
 use super::kv_cache::KvCache;
-use super::params::{block, init_params, ln_f, param_specs, BlockParam as P, ParamSpec, WPE, WTE};
-use crate::backend::{Backend, Gemm, SampleError, SampleParams, Sampled};
+use super::params::{block, init_params, ln_f, param_specs, policy_grn, BlockParam as P, ParamSpec, WPE, WTE};
+use crate::backend::{Backend, Gemm, GrnShape, SampleError, SampleParams, Sampled};
 use crate::error::{Error, Result};
 
 /// A GPT-2 language model whose parameters, gradients and activations live on backend `K`.
@@ -23,8 +24,12 @@ pub struct Gpt2<K: Backend> {
 pub struct HiddenView<'a, K: Backend> {
     /// The model's backend.
     pub backend: &'a K,
-    /// ln_f output (B·T, C).
+    /// The lm_head's input (B·T, C): ln_f's output through the policy GRN when the model has
+    /// one, else ln_f's output.
     pub hidden: &'a K::Buf,
+    /// ln_f's output (B·T, C), before any policy GRN: what a separate head (a judge's score
+    /// head) reads.
+    pub final_hidden: &'a K::Buf,
     /// wte (V, C), which is also the lm_head.
     pub wte: &'a K::Buf,
 }
@@ -34,11 +39,11 @@ pub struct HiddenView<'a, K: Backend> {
 pub struct HeadGrad<'a, K: Backend> {
     /// The model's backend.
     pub backend: &'a K,
-    /// ln_f output (B·T, C).
+    /// The lm_head's input (B·T, C) (see [`HiddenView::hidden`]).
     pub hidden: &'a K::Buf,
     /// wte (V, C), which is also the lm_head.
     pub wte: &'a K::Buf,
-    /// d loss / d hidden (B·T, C): the head overwrites it.
+    /// d loss / d hidden (B·T, C), with respect to `hidden`: the head overwrites it.
     pub dhidden: &'a mut K::Buf,
     /// wte's gradient (V, C): the head adds the lm_head's share.
     pub dwte: &'a mut K::Buf,
@@ -112,6 +117,40 @@ impl<K: Backend> Gpt2<K> {
         config.validate().map_err(Error::Invalid)?;
         let host = init_params(&config, seed);
         Self::from_host(backend, config, &host)
+    }
+
+    /// Puts a zero-initialised causal GRN in front of the lm_head (γ = β = 0: the model's
+    /// outputs do not change until it learns) with the settings of `grn`, unless the model
+    /// already has one. Returns whether one was added. Gradients and activations are dropped
+    /// (they are reallocated at the next pass), so an optimizer must be made after this.
+    ///
+    /// A model that has a policy GRN keeps it whatever `grn` says (its γ, β are part of the
+    /// weights); only `eps` must agree, since changing it would change a trained GRN.
+    pub fn add_policy_grn(&mut self, grn: GrnConfig) -> Result<bool> {
+        grn.validate()?;
+        if self.config.grn.applies_to(Head::Policy) {
+            if self.config.grn.eps != grn.eps {
+                return Err(Error::Invalid(format!(
+                    "the model's policy GRN has eps = {} but the settings ask for grn.eps = {}",
+                    self.config.grn.eps, grn.eps
+                )));
+            }
+            return Ok(false);
+        }
+        let mut config = self.config.clone();
+        config.grn = GrnConfig { enabled: true, apply_to_policy: true, ..grn };
+        let specs = param_specs(&config);
+        let c = config.n_embd;
+        for _ in self.specs.len()..specs.len() {
+            self.params.push(self.backend.alloc(c));
+        }
+        (self.config, self.specs, self.grads, self.acts) = (config, specs, None, None);
+        Ok(true)
+    }
+
+    /// Whether a causal GRN sits in front of the lm_head.
+    pub fn has_policy_grn(&self) -> bool {
+        policy_grn(&self.config).is_some()
     }
 
     /// The architecture.
@@ -258,7 +297,12 @@ impl<K: Backend> Gpt2<K> {
     ) -> Result<R> {
         let mut acts = self.take_acts(ids, b, t)?;
         self.forward_body(&mut acts);
-        let r = head(HiddenView { backend: &self.backend, hidden: &acts.lnf, wte: &self.params[WTE] });
+        let r = head(HiddenView {
+            backend: &self.backend,
+            hidden: acts.head_input(),
+            final_hidden: &acts.lnf,
+            wte: &self.params[WTE],
+        });
         self.acts = Some(acts);
         Ok(r)
     }
@@ -282,10 +326,11 @@ impl<K: Backend> Gpt2<K> {
         }
         acts.ensure_grad(&self.backend, &self.config);
         let g = self.grads.as_mut().expect("allocated above");
+        let hidden = acts.grn.as_ref().map_or(&acts.lnf, |x| &x.out);
         let s = acts.grad.as_mut().expect("allocated above");
         let view = HeadGrad {
             backend: &self.backend,
-            hidden: &acts.lnf,
+            hidden,
             wte: &self.params[WTE],
             dhidden: &mut s.dbtc,
             dwte: &mut g[WTE],
@@ -365,7 +410,8 @@ impl<K: Backend> Gpt2<K> {
         Ok(k.download(&acts.losses).iter().map(|&x| x as f64).sum::<f64>() as f32)
     }
 
-    /// Embeddings, the blocks and ln_f: `a.lnf` holds the hidden state (B,T,C).
+    /// Embeddings, the blocks, ln_f and the policy GRN: `a.lnf` holds the hidden state
+    /// (B,T,C), [`Activations::head_input`] the lm_head's input.
     fn forward_body(&self, a: &mut Activations<K>) {
         let k = &self.backend;
         let cfg = &self.config;
@@ -405,12 +451,17 @@ impl<K: Backend> Gpt2<K> {
         let last = a.blocks.last().map(|x| &x.res3).unwrap_or(&a.encoded);
         let f = ln_f(cfg.n_layer);
         k.layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[f], &p[f + 1], n, c, eps);
+        if let (Some(i), Some(x)) = (policy_grn(cfg), a.grn.as_mut()) {
+            let gs = GrnShape { b, t, c, eps: cfg.grn.eps };
+            k.grn_causal_forward(&mut x.out, &mut x.g, &mut x.mean, &a.lnf, &p[i], &p[i + 1], gs);
+        }
     }
 
     /// logits (N,V) = lnf (N,C) · wteᵀ: the lm_head is tied to the token embedding.
     fn lm_head(&self, a: &mut Activations<K>) {
         let (n, c, v) = (a.b * a.t, self.config.n_embd, self.config.vocab_size);
-        self.backend.matmul(&mut a.logits, &a.lnf, &self.params[WTE], None, Gemm::nt(n, v, c));
+        let hidden = a.grn.as_ref().map_or(&a.lnf, |x| &x.out);
+        self.backend.matmul(&mut a.logits, hidden, &self.params[WTE], None, Gemm::nt(n, v, c));
     }
 
     /// From d loss / d logits in `a.logits` (the fused loss wrote it): the tied lm_head's
@@ -421,12 +472,13 @@ impl<K: Backend> Gpt2<K> {
         let g = self.grads.as_mut().expect("allocated by forward_backward");
         let s = a.grad.as_mut().expect("allocated by ensure_grad");
         // Tied lm_head: wte collects gradient from the logits here and from the encoder below.
-        k.matmul(&mut g[WTE], &a.logits, &a.lnf, None, Gemm::tn(v, c, n).acc());
+        let hidden = a.grn.as_ref().map_or(&a.lnf, |x| &x.out);
+        k.matmul(&mut g[WTE], &a.logits, hidden, None, Gemm::tn(v, c, n).acc());
         k.matmul(&mut s.dbtc, &a.logits, &self.params[WTE], None, Gemm::nn(n, c, v));
     }
 
-    /// The backward pass from d loss / d hidden (in the scratch `dbtc`) through ln_f, the
-    /// blocks and the embeddings, adding into every parameter's gradient.
+    /// The backward pass from d loss / d (lm_head input) (in the scratch `dbtc`) through the
+    /// policy GRN, ln_f, the blocks and the embeddings, adding into every parameter's gradient.
     fn backward_body(&mut self, a: &mut Activations<K>) {
         let k = &self.backend;
         let cfg = &self.config;
@@ -436,6 +488,13 @@ impl<K: Backend> Gpt2<K> {
         let g = self.grads.as_mut().expect("allocated by forward_backward");
         let s = a.grad.as_mut().expect("allocated by ensure_grad");
         let f = ln_f(cfg.n_layer);
+        if let (Some(i), Some(x)) = (policy_grn(cfg), a.grn.as_ref()) {
+            // d loss / d GRN output → d loss / d ln_f output, which continues in dbtc.
+            let gs = GrnShape { b, t, c, eps: cfg.grn.eps };
+            let (dgamma, dbeta) = two_mut(g, i, i + 1);
+            k.grn_causal_backward(&mut s.dgrn, dgamma, dbeta, &s.dbtc, &a.lnf, &p[i], &x.g, &x.mean, gs);
+            std::mem::swap(&mut s.dgrn, &mut s.dbtc);
+        }
         // Layer norm accumulates into its input gradient (it is the residual stream's), so
         // the stream's gradient starts from zero here.
         k.zero(&mut s.dres);
@@ -537,6 +596,9 @@ impl<K: Backend> Gpt2<K> {
             last.push(ids.len() - 1);
         }
         cache.lens.iter_mut().zip(prompts).for_each(|(l, p)| *l = p.len());
+        if let Some(sums) = cache.grn_sumsq.as_mut() {
+            self.backend.zero(sums);
+        }
         self.forward_rows(cache, &ids, &seq, &pos, &last);
         Ok(())
     }
@@ -623,7 +685,7 @@ impl<K: Backend> Gpt2<K> {
         let eps = cfg.layer_norm_epsilon;
         let t_max = cache.t_max;
         cache.scratch(k, cfg, r, out.len());
-        let KvCache { k: kc, v: vc, scratch, .. } = cache;
+        let KvCache { k: kc, v: vc, scratch, grn_sumsq, .. } = cache;
         let s = scratch.as_mut().expect("allocated above");
         k.write_ids(&mut s.ids, ids);
         k.write_ids(&mut s.seq, seq);
@@ -643,13 +705,22 @@ impl<K: Backend> Gpt2<K> {
         }
         let f = ln_f(cfg.n_layer);
         k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, &p[f], &p[f + 1], r, c, eps);
+        // The policy GRN runs on every row, in order, so each sequence's running sums take in
+        // every position (prompt tokens included) as the full forward's prefix sums do.
+        let head_in = match (policy_grn(cfg), grn_sumsq.as_mut()) {
+            (Some(i), Some(sums)) => {
+                k.grn_causal_step(&mut s.grn, sums, &s.ln, &s.seq, &p[i], &p[i + 1], r, c, cfg.grn.eps);
+                &s.grn
+            }
+            _ => &s.ln,
+        };
         // Only the wanted rows go through the (C → V) lm_head: a prefill needs one row per
         // prompt, not one per prompt token.
         let hidden = if out.iter().copied().eq(0..r) {
-            &s.ln
+            head_in
         } else {
             for (j, &row) in out.iter().enumerate() {
-                k.copy_range(&mut s.sel, j * c, &s.ln, row * c, c);
+                k.copy_range(&mut s.sel, j * c, head_in, row * c, c);
             }
             &s.sel
         };

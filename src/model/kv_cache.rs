@@ -21,6 +21,9 @@ pub struct KvCache<K: Backend> {
     pub(crate) v: Vec<K::Buf>,
     /// Filled positions per sequence: the next token of sequence s goes to position `lens[s]`.
     pub(crate) lens: Vec<usize>,
+    /// The policy GRN's running sums of squares per sequence and channel (B,C), beside the
+    /// keys and values, when the model has a GRN: what makes decoding equal the full pass.
+    pub(crate) grn_sumsq: Option<K::Buf>,
     pub(crate) scratch: Option<RowScratch<K>>,
 }
 
@@ -34,6 +37,7 @@ impl<K: Backend> KvCache<K> {
             k: (0..cfg.n_layer).map(|_| k.alloc(per_layer)).collect(),
             v: (0..cfg.n_layer).map(|_| k.alloc(per_layer)).collect(),
             lens: vec![0; b],
+            grn_sumsq: super::params::policy_grn(cfg).map(|_| k.alloc(b * cfg.n_embd)),
             scratch: None,
         }
     }
@@ -99,6 +103,8 @@ pub(crate) struct RowScratch<K: Backend> {
     pub fch: K::Buf,
     /// GELU output (R,4C).
     pub fch_gelu: K::Buf,
+    /// The policy GRN's output (R,C); empty without a GRN.
+    pub grn: K::Buf,
     /// The final hidden state of the wanted rows (S,C).
     pub sel: K::Buf,
     /// Their logits (S,V).
@@ -122,6 +128,7 @@ impl<K: Backend> RowScratch<K> {
             atty: k.alloc(r * c),
             fch: k.alloc(r * 4 * c),
             fch_gelu: k.alloc(r * 4 * c),
+            grn: k.alloc(if super::params::policy_grn(cfg).is_some() { r * c } else { 0 }),
             sel: k.alloc(out_rows * c),
             logits: k.alloc(out_rows * cfg.vocab_size),
         }

@@ -3,6 +3,7 @@
 //! initialisation GPT-2 was trained from.
 
 use super::config::Gpt2Config;
+use super::grn::{Head, BETA, GAMMA};
 use crate::util::rng::Rng;
 
 /// One parameter tensor.
@@ -20,6 +21,17 @@ impl ParamSpec {
     /// Number of values.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// The name in `model.safetensors`: the transformer's tensors under `transformer.` (as
+    /// `GPT2LMHeadModel` saves them), a head's GRN (`grn.gamma`, `grn.beta`) at the top level
+    /// beside `lm_head`, since it sits in front of the head, not inside the transformer.
+    pub fn file_name(&self) -> String {
+        if self.name.starts_with(&format!("{}.", Head::Policy.param_prefix())) {
+            self.name.clone()
+        } else {
+            format!("transformer.{}", self.name)
+        }
     }
 }
 
@@ -71,7 +83,13 @@ pub fn ln_f(n_layer: usize) -> usize {
     2 + n_layer * PER_BLOCK
 }
 
-/// Every parameter of the model, in the order the model stores them.
+/// Index of the policy head's GRN γ (C) when the config applies one; β (C) follows it.
+pub fn policy_grn(cfg: &Gpt2Config) -> Option<usize> {
+    cfg.grn.applies_to(Head::Policy).then(|| ln_f(cfg.n_layer) + 2)
+}
+
+/// Every parameter of the model, in the order the model stores them: the transformer, then
+/// the policy head's GRN γ and β when the config applies one (zero at init, not decayed).
 pub fn param_specs(cfg: &Gpt2Config) -> Vec<ParamSpec> {
     let c = cfg.n_embd;
     let p = |name: String, shape: Vec<usize>, decay: bool| ParamSpec { name, shape, decay };
@@ -98,6 +116,11 @@ pub fn param_specs(cfg: &Gpt2Config) -> Vec<ParamSpec> {
     }
     v.push(p("ln_f.weight".into(), vec![c], false));
     v.push(p("ln_f.bias".into(), vec![c], false));
+    if policy_grn(cfg).is_some() {
+        let prefix = Head::Policy.param_prefix();
+        v.push(p(format!("{prefix}.{GAMMA}"), vec![c], false));
+        v.push(p(format!("{prefix}.{BETA}"), vec![c], false));
+    }
     v
 }
 

@@ -9,6 +9,10 @@
 //!   for [`load_model`]) plus `score.weight` of shape (num_labels, n_embd) and **no bias**
 //!   (transformers' head has none, so a `score.bias` is rejected rather than ignored).
 //! * `tokenizer.json`.
+//! * Optionally a GRN on the score head's input: `grn` in `config.json` with `enabled` and
+//!   `apply_to_value`, and `value_grn.gamma` / `value_grn.beta` (each [n_embd]) in
+//!   `model.safetensors`. The head reads a whole text, so this GRN is the sequence-wide form:
+//!   its statistic runs over the text's tokens up to the scored position (padding excluded).
 //!
 //! # What is computed
 //!
@@ -38,10 +42,11 @@ use serde_json::Value;
 
 use super::scorer::{Metrics, ScoreInput, Scorer};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, Gemm};
+use crate::backend::{Backend, Gemm, GrnShape};
 use crate::checkpoint::model_dir::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::checkpoint::{load_config, load_model, TensorFile};
 use crate::error::{read_to_string, Error, Result};
+use crate::model::grn::{Head, BETA, GAMMA};
 use crate::model::Gpt2;
 use crate::tokenizer::Tokenizer;
 
@@ -92,6 +97,8 @@ pub struct JudgeScorer<K: Backend = CpuBackend> {
     tokenizer: Tokenizer,
     /// `score.weight` (num_labels, C) on the backend.
     score_weight: K::Buf,
+    /// The score head's GRN: γ, β (C) on the backend and eps, when the config applies one.
+    value_grn: Option<(K::Buf, K::Buf, f32)>,
     pad_token_id: Option<u32>,
     max_batch: usize,
 }
@@ -134,6 +141,8 @@ impl<K: Backend> JudgeScorer<K> {
             ));
         }
         let score_weight = model.backend().upload(&w);
+        let value_grn = load_value_grn(&weights, &cfg)?
+            .map(|(g, b)| (model.backend().upload(&g), model.backend().upload(&b), cfg.grn.eps));
         let mut judge = JudgeScorer {
             name: format!("judge {}", dir.display()),
             metric_names: Vec::new(),
@@ -141,6 +150,7 @@ impl<K: Backend> JudgeScorer<K> {
             model,
             tokenizer,
             score_weight,
+            value_grn,
             pad_token_id,
             max_batch: DEFAULT_MAX_BATCH,
         };
@@ -215,12 +225,37 @@ impl<K: Backend> JudgeScorer<K> {
             for (row, x) in chunk.iter().enumerate() {
                 ids[row * t..row * t + x.len()].copy_from_slice(x);
             }
-            let w = &self.score_weight;
+            let (w, grn) = (&self.score_weight, &self.value_grn);
             let scores = self.model.forward_hidden(&ids, b, t, |h| {
+                let k = h.backend;
+                // The score head reads ln_f's output (a policy GRN belongs to the lm_head),
+                // through its own sequence-wide GRN over each text's real positions.
+                let normed = grn.as_ref().map(|(gamma, beta, eps)| {
+                    let mut mask = vec![0.0f32; b * t];
+                    for (row, x) in chunk.iter().enumerate() {
+                        mask[row * t..row * t + x.len()].fill(1.0);
+                    }
+                    let gs = GrnShape { b, t, c, eps: *eps };
+                    let (mut out, mut g, mut mean, mut n) =
+                        (k.alloc(b * t * c), k.alloc(b * c), k.alloc(b), k.alloc(b * c));
+                    k.grn_sequence_forward(
+                        &mut out,
+                        &mut g,
+                        &mut mean,
+                        &mut n,
+                        h.final_hidden,
+                        &k.upload(&mask),
+                        gamma,
+                        beta,
+                        gs,
+                    );
+                    out
+                });
+                let hidden = normed.as_ref().unwrap_or(h.final_hidden);
                 // Gather each text's last hidden row, then one (B, C)·(L, C)ᵀ product.
                 let mut rows = h.backend.alloc(b * c);
                 for (row, x) in chunk.iter().enumerate() {
-                    h.backend.copy_range(&mut rows, row * c, h.hidden, (row * t + x.len() - 1) * c, c);
+                    h.backend.copy_range(&mut rows, row * c, hidden, (row * t + x.len() - 1) * c, c);
                 }
                 let mut s = h.backend.alloc(b * l);
                 h.backend.matmul(&mut s, &rows, w, None, Gemm::nt(b, l, c));
@@ -237,6 +272,45 @@ impl<K: Backend> JudgeScorer<K> {
         let ids = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<Vec<_>>>()?;
         self.score_ids(&ids)
     }
+}
+
+/// The score head's GRN parameters (γ, β) from the safetensors file `path` when `cfg.grn`
+/// applies one to the value head, each checked to be [n_embd] and finite; a file holding them
+/// under a config that does not enable them is an error (they would be silently unused).
+fn load_value_grn(path: &Path, cfg: &crate::model::Gpt2Config) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let file = TensorFile::open(path)?;
+    let prefix = Head::Value.param_prefix();
+    let names = [format!("{prefix}.{GAMMA}"), format!("{prefix}.{BETA}")];
+    if !cfg.grn.applies_to(Head::Value) {
+        return match names.iter().find(|n| file.contains(n)) {
+            Some(n) => Err(Error::tensor(
+                path,
+                n.clone(),
+                "present, but config.json does not enable `grn` with `apply_to_value`; it would be ignored",
+            )),
+            None => Ok(None),
+        };
+    }
+    let mut out = Vec::with_capacity(2);
+    for name in &names {
+        if !file.contains(name) {
+            return Err(Error::tensor(
+                path,
+                name.clone(),
+                format!(
+                    "missing: config.json enables a GRN on the score head, which needs {name} of shape [{}]",
+                    cfg.n_embd
+                ),
+            ));
+        }
+        let (v, _) = file.f32(name, Some(&[cfg.n_embd]))?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::tensor(path, name.clone(), format!("value {} at index {i} is not finite", v[i])));
+        }
+        out.push(v);
+    }
+    let beta = out.pop().expect("two tensors");
+    Ok(Some((out.pop().expect("two tensors"), beta)))
 }
 
 /// The label names of a `num_labels`-row head: `config.json`'s `id2label` values by index

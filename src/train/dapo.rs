@@ -216,7 +216,8 @@ pub struct DapoTrainer<K: Backend> {
 }
 
 impl<K: Backend> DapoTrainer<K> {
-    /// A trainer starting from `model`. The reference is a frozen copy of it, made only when
+    /// A trainer starting from `model` (given a zero-initialised policy GRN first when
+    /// `cfg.grn` applies one and the model has none). The reference is a frozen copy of it, made only when
     /// β > 0 or β is adapted (and saved under the output directory so a resumed run finds it);
     /// with β = 0 and no KL target no reference exists and no reference pass runs. Rollouts
     /// end at the model config's `eos_token_id`s (else the tokenizer's `<|endoftext|>`) and
@@ -231,6 +232,10 @@ impl<K: Backend> DapoTrainer<K> {
     ) -> Result<Self> {
         cfg.validate()?;
         mapping.validate()?;
+        let mut model = model;
+        if cfg.grn.applies_to(crate::model::grn::Head::Policy) {
+            model.add_policy_grn(cfg.grn)?;
+        }
         if tok.vocab_size() > model.config().vocab_size {
             return Err(Error::Invalid(format!(
                 "the tokenizer has {} tokens but the model's vocab_size is {}",

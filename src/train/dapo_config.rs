@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::grn::GrnConfig;
 use crate::optim::{AdamWConfig, LrDecay, LrSchedule};
 use crate::rl::advantage::AdvantageConfig;
 use crate::rl::curriculum::CurriculumConfig;
@@ -101,6 +102,10 @@ pub struct DapoConfig {
     pub output_dir: PathBuf,
     /// Seed of prompt order, rollouts and minibatch shuffling.
     pub seed: u64,
+    /// Global Response Normalization (the seed's `GRNConfig`): with `enabled` and
+    /// `apply_to_policy`, a causal GRN at zero init is put in front of the policy's lm_head
+    /// (and the reference's) and trained with it; a model that already has one keeps it.
+    pub grn: GrnConfig,
 }
 
 impl Default for DapoConfig {
@@ -138,6 +143,7 @@ impl Default for DapoConfig {
             save_every: 0,
             output_dir: PathBuf::from("runs/dapo"),
             seed: 0,
+            grn: GrnConfig::default(),
         }
     }
 }
@@ -187,6 +193,7 @@ impl DapoConfig {
     /// Rejects settings that cannot train; the message names the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("dapo config: {m}")));
+        self.grn.validate()?;
         if self.batch_size == 0 {
             return bad("batch_size must be ≥ 1".into());
         }

@@ -5,6 +5,7 @@ use crate::backend::Backend;
 use crate::checkpoint::{model_dir::save_model_files, save_optimizer, write_dir_atomically};
 use crate::data::{Batch, SftDataset};
 use crate::error::{Error, Result};
+use crate::model::grn::{GrnConfig, Head};
 use crate::model::Gpt2;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::tokenizer::Tokenizer;
@@ -40,6 +41,10 @@ pub struct SftConfig {
     pub save_every: Option<u64>,
     /// Where checkpoints and `sft_log.jsonl` go.
     pub output_dir: PathBuf,
+    /// GRN in front of the lm_head (see [`crate::train::dapo_config::DapoConfig::grn`]): a
+    /// zero-initialised causal GRN is added when it applies to the policy and the model has
+    /// none, and trained with the rest.
+    pub grn: GrnConfig,
 }
 
 impl Default for SftConfig {
@@ -57,6 +62,7 @@ impl Default for SftConfig {
             seed: 0,
             save_every: None,
             output_dir: PathBuf::from("runs/sft"),
+            grn: GrnConfig::default(),
         }
     }
 }
@@ -65,6 +71,7 @@ impl SftConfig {
     /// Rejects settings that cannot train; the message names the flag.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("sft: {m}")));
+        self.grn.validate()?;
         for (name, v) in
             [("--batch-size", self.batch_size), ("--seq-len", self.seq_len), ("--grad-accum", self.grad_accum)]
         {
@@ -169,6 +176,9 @@ pub fn train_sft<K: Backend>(
     mut on_step: impl FnMut(&SftProgress),
 ) -> Result<SftReport> {
     cfg.validate()?;
+    if cfg.grn.applies_to(Head::Policy) {
+        model.add_policy_grn(cfg.grn)?;
+    }
     let (b, t) = (cfg.batch_size, cfg.seq_len);
     if t > model.config().n_positions {
         return Err(Error::Invalid(format!(

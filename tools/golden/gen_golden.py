@@ -296,6 +296,44 @@ def _ignorable_key(k):
     return k == "lm_head.weight" or k.endswith("attn.bias") or k.endswith("attn.masked_bias")
 
 
+def causal_grn(x, gamma, beta, eps):
+    """The causal GRN of a (B,T,C) hidden state, written out in torch: the statistic of
+    position t runs over positions s <= t (DESIGN.md; src/model/grn/causal.rs)."""
+    x = x.double()
+    g = torch.sqrt(torch.cumsum(x * x, dim=1))
+    n = g / (g.mean(dim=-1, keepdim=True) + eps)
+    return gamma.double() * (x * n) + beta.double() + x
+
+
+def check_saved_grn(grn_dir):
+    """transformers loads a dapo checkpoint with a policy GRN (reporting exactly grn.gamma and
+    grn.beta as unused), and its last hidden state through a causal GRN written in torch and
+    the tied lm_head gives the logits Rust computed."""
+    for fn in ["config.json", "model.safetensors", "rust_logits.safetensors"]:
+        assert os.path.exists(os.path.join(grn_dir, fn)), f"missing {fn} in {grn_dir}"
+    model, info = GPT2LMHeadModel.from_pretrained(
+        grn_dir, output_loading_info=True, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    unexpected = sorted(k for k in info.get("unexpected_keys", []) if not _ignorable_key(k))
+    missing = [k for k in info.get("missing_keys", []) if not _ignorable_key(k)]
+    assert unexpected == ["grn.beta", "grn.gamma"], f"unexpected keys: {unexpected}"
+    assert not missing, f"missing keys: {missing}"
+    grn_cfg = getattr(model.config, "grn", None)
+    assert grn_cfg and grn_cfg["enabled"] and grn_cfg["apply_to_policy"], f"config grn: {grn_cfg}"
+    weights = load_file(os.path.join(grn_dir, "model.safetensors"))
+    rust = load_file(os.path.join(grn_dir, "rust_logits.safetensors"))
+    ids = rust["input_ids"].to(torch.int64)
+    with torch.no_grad():
+        hidden = model.transformer(ids).last_hidden_state
+        y = causal_grn(hidden, weights["grn.gamma"], weights["grn.beta"], grn_cfg["eps"])
+        logits = (y @ model.transformer.wte.weight.double().T).float()
+    err = float((logits - rust["logits"].float()).abs().max())
+    print(f"GRN checkpoint: transformers loads it (unused: {unexpected}); "
+          f"causal GRN logits max |torch - Rust| = {err:.3e}")
+    assert err < 1e-4, f"GRN logits differ: {err}"
+    return {"grn_max_abs_err": err}
+
+
 def check_saved(args):
     model_dir = os.path.join(GOLDEN_DIR, "a", "model")
     tmp = None
@@ -370,8 +408,12 @@ def check_saved(args):
         tokenizer_ok = enc_ok and dec_ok
         print(f"tokenizer: {len(rust_ids)} ids, encode_ok={enc_ok} decode_ok={dec_ok}")
 
+        # -- the same model with a causal GRN in front of the lm_head --
+        grn_result = check_saved_grn(os.path.join(out_dir, "grn"))
+
         result = {
             "max_abs_err": max_abs_err,
+            **grn_result,
             "tokenizer_ok": tokenizer_ok,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
