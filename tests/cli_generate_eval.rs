@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cli::{dapo, fails_with, stderr};
+use common::cli::{dapo, fails_with, stderr, tiny_sft};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -13,21 +13,7 @@ const DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/toy_math/ad
 /// A tiny checkpoint: 5 SFT steps on the built-in addition task, under `dir`.
 fn checkpoint(dir: &Path) -> PathBuf {
     let run = dir.join("sft");
-    let out = dapo(&[
-        "sft",
-        "--output-dir",
-        run.to_str().unwrap(),
-        "--steps",
-        "5",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "16",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let out = tiny_sft(&run, "5", &["--device", "cpu"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ck = run.join("checkpoint-5");
     assert!(ck.join("model.safetensors").exists() && ck.join("tokenizer.json").exists());

@@ -68,7 +68,7 @@ const RAGGED: [f32; B * T] = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0];
 fn trained_grn(rng: &mut Rng, c: usize) -> Grn {
     let gamma = randn(rng, c, 0.8);
     let beta = randn(rng, c, 0.5);
-    Grn::from_params(gamma, beta, GRN_EPS).unwrap()
+    Grn::from_params(Head::Value, gamma, beta, GRN_EPS).unwrap()
 }
 
 /// dx, dγ, dβ of Σ r·GRN(x) against finite differences, for a given mask.
@@ -95,7 +95,7 @@ fn gradcheck_with_mask(mask: &[f32], b: usize, t: usize, c: usize, seed: u64) {
     }
     let (gamma, beta) = (grn.gamma.clone(), grn.beta.clone());
     let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| {
-        let g = Grn::from_params(gamma.to_vec(), beta.to_vec(), GRN_EPS).unwrap();
+        let g = Grn::from_params(Head::Value, gamma.to_vec(), beta.to_vec(), GRN_EPS).unwrap();
         dot(&g.apply(x, mask, b, t, c), &r)
     };
     let x0 = x.clone();
@@ -146,7 +146,7 @@ fn hand_computed_tiny_example() {
     let s2 = std::f64::consts::SQRT_2;
     let x = [1.0, 2.0, 3.0, 4.0];
     let mask = [1.0, 1.0];
-    let mut grn = Grn::from_params(vec![0.5, -1.0], vec![0.1, 0.2], 0.0).unwrap();
+    let mut grn = Grn::from_params(Head::Value, vec![0.5, -1.0], vec![0.1, 0.2], 0.0).unwrap();
     let mut y = [0.0; 4];
     grn.forward(&mut y, &x, &mask, 1, 2, 2);
     let want = [s2 + 0.1, 4.0 * s2 - 5.8, 3.0 * s2 + 0.1, 8.0 * s2 - 11.8];
@@ -163,7 +163,7 @@ fn hand_computed_tiny_example() {
     assert!((st.mean[0] as f64 - 10f64.sqrt() * (1.0 + s2) / 2.0).abs() < 1e-6);
 
     // The same with the default eps: N shrinks by μ/(μ + eps), i.e. within 1e-6 of the above.
-    let mut grn = Grn::from_params(vec![0.5, -1.0], vec![0.1, 0.2], GRN_EPS).unwrap();
+    let mut grn = Grn::from_params(Head::Value, vec![0.5, -1.0], vec![0.1, 0.2], GRN_EPS).unwrap();
     grn.forward(&mut y, &x, &mask, 1, 2, 2);
     let mu = 10f64.sqrt() * (1.0 + s2) / 2.0;
     let n = [10f64.sqrt() / (mu + 1e-6), 20f64.sqrt() / (mu + 1e-6)];
@@ -204,7 +204,7 @@ fn zero_init_is_bit_identical() {
 fn zero_init_still_learns() {
     // At γ = β = 0 the output is x, dx is dy, yet dγ and dβ are non-zero: GRN can start learning.
     let mut rng = Rng::new(5);
-    let mut grn = Grn::new(C, GRN_EPS);
+    let mut grn = Grn::new(Head::Value, C, GRN_EPS);
     let x = randn(&mut rng, B * T * C, 1.0);
     let r = randn(&mut rng, B * T * C, 1.0);
     let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
@@ -322,7 +322,8 @@ fn value_head_gradients_match_finite_differences() {
     grn.backward(&mut dx, &dh, &x, &RAGGED, B, T, C);
 
     let (x0, w0) = (x.clone(), w.clone());
-    let with = |gamma: &[f32], beta: &[f32]| Grn::from_params(gamma.to_vec(), beta.to_vec(), GRN_EPS).unwrap();
+    let with =
+        |gamma: &[f32], beta: &[f32]| Grn::from_params(Head::Value, gamma.to_vec(), beta.to_vec(), GRN_EPS).unwrap();
     let (gamma, beta) = (grn.gamma.clone(), grn.beta.clone());
     fd_check("value dx", &mut x, &dx, |x| value_head_loss(&grn, &w0, x, &z));
     fd_check("value dw", &mut w, &dw, |w| value_head_loss(&grn, w, &x0, &z));

@@ -1,5 +1,5 @@
-//! GRN wrapping the input of the policy head: hidden → GRN → DAPO objective (the chunked
-//! lm_head loss). At zero init the loss and the hidden gradient are bit-identical to the run
+//! GRN (causal, the policy head's form) wrapping the input of the policy head: hidden → GRN →
+//! DAPO objective (the chunked lm_head loss). At zero init the loss and the hidden gradient are bit-identical to the run
 //! without GRN; with learned γ, β the chained gradient (objective backward, then GRN
 //! backward) matches finite differences of the whole pipeline.
 
@@ -107,11 +107,11 @@ fn learned_grn_gradient_through_the_objective_matches_finite_differences() {
     let mut rng = Rng::new(5);
     let gamma: Vec<f32> = (0..C).map(|_| 0.3 * rng.normal()).collect();
     let beta: Vec<f32> = (0..C).map(|_| 0.3 * rng.normal()).collect();
-    let mut grn = Grn::from_params(gamma.clone(), beta.clone(), 1e-6).unwrap();
+    let mut grn = Grn::from_params(Head::Policy, gamma.clone(), beta.clone(), 1e-6).unwrap();
     let (_, dx) = pipeline(&k, &c, &c.hidden, Some(&mut grn));
     let (dgamma, dbeta) = (grn.dgamma.clone(), grn.dbeta.clone());
     let loss_at = |x: &[f32], g: &[f32], b: &[f32]| {
-        let mut grn = Grn::from_params(g.to_vec(), b.to_vec(), 1e-6).unwrap();
+        let mut grn = Grn::from_params(Head::Policy, g.to_vec(), b.to_vec(), 1e-6).unwrap();
         pipeline(&k, &c, x, Some(&mut grn)).0 as f64
     };
     let h = 1e-2f32;
@@ -123,7 +123,8 @@ fn learned_grn_gradient_through_the_objective_matches_finite_differences() {
         );
     };
     for i in [0usize, 9, 17, 30, 44, 61, 77, 100, 117] {
-        // Padded positions (sequence 1, t ≥ 3) pass gradient straight through too.
+        // Padded positions (sequence 1, t ≥ 3) included: they reach no earlier position, so
+        // their gradient is 0, as the loss does not see them.
         let (mut xp, mut xm) = (c.hidden.clone(), c.hidden.clone());
         xp[i] += h;
         xm[i] -= h;

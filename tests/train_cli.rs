@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cli::{dapo, fails_with, stderr};
+use common::cli::{dapo, fails_with, stderr, tiny_sft};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -362,4 +362,41 @@ fn the_builtin_checkpoint_names_its_end_token_for_transformers() {
         .find(|r| r.get("gepa").is_some())
         .unwrap();
     assert!(step["generation"]["truncated"].as_u64().unwrap() < 4, "{}", step["generation"]);
+}
+
+#[test]
+fn grn_flag_trains_a_policy_grn_that_checkpoints_resume_generate_and_sft_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let os = o.to_str().unwrap();
+    let out = dapo(&small(os, &["--steps", "2", "--grn"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("grn: causal GRN in front of the policy head") && err.contains("zero at init"), "{err}");
+    assert_eq!(settings_of(&o)["grn"]["enabled"], true);
+    let ck = o.join("checkpoint-2");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["grn"]["enabled"], true, "{cfg}");
+    let w = gepa_dapo_grn::checkpoint::TensorFile::open(&ck.join("model.safetensors")).unwrap();
+    let (gamma, _) = w.f32("grn.gamma", None).unwrap();
+    assert!(gamma.iter().any(|&g| g != 0.0), "γ learned");
+    // Resuming keeps the GRN (the checkpoint's config equals the trainer's).
+    let out = dapo(&small(os, &["--steps", "3", "--grn", "--resume", ck.to_str().unwrap()]));
+    let err = stderr(&out);
+    assert!(out.status.success() && err.contains("at step 2") && err.contains("loaded from the checkpoint"), "{err}");
+    // generate decodes with it (KV cache + running sums).
+    let out = dapo(&["generate", "--model", ck.to_str().unwrap(), "--prompt", "1+2=", "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"completion\""));
+    // sft --grn writes a checkpoint with one.
+    let s = tmp.path().join("sft");
+    let out = tiny_sft(&s, "2", &["--grn"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.join("checkpoint-2/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["grn"]["enabled"], true, "{cfg}");
+    // A misspelt GRN setting is named.
+    let out = dapo(&small(tmp.path().join("bad").to_str().unwrap(), &["--set", "grn.enabeld=true"]));
+    fails_with(&out, &["grn", "enabeld"]);
 }

@@ -698,6 +698,16 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings, locks: &mut V
         cfg.clone(),
     )?;
     trainer.set_end_tokens(ends.ids)?;
+    if trainer.model().has_policy_grn() {
+        let g = trainer.model().param("grn.gamma").unwrap_or_default();
+        let b = trainer.model().param("grn.beta").unwrap_or_default();
+        let at_zero = g.iter().chain(&b).all(|&x| x == 0.0);
+        eprintln!(
+            "grn: causal GRN in front of the policy head, eps {}{}",
+            trainer.model().config().grn.eps,
+            if at_zero { ", zero at init (changes nothing until it learns)" } else { ", loaded from the checkpoint" }
+        );
+    }
     let pool = trainer.prepare(&data)?;
     if pool.dropped + pool.truncated > 0 {
         eprintln!(

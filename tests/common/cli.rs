@@ -21,3 +21,13 @@ pub fn fails_with(out: &Output, needles: &[&str]) {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
     }
 }
+
+/// `dapo sft` at toy size on the built-in task into `run`: `steps` steps of 2 sequences × 16
+/// tokens on one CPU thread, plus `extra` flags.
+pub fn tiny_sft(run: &std::path::Path, steps: &str, extra: &[&str]) -> Output {
+    let run = run.to_str().expect("a UTF-8 path");
+    let mut args = vec!["sft", "--output-dir", run, "--steps", steps, "--batch-size", "2", "--seq-len", "16"];
+    args.extend_from_slice(&["--threads", "1"]);
+    args.extend_from_slice(extra);
+    dapo(&args)
+}

@@ -15,7 +15,9 @@ Writes ``tests/data/judge/``:
   in **float64** (a ``.double()`` copy of the float32 weights) in two modes:
   ``score_pad`` with ``config.pad_token_id = 0`` (transformers takes the hidden state at the
   last token that is not the pad id, so trailing ``<|endoftext|>`` are skipped) and
-  ``score_nopad`` with ``pad_token_id = None`` (the last position).
+  ``score_nopad`` with ``pad_token_id = None`` (the last position); and ``score_grn``, the
+  ``score_pad`` case with a sequence-wide GRN on the score head's input (fixed γ, β recorded
+  under ``value_grn``), written out in torch over the scored tokens.
 
 Why
 ---
@@ -135,6 +137,23 @@ def score(model, ids):
     return out[0, 0].item()
 
 
+def value_grn_params(c):
+    """Fixed, non-zero γ, β (C) of the score head's GRN case (written to expected.json)."""
+    j = torch.arange(c, dtype=torch.float64)
+    return 0.6 * torch.sin(0.5 * j), 0.15 * torch.cos(0.3 * j)
+
+
+def score_grn(model, ids, gamma, beta, eps):
+    """The score with a sequence-wide GRN (ConvNeXt V2 form over the sequence axis) on the
+    score head's input, written out in torch: every position of `ids` is real."""
+    with torch.no_grad():
+        x = model.transformer(input_ids=torch.tensor([ids], dtype=torch.long)).last_hidden_state[0]
+        g = torch.sqrt((x * x).sum(dim=0))
+        n = g / (g.mean() + eps)
+        y = gamma * (x * n) + beta + x
+        return float(y[-1] @ model.score.weight[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=OUT_DIR, help="output directory (default: tests/data/judge)")
@@ -164,13 +183,16 @@ def main():
     m64 = copy.deepcopy(model).double()
     nopad = copy.deepcopy(m64)
     nopad.config.pad_token_id = None
+    gamma, beta = value_grn_params(model.config.n_embd)
+    grn_eps = 1e-6
     items = []
     for text in TEXTS:
         ids = tok.encode(text, add_special_tokens=False)
         assert tok.decode(ids, clean_up_tokenization_spaces=False) == text
         s_pad = score(m64, scored_ids(ids, 0, n_ctx))
         s_nopad = score(nopad, scored_ids(ids, None, n_ctx))
-        items.append({"text": text, "ids": ids, "score_pad": s_pad, "score_nopad": s_nopad})
+        s_grn = score_grn(m64, scored_ids(ids, 0, n_ctx), gamma, beta, grn_eps)
+        items.append({"text": text, "ids": ids, "score_pad": s_pad, "score_nopad": s_nopad, "score_grn": s_grn})
         print(f"{text!r:60} pad {s_pad:+.6f}  nopad {s_nopad:+.6f}")
 
     # Batching by right-padding with the pad id gives the one-at-a-time values (texts that
@@ -188,6 +210,7 @@ def main():
         "pad_token_id": 0,
         "n_positions": n_ctx,
         "items": items,
+        "value_grn": {"gamma": gamma.tolist(), "beta": beta.tolist(), "eps": grn_eps},
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

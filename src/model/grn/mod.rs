@@ -1,7 +1,15 @@
-//! Global Response Normalization (GRN, the ConvNeXt V2 form) over the sequence axis of a
-//! (B,T,C) hidden state, padding-aware, with an exact backward pass.
+//! Global Response Normalization (GRN, the ConvNeXt V2 form) on a (B,T,C) hidden state, in two
+//! forms, each with an exact backward pass:
 //!
-//! For each sequence b, over its real positions R_b (mask ≠ 0):
+//! - **causal** ([`causal`]), the only form allowed in front of the policy head: position t's
+//!   statistic runs over the prefix s ≤ t, so no position sees a later token and KV-cache
+//!   decoding (which keeps each sequence's running sums of squares beside its keys and values)
+//!   reproduces the full pass;
+//! - **sequence-wide** (this module's [`grn_forward`] / [`grn_backward`]), for heads that read
+//!   a whole sequence (the value / judge head): one statistic per sequence over its real
+//!   positions.
+//!
+//! The sequence-wide form, for each sequence b over its real positions R_b (mask ≠ 0):
 //!
 //! ```text
 //! G[b,c] = sqrt(Σ_{t∈R_b} x[b,t,c]²)           L2 norm of channel c over the sequence
@@ -20,9 +28,10 @@
 //! [`grn_forward`] for how the arithmetic guarantees it): turning GRN on changes no logit until
 //! it has learned something.
 //!
-//! The free functions [`grn_forward`] / [`grn_backward`] have the shape of a backend op (flat
-//! buffers plus B, T, C), so they can be lifted into the backend op set as they are; [`Grn`]
-//! wraps them with its parameters, gradients and the statistics the backward pass needs.
+//! The free functions are the CPU oracle of the backend's `grn_*` ops
+//! ([`crate::backend::Backend::grn_causal_forward`] and friends), which the model runs; [`Grn`]
+//! wraps them on host slices with parameters, gradients and the statistics the backward needs
+//! (the seed's `maybe_apply_grn`).
 
 pub mod causal;
 
@@ -94,7 +103,43 @@ pub enum Head {
     Value,
 }
 
+/// Where a GRN's statistic comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrnForm {
+    /// Position t's statistic runs over the prefix s ≤ t ([`causal`]): the only form allowed
+    /// in front of the policy head, where position t must not see later tokens and decoding
+    /// one token at a time must reproduce the full pass.
+    Causal,
+    /// One statistic over every real position of the sequence: for heads that read a whole
+    /// sequence (the value / judge head).
+    Sequence,
+}
+
 impl Head {
+    /// The form GRN takes in front of this head: causal for the policy, sequence-wide for the
+    /// value head.
+    pub fn form(self) -> GrnForm {
+        match self {
+            Head::Policy => GrnForm::Causal,
+            Head::Value => GrnForm::Sequence,
+        }
+    }
+
+    /// Refuses the sequence-wide form in front of the policy head: it would let position t
+    /// condition on later tokens, so training would see the future and decoding could never
+    /// reproduce it.
+    pub fn check_form(self, form: GrnForm) -> Result<()> {
+        if self == Head::Policy && form == GrnForm::Sequence {
+            return Err(Error::Invalid(
+                "the sequence-wide GRN cannot sit in front of the policy head: position t would see the tokens after \
+                 it; the policy head takes the causal form"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The checkpoint-name prefix of this head's GRN: `grn` for the policy head (so its
     /// tensors are `grn.gamma`, `grn.beta`), `value_grn` for the value head.
     pub fn param_prefix(self) -> &'static str {
@@ -112,7 +157,7 @@ impl Head {
 /// module, the caller keeps the `Option<Grn>` beside the head and, when it is `Some`, runs the
 /// head's input through [`Grn::forward`] first (and [`Grn::backward`] on the way back).
 pub fn maybe_apply_grn(config: &GrnConfig, head: Head, c: usize) -> Option<Grn> {
-    config.applies_to(head).then(|| Grn::new(c, config.eps))
+    config.applies_to(head).then(|| Grn::new(head, c, config.eps))
 }
 
 /// Whether position `t` of a mask row is a real token. Any non-zero value counts, so both
@@ -313,11 +358,13 @@ pub struct GrnStats {
     pub b: usize,
     /// T of the last forward.
     pub t: usize,
-    /// Per-sequence channel norms G (B,C).
+    /// Channel norms G: per sequence (B,C) in the sequence-wide form, per position (B,T,C)
+    /// in the causal form.
     pub g: Vec<f32>,
-    /// Per-sequence mean norm μ (B).
+    /// Mean norms μ: (B) sequence-wide, (B,T) causal.
     pub mean: Vec<f32>,
-    /// Per-sequence relative norms N (B,C).
+    /// Relative norms N (B,C) of the sequence-wide form (empty in the causal form, which
+    /// recomputes them from G and μ).
     pub n: Vec<f32>,
 }
 
@@ -327,6 +374,10 @@ pub struct GrnStats {
 /// To wrap a head's input: `grn.forward(&mut h_grn, &h, &mask, b, t, c)` then feed `h_grn` to
 /// the head; on the way back, `grn.backward(&mut dh, &dh_grn, &h, &mask, b, t, c)`.
 /// γ and β are normalisation parameters and, like layer-norm weights, should not be decayed.
+///
+/// Its [`GrnForm`] follows the head it wraps ([`Head::form`]): causal for the policy head
+/// (where the mask is not read: batches are right-padded and a padded tail cannot reach an
+/// earlier position), sequence-wide under the mask for the value head.
 #[derive(Clone, Debug)]
 pub struct Grn {
     /// γ (C), the learnable scale of the normalised response; zero at init.
@@ -339,27 +390,43 @@ pub struct Grn {
     pub dbeta: Vec<f32>,
     /// Added to the mean norm before dividing.
     pub eps: f32,
+    form: GrnForm,
     stats: GrnStats,
 }
 
 impl Grn {
-    /// A zero-initialised GRN of width `c`: the identity until it learns.
-    pub fn new(c: usize, eps: f32) -> Self {
+    /// A zero-initialised GRN of width `c` in front of `head` (in the head's form): the
+    /// identity until it learns.
+    pub fn new(head: Head, c: usize, eps: f32) -> Self {
         Grn {
             gamma: vec![0.0; c],
             beta: vec![0.0; c],
             dgamma: vec![0.0; c],
             dbeta: vec![0.0; c],
             eps,
+            form: head.form(),
             stats: GrnStats::default(),
         }
     }
 
-    /// A GRN with the given parameters (e.g. loaded from a checkpoint); gradients zeroed.
-    pub fn from_params(gamma: Vec<f32>, beta: Vec<f32>, eps: f32) -> Result<Self> {
-        let mut grn = Grn::new(gamma.len(), eps);
+    /// A zero-initialised GRN in front of `head` in an explicit `form`; the sequence-wide
+    /// form in front of the policy head is refused ([`Head::check_form`]).
+    pub fn with_form(head: Head, form: GrnForm, c: usize, eps: f32) -> Result<Self> {
+        head.check_form(form)?;
+        Ok(Grn { form, ..Grn::new(head, c, eps) })
+    }
+
+    /// A GRN in front of `head` with the given parameters (e.g. loaded from a checkpoint);
+    /// gradients zeroed.
+    pub fn from_params(head: Head, gamma: Vec<f32>, beta: Vec<f32>, eps: f32) -> Result<Self> {
+        let mut grn = Grn::new(head, gamma.len(), eps);
         grn.set_params(&gamma, &beta)?;
         Ok(grn)
+    }
+
+    /// Causal or sequence-wide.
+    pub fn form(&self) -> GrnForm {
+        self.form
     }
 
     /// The width C.
@@ -416,11 +483,22 @@ impl Grn {
     /// If a length does not match B, T, C (C must equal [`Grn::channels`]).
     pub fn forward(&mut self, out: &mut [f32], x: &[f32], mask: &[f32], b: usize, t: usize, c: usize) {
         let st = &mut self.stats;
-        st.g.resize(b * c, 0.0);
-        st.n.resize(b * c, 0.0);
-        st.mean.resize(b, 0.0);
         (st.b, st.t) = (b, t);
-        grn_forward(out, &mut st.g, &mut st.mean, &mut st.n, x, mask, &self.gamma, &self.beta, b, t, c, self.eps);
+        match self.form {
+            GrnForm::Sequence => {
+                st.g.resize(b * c, 0.0);
+                st.n.resize(b * c, 0.0);
+                st.mean.resize(b, 0.0);
+                let (g, mean, n) = (&mut st.g, &mut st.mean, &mut st.n);
+                grn_forward(out, g, mean, n, x, mask, &self.gamma, &self.beta, b, t, c, self.eps);
+            }
+            GrnForm::Causal => {
+                st.g.resize(b * t * c, 0.0);
+                st.mean.resize(b * t, 0.0);
+                st.n.clear();
+                grn_causal_forward(out, &mut st.g, &mut st.mean, x, &self.gamma, &self.beta, b, t, c, self.eps);
+            }
+        }
     }
 
     /// Overwrites `dx (B,T,C)` and accumulates [`Grn::dgamma`], [`Grn::dbeta`] given
@@ -430,10 +508,16 @@ impl Grn {
     /// If no forward ran at this (B, T) or a length does not match.
     pub fn backward(&mut self, dx: &mut [f32], dy: &[f32], x: &[f32], mask: &[f32], b: usize, t: usize, c: usize) {
         let st = &self.stats;
+        let g_len = if self.form == GrnForm::Causal { b * t * c } else { b * c };
         assert!(
-            st.b == b && st.t == t && st.g.len() == b * c,
+            st.b == b && st.t == t && st.g.len() == g_len,
             "Grn::backward at (B={b}, T={t}, C={c}) needs a forward at that shape first"
         );
+        if self.form == GrnForm::Causal {
+            let (dg, db) = (&mut self.dgamma, &mut self.dbeta);
+            grn_causal_backward(dx, dg, db, dy, x, &self.gamma, &st.g, &st.mean, b, t, c, self.eps);
+            return;
+        }
         grn_backward(
             dx,
             &mut self.dgamma,
@@ -458,8 +542,16 @@ impl Grn {
     /// If a length does not match B, T, C.
     pub fn apply(&self, x: &[f32], mask: &[f32], b: usize, t: usize, c: usize) -> Vec<f32> {
         let mut out = vec![0.0; x.len()];
-        let (mut g, mut mean, mut n) = (vec![0.0; b * c], vec![0.0; b], vec![0.0; b * c]);
-        grn_forward(&mut out, &mut g, &mut mean, &mut n, x, mask, &self.gamma, &self.beta, b, t, c, self.eps);
+        match self.form {
+            GrnForm::Sequence => {
+                let (mut g, mut mean, mut n) = (vec![0.0; b * c], vec![0.0; b], vec![0.0; b * c]);
+                grn_forward(&mut out, &mut g, &mut mean, &mut n, x, mask, &self.gamma, &self.beta, b, t, c, self.eps);
+            }
+            GrnForm::Causal => {
+                let (mut g, mut mean) = (vec![0.0; b * t * c], vec![0.0; b * t]);
+                grn_causal_forward(&mut out, &mut g, &mut mean, x, &self.gamma, &self.beta, b, t, c, self.eps);
+            }
+        }
         out
     }
 }
@@ -477,6 +569,9 @@ mod tests {
         assert!(cfg.applies_to(Head::Policy) && !cfg.applies_to(Head::Value));
         let grn = maybe_apply_grn(&cfg, Head::Policy, 4).unwrap();
         assert_eq!(grn.channels(), 4);
+        assert_eq!(grn.form(), GrnForm::Causal, "the policy head's GRN is causal");
+        assert!(Grn::with_form(Head::Policy, GrnForm::Sequence, 4, GRN_EPS).is_err(), "refused");
+        assert_eq!(Grn::with_form(Head::Value, GrnForm::Causal, 4, GRN_EPS).unwrap().form(), GrnForm::Causal);
         assert!(grn.is_identity());
         assert!(maybe_apply_grn(&cfg, Head::Value, 4).is_none());
     }
@@ -495,7 +590,7 @@ mod tests {
 
     #[test]
     fn names_and_params() {
-        let mut grn = Grn::new(3, GRN_EPS);
+        let mut grn = Grn::new(Head::Value, 3, GRN_EPS);
         let [(gn, _), (bn, _)] = grn.named_params(Head::Policy.param_prefix());
         assert_eq!((gn.as_str(), bn.as_str()), ("grn.gamma", "grn.beta"));
         assert_eq!(grn.named_params(Head::Value.param_prefix())[0].0, "value_grn.gamma");
@@ -510,7 +605,7 @@ mod tests {
 
     #[test]
     fn all_padding_and_all_zero_are_identity() {
-        let grn = Grn::from_params(vec![1.5, -2.0], vec![0.3, 0.7], GRN_EPS).unwrap();
+        let grn = Grn::from_params(Head::Value, vec![1.5, -2.0], vec![0.3, 0.7], GRN_EPS).unwrap();
         // An all-padding sequence passes through; an all-zero one gets only β (N = 0, no NaN).
         let x = [1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0];
         let y = grn.apply(&x, &[0.0, 0.0, 1.0, 1.0], 2, 2, 2);
@@ -521,7 +616,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "needs a forward")]
     fn backward_without_forward_panics() {
-        let mut grn = Grn::new(2, GRN_EPS);
+        let mut grn = Grn::new(Head::Value, 2, GRN_EPS);
         let mut dx = vec![0.0; 4];
         grn.backward(&mut dx, &[0.0; 4], &[0.0; 4], &[1.0; 2], 1, 2, 2);
     }
