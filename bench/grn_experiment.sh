@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The built-in default (`dapo train`, no data arguments) with GRN off and on (`--grn`), seeds
 # 0, 1, 2: held-out accuracy before and after RL, and the learned |γ|, |β| of the policy GRN.
-# Usage: bench/grn_experiment.sh OUT_ROOT   (release build at target/release/dapo; python3 with
-# safetensors + numpy for the |γ|, |β| summary). Reported under bench/results/, not asserted.
+# Usage: bench/grn_experiment.sh OUT_ROOT   (release build at target/release/dapo; $PYTHON, default
+# python3, with safetensors + numpy for the |γ|, |β| summary; MODES="off on" and SEEDS="0 1 2"
+# select runs). Reported under bench/results/, not asserted.
 set -euo pipefail
 root=${1:?usage: bench/grn_experiment.sh OUT_ROOT}
 dapo=${DAPO:-target/release/dapo}
 py=${PYTHON:-python3}
 mkdir -p "$root"
-for grn in off on; do
-  for seed in 0 1 2; do
+for grn in ${MODES:-off on}; do
+  for seed in ${SEEDS:-0 1 2}; do
     out="$root/grn-$grn/s$seed"
     flag=()
     [[ $grn == on ]] && flag=(--grn)

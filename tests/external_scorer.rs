@@ -177,3 +177,17 @@ fn a_timeout_kills_a_wrapper_scripts_children_too() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_command_line_with_a_quoted_path_holding_a_space_runs() {
+    // `--scorer-cmd 'python3 "…/my scorers/good.py"'`: shell quoting keeps the path one word.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("my scorers");
+    std::fs::create_dir(&dir).unwrap();
+    let copy = dir.join("good.py");
+    std::fs::copy(script("good.py"), &copy).unwrap();
+    let line = format!("python3 \"{}\"", copy.display());
+    let mut s = ExternalScorer::from_command_line(&line).unwrap().with_timeout(Duration::from_secs(20));
+    let out = run(&mut s, &["46", "47"]).unwrap();
+    assert_eq!(out.iter().map(|m| m["correctness"]).collect::<Vec<_>>(), [1.0, 0.0]);
+}

@@ -83,8 +83,9 @@ pub struct TrainArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "Rewards")]
     math_scorer: Option<bool>,
     /// An external scorer: a command that reads JSONL requests on stdin and prints one JSON
-    /// reward dict per completion (docs/external_scorer.md). Repeatable; each is a reward
-    /// source beside the others.
+    /// reward dict per completion (docs/external_scorer.md). Split into words by shell quoting
+    /// rules (`--scorer-cmd 'python3 "my scorer.py"'`); no shell runs it. Repeatable; each is a
+    /// reward source beside the others.
     #[arg(long, help_heading = "Rewards")]
     scorer_cmd: Vec<String>,
     /// Seconds an external scorer may take per batch before it is killed and the run stops.

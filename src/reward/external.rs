@@ -123,11 +123,14 @@ impl ExternalScorer {
         }
     }
 
-    /// A scorer from a whitespace-separated command line such as `python3 my_scorer.py --x 1`
-    /// (no quoting: pass arguments with spaces through [`new`](Self::new)). An empty line is
-    /// an error.
+    /// A scorer from a command line such as `python3 "my scorer.py" --x 1`, split into words
+    /// by POSIX shell rules (quotes and backslash escapes; no variables, globs or pipes, since
+    /// no shell runs it). An empty line or an unterminated quote is an error.
     pub fn from_command_line(line: &str) -> Result<Self> {
-        let mut words = line.split_whitespace();
+        let words = shlex::split(line).ok_or_else(|| {
+            Error::Invalid(format!("external scorer: cannot split `{line}` into words (an unterminated quote?)"))
+        })?;
+        let mut words = words.into_iter();
         let program = words.next().ok_or_else(|| Error::Invalid("external scorer: the command is empty".into()))?;
         Ok(Self::new(program, words))
     }
@@ -517,6 +520,12 @@ mod tests {
         let s = ExternalScorer::from_command_line("  python3 x.py --k 1 ").unwrap();
         assert_eq!(s.name(), "python3 x.py --k 1");
         assert!(ExternalScorer::from_command_line("  ").is_err());
+        // Shell quoting: a path with a space stays one argument; an open quote is an error.
+        let q = ExternalScorer::from_command_line(r#"python3 "/tmp/my scorer.py" --tag 'a b' c\ d"#).unwrap();
+        assert_eq!(q.program, OsString::from("python3"));
+        assert_eq!(q.args, ["/tmp/my scorer.py", "--tag", "a b", "c d"].map(OsString::from));
+        let e = ExternalScorer::from_command_line(r#"python3 "x.py"#).err().expect("refused").to_string();
+        assert!(e.contains("quote"), "{e}");
         assert_eq!(s.with_name("mine").name(), "mine");
         let long = "x".repeat(1000);
         assert!(quote(&long).chars().count() < 400);
