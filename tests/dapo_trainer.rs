@@ -500,3 +500,51 @@ fn prompts_are_visited_in_shuffled_epochs_without_replacement() {
     }
     assert_ne!(&seen[..6], &seen[6..], "each epoch has its own order");
 }
+
+#[test]
+fn each_step_logs_trl_metrics_and_logging_steps_average_them() {
+    // Four steps, logging every 2 (TRL's logging_steps) with log_completions: the JSONL keeps
+    // every step with its metrics under TRL's names, the windows close at steps 2 and 4 with
+    // the mean of their steps, and completions.jsonl holds the logging steps' completions.
+    let data = tasks(20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.logging_steps = 2;
+    cfg.log_completions = true;
+    let mut t = trainer_for(cfg, digit_share(), RewardMixer::from_weights([("digits", 1.0)]).unwrap()).unwrap();
+    let mut recs = Vec::new();
+    t.train(&data, None, None, &mut |r| recs.push(r.clone()), &mut |_, _| {}).unwrap();
+    assert_eq!(recs.len(), 4);
+    for r in &recs {
+        let m = &r.metrics;
+        let digits: Vec<f64> = r.gepa.iter().map(|g| g.rewards["digits"]).collect();
+        let mean = digits.iter().sum::<f64>() / digits.len() as f64;
+        assert!((m["reward"] - r.reward_mean).abs() < 1e-12 && (m["rewards/digits/mean"] - mean).abs() < 1e-12);
+        let var = digits.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (digits.len() - 1) as f64;
+        assert!((m["rewards/digits/std"] - var.sqrt()).abs() < 1e-12, "unbiased std, as torch");
+        assert_eq!(m["completions/max_length"], r.generation["completion_len_max"].as_f64().unwrap());
+        assert_eq!(m["clip_ratio/low_mean"], f64::from(r.rl.clip_frac_low));
+        assert_eq!(m["learning_rate"], f64::from(r.rl.lr));
+        assert!((0.0..=1.0).contains(&m["frac_reward_zero_std"]));
+        assert_eq!(r.samples.len(), r.gepa.len());
+        assert!(r.time > 1.7e9, "a Unix timestamp");
+    }
+    assert!(recs[1].metrics["num_tokens"] > recs[0].metrics["num_tokens"], "a running total");
+    assert_eq!(recs.iter().map(|r| r.logged.is_some()).collect::<Vec<_>>(), [false, true, false, true]);
+    let w = recs[1].logged.as_ref().unwrap();
+    assert!((w["reward"] - (recs[0].metrics["reward"] + recs[1].metrics["reward"]) / 2.0).abs() < 1e-12);
+    assert_eq!(w["num_tokens"], recs[1].metrics["num_tokens"]);
+
+    let log = std::fs::read_to_string(dir.path().join("dapo_log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[3]["metrics"]["reward"].as_f64().unwrap(), recs[3].metrics["reward"]);
+    let comps = std::fs::read_to_string(dir.path().join("completions.jsonl")).unwrap();
+    let comps: Vec<serde_json::Value> = comps.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(comps.iter().map(|c| c["step"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 4]);
+    let first = &comps[0]["completions"][0];
+    for key in ["prompt", "completion", "rewards", "reward", "advantage"] {
+        assert!(first.get(key).is_some(), "{key} missing: {first}");
+    }
+    assert_eq!(comps[0]["completions"].as_array().unwrap().len(), 12);
+}

@@ -52,12 +52,24 @@ fn correctness_only_mixer(dir: &Path) -> PathBuf {
 fn the_builtin_default_trains_logs_evaluates_and_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let o = tmp.path().join("run");
-    let out = dapo(&small(o.to_str().unwrap(), &["--save-every", "2"]));
+    let out = dapo(&small(o.to_str().unwrap(), &["--save-every", "2", "--logging-steps", "2", "--log-completions"]));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    for needle in ["warm start", "before RL: held-out accuracy", "after RL: held-out accuracy", "checkpoint-3"] {
+    // stderr is a pipe here, not a terminal: plain progress lines at the logging steps and the
+    // last step, the mid-run evaluation and the completions table as they happen.
+    for needle in [
+        "warm start",
+        "before RL: held-out accuracy",
+        "step 2/3 (67%)  reward",
+        "step 2: held-out accuracy",
+        "step 2 completions:",
+        "step 3/3 (100%)",
+        "after RL: held-out accuracy",
+        "checkpoint-3",
+    ] {
         assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     }
+    assert!(err.contains("eta "), "a plain line carries an ETA:\n{err}");
     assert!(o.join("checkpoint-2/model.safetensors").exists() && o.join("checkpoint-3/trainer_state.json").exists());
     let log = std::fs::read_to_string(o.join("dapo_log.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -69,6 +81,11 @@ fn the_builtin_default_trains_logs_evaluates_and_checkpoints() {
         assert!(steps[0]["rl"].get(key).is_some(), "rl.{key} missing: {}", steps[0]);
     }
     assert_eq!(steps[0]["gepa"].as_array().unwrap().len(), 4, "batch 2 × group 2");
+    for key in ["reward", "reward_std", "completions/mean_length", "kl", "entropy", "clip_ratio/region_mean"] {
+        assert!(steps[0]["metrics"].get(key).is_some(), "metrics.{key} missing: {}", steps[0]);
+    }
+    let comps = std::fs::read_to_string(o.join("completions.jsonl")).unwrap();
+    assert_eq!(comps.lines().count(), 2, "logging steps 2 and 3 (the last)");
 }
 
 /// The seed's example command for 2 steps on a 3-step SFT checkpoint made in `tmp`, plus

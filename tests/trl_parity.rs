@@ -31,7 +31,8 @@ use gepa_dapo_grn::optim::LrDecay;
 use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, GepaFeedback, Metrics, RewardMixer, ScoreInput};
 use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use gepa_dapo_grn::tokenizer::Tokenizer;
-use gepa_dapo_grn::train::dapo::{DapoBatch, DapoTrainer};
+use gepa_dapo_grn::train::dapo::{DapoBatch, DapoTrainer, RlMetrics};
+use gepa_dapo_grn::train::step_metrics::{trl_metrics, StepInputs};
 use gepa_dapo_grn::train::dapo_config::DapoConfig;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -250,4 +251,53 @@ fn cpu_matches_trl() {
 #[test]
 fn emulated_kernels_match_trl() {
     run_all(EmuBackend::emulated(), "emulated kernel backend");
+}
+
+#[test]
+fn generation_metrics_match_what_trl_logs() {
+    // TRL's logged `reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<f>/mean|std` and
+    // `completions/*` for the golden batch (recorded per case from `trainer.state.log_history`)
+    // against `trl_metrics` on the same rewards and completions. TRL reduces in f32: 1e-6.
+    let g = Golden::load();
+    let comps = ids(&g.meta["completions"]);
+    let eos = g.meta["eos"].as_u64().unwrap() as u32;
+    let rewards = g.meta["rewards"].as_array().unwrap();
+    let weights: Vec<f64> = g.meta["reward_weights"].as_array().unwrap().iter().map(f).collect();
+    let group = g.meta["group_size"].as_u64().unwrap() as usize;
+    let vectors: Vec<std::collections::BTreeMap<String, f64>> = rewards
+        .iter()
+        .map(|r| [("reward_r1".to_string(), f(&r[0])), ("reward_r2".to_string(), f(&r[1]))].into())
+        .collect();
+    let mixed: Vec<f64> = rewards.iter().map(|r| weights[0] * f(&r[0]) + weights[1] * f(&r[1])).collect();
+    let zero = mixed.chunks(group).filter(|c| c.iter().all(|&x| x == c[0])).count();
+    let rl = RlMetrics::default();
+    let inputs = StepInputs {
+        rewards: &mixed,
+        reward_vectors: vectors.iter().collect(),
+        tags: Vec::new(),
+        advantages: &[],
+        lengths: comps.iter().map(Vec::len).collect(),
+        // TRL's truncation: no end token (its completions end at the first one).
+        truncated: comps.iter().map(|c| !c.contains(&eos)).collect(),
+        groups: mixed.len() / group,
+        zero_std_groups: zero,
+        rl: &rl,
+        timing: [0.0; 4],
+        completion_tokens: 0,
+        num_tokens: 0,
+    };
+    let ours = trl_metrics(&inputs);
+    let mut checked = 0;
+    for case in g.meta["cases"].as_array().unwrap() {
+        // With scale_rewards batch/none TRL's zero-std flag is about the batch, not the groups.
+        if case["source"] != "trl" || case["scale_rewards"] != "group" {
+            continue;
+        }
+        for (k, v) in case["generation_metrics"].as_object().unwrap() {
+            let got = *ours.get(k).unwrap_or_else(|| panic!("{k} is not among our metrics"));
+            assert!((got - f(v)).abs() <= 1e-6 * f(v).abs().max(1.0), "{}: {k} = {got}, TRL {}", case["name"], v);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14 * 40, "{checked} values compared");
 }

@@ -14,6 +14,7 @@ mod device;
 mod eval;
 mod generate;
 mod model_arg;
+mod progress;
 mod selftest;
 mod sft;
 mod signals;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::device::on_backend;
 use super::device::ComputeArgs;
 use super::model_arg::{check_model_dir, load_checkpoint};
+use super::progress::{Progress, StepLine};
 use super::signals::Interrupt;
 use crate::backend::Backend;
 use crate::backend::{IsLevel, KlEstimator, LossType};
@@ -304,6 +305,18 @@ pub struct TrainArgs {
     #[arg(long, visible_alias = "save-steps", help_heading = "Evaluation and checkpoints")]
     save_every: Option<u64>,
 
+    /// Report metrics averaged over every N steps (TensorBoard, CSV, the console line); the
+    /// JSONL log keeps every step.
+    #[arg(long, help_heading = "Logging")]
+    logging_steps: Option<u64>,
+    /// At each logging step, write the step's completions with their rewards and advantages
+    /// to completions.jsonl and print a few.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help_heading = "Logging")]
+    log_completions: Option<bool>,
+    /// How many completions --log-completions prints (default: all).
+    #[arg(long, help_heading = "Logging")]
+    num_completions_to_print: Option<usize>,
+
     #[command(flatten)]
     compute: ComputeArgs,
 }
@@ -375,6 +388,8 @@ impl TrainArgs {
             curriculum_prior => "curriculum.prior", curriculum_reward_min => "curriculum.reward_min",
             curriculum_reward_max => "curriculum.reward_max",
             eval_every => "eval_every", eval_size => "eval_size", save_every => "save_every",
+            logging_steps => "logging_steps", log_completions => "log_completions",
+            num_completions_to_print => "num_completions_to_print",
         );
         if let Some(e) = self.clip_ratio {
             for p in ["objective.eps_low", "objective.eps_high"] {
@@ -573,6 +588,25 @@ fn warm_start<K: Backend>(k: K, tok: &Tokenizer, train: &Path, out: &Path, steps
     Ok(model)
 }
 
+/// A few of a logging step's completions as a short table (TRL's `log_completions` print):
+/// prompt, completion, mixed reward, advantage, each on one line and cut to fit.
+fn completions_table(r: &StepRecord, n: Option<usize>) -> String {
+    let cut = |s: &str, w: usize| {
+        let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if one.chars().count() > w {
+            format!("{}…", one.chars().take(w - 1).collect::<String>())
+        } else {
+            format!("{one:<w$}")
+        }
+    };
+    let mut out =
+        format!("step {} completions:\n  {:<24} {:<32} {:>7} {:>7}", r.step, "prompt", "completion", "reward", "adv");
+    for s in r.samples.iter().take(n.unwrap_or(usize::MAX)) {
+        out += &format!("\n  {} {} {:>7.3} {:>7.3}", cut(&s.prompt, 24), cut(&s.completion, 32), s.reward, s.advantage);
+    }
+    out
+}
+
 fn print_eval(label: &str, r: &EvalReport) {
     let acc = r.accuracy.map(|a| format!("{:.1}%", 100.0 * a)).unwrap_or_else(|| "n/a".into());
     let metrics: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
@@ -732,43 +766,42 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings, locks: &mut V
     }
 
     let interrupt = Interrupt::install();
-    let bar = indicatif::ProgressBar::new(cfg.steps);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
-            .expect("the template is valid")
-            .progress_chars("=> "),
-    );
-    bar.set_position(trainer.steps_done());
+    let progress = Progress::new(cfg.steps, trainer.steps_done(), std::time::Duration::from_secs(30));
     let start = std::time::Instant::now();
     let mut tokens = 0usize;
     let mut told = false;
+    let print_n = cfg.num_completions_to_print;
     let mut on_step = |r: &StepRecord| {
         if interrupt.requested() && !told {
             told = true;
-            bar.println(format!(
+            progress.println(format!(
                 "{}: finishing this step and writing a checkpoint (send it again to quit now)",
                 interrupt.name()
             ));
         }
         tokens += r.tokens;
-        let acc = r.accuracy.map(|a| format!("acc {:.0}%  ", 100.0 * a)).unwrap_or_default();
         for e in &r.safety {
-            bar.println(format!("step {}: {e}", r.step));
+            progress.println(format!("step {}: {e}", r.step));
         }
-        bar.set_position(r.step);
-        bar.set_message(format!(
-            "reward {:.3}  {acc}KL {:.4}  {:.0} tok/s",
-            r.reward_mean,
-            r.rl.kl,
-            tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)
-        ));
+        if r.logged.is_some() && !r.samples.is_empty() && cfg.log_completions {
+            progress.println(completions_table(r, print_n));
+        }
+        progress.step(&StepLine {
+            step: r.step,
+            reward: r.reward_mean,
+            accuracy: r.accuracy,
+            kl: f64::from(r.rl.kl),
+            tokens_per_s: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            logging_step: r.logged.is_some(),
+        });
     };
     let mut on_eval = |step: u64, r: &EvalReport| {
         let acc = r.accuracy.map(|a| format!("{:.1}%", 100.0 * a)).unwrap_or_else(|| "n/a".into());
-        bar.println(format!("step {step}: held-out accuracy {acc}"));
+        progress.println(format!("step {step}: held-out accuracy {acc}"));
     };
-    let report = trainer.train(&data, eval.as_ref(), Some(&interrupt.stop), &mut on_step, &mut on_eval)?;
-    bar.finish();
+    let result = trainer.train(&data, eval.as_ref(), Some(&interrupt.stop), &mut on_step, &mut on_eval);
+    progress.end();
+    let report = result?;
     // A resumed run has no "before" of its own, and an interrupted one no "after".
     if let Some((0, first)) = report.evals.first() {
         print_eval("before RL", first);

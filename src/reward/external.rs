@@ -524,7 +524,7 @@ mod tests {
         let q = ExternalScorer::from_command_line(r#"python3 "/tmp/my scorer.py" --tag 'a b' c\ d"#).unwrap();
         assert_eq!(q.program, OsString::from("python3"));
         assert_eq!(q.args, ["/tmp/my scorer.py", "--tag", "a b", "c d"].map(OsString::from));
-        let e = ExternalScorer::from_command_line(r#"python3 "x.py"#).err().expect("refused").to_string();
+        let e = ExternalScorer::from_command_line(r#"python3 "x.py"#).map(|_| ()).expect_err("refused").to_string();
         assert!(e.contains("quote"), "{e}");
         assert_eq!(s.with_name("mine").name(), "mine");
         let long = "x".repeat(1000);

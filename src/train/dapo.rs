@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use super::dapo_config::DapoConfig;
 use super::grid::{Grid, Seq};
 use super::sft::save_checkpoint;
+use super::step_metrics::{mean_std, trl_metrics, LogWindow, StepInputs};
 use crate::backend::Backend;
 use crate::checkpoint::{load_model, load_optimizer, save_model, EndTokens};
 use crate::data::{EpochSampler, TaskDataset};
@@ -52,6 +53,8 @@ use crate::util::rng::{mix64, Rng};
 
 /// The log file inside the output directory.
 pub const LOG_FILE: &str = "dapo_log.jsonl";
+/// The completions log (`log_completions`), beside [`LOG_FILE`] in the output directory.
+pub const COMPLETIONS_FILE: &str = "completions.jsonl";
 /// The trainer state inside a checkpoint.
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Where the frozen reference model is kept (when β > 0), for resuming.
@@ -76,8 +79,12 @@ pub struct DapoBatch {
 /// One scored completion of a step.
 #[derive(Clone, Debug)]
 struct Rollout {
+    /// The dataset task it answers.
+    task: usize,
     prompt_ids: Vec<u32>,
     completion: Completion,
+    /// The completion's text as the scorer saw it.
+    text: String,
     feedback: GepaFeedback,
     metrics: Metrics,
 }
@@ -117,6 +124,19 @@ pub struct RlMetrics {
 pub struct StepRecord {
     /// 1-based step.
     pub step: u64,
+    /// When the step ended, in seconds since the Unix epoch.
+    pub time: f64,
+    /// The step's metrics under TRL's names ([`crate::train::step_metrics`]); a value that
+    /// has no meaning this step (a deviation of one value) is NaN, written as `null`.
+    pub metrics: BTreeMap<String, f64>,
+    /// Every completion of the step as text with its rewards and advantage (for
+    /// `log_completions`); not part of the JSONL record.
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+    /// When this step closed a logging window (`logging_steps`): the window's averaged
+    /// metrics, as the reporters received them. Not part of the JSONL record.
+    #[serde(skip)]
+    pub logged: Option<BTreeMap<String, f64>>,
     /// Per completion: ids and the reward / tag vectors.
     pub gepa: Vec<GepaFeedback>,
     /// Loss, KL and optimizer numbers.
@@ -137,6 +157,21 @@ pub struct StepRecord {
     pub safety: Vec<SafetyEvent>,
     /// The update was skipped (a safety rule asked for it, or no group had a learning signal).
     pub skipped_update: bool,
+}
+
+/// One completion of a step, as `log_completions` records it (TRL's completions table).
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// The task's prompt text.
+    pub prompt: String,
+    /// The completion's text as the scorer saw it.
+    pub completion: String,
+    /// Each reward key's value (after the feedback mapping).
+    pub rewards: BTreeMap<String, f64>,
+    /// The mixed reward.
+    pub reward: f64,
+    /// The group-relative advantage.
+    pub advantage: f64,
 }
 
 /// A held-out evaluation: greedy completions scored.
@@ -212,6 +247,8 @@ pub struct DapoTrainer<K: Backend> {
     last_kl: f64,
     last_loss: f64,
     last_grad_norm: f64,
+    /// Prompt + completion tokens of every completion trained on so far (TRL's `num_tokens`).
+    tokens_seen: u64,
     step: u64,
 }
 
@@ -289,6 +326,7 @@ impl<K: Backend> DapoTrainer<K> {
             last_kl: 0.0,
             last_loss: 0.0,
             last_grad_norm: 0.0,
+            tokens_seen: 0,
             step: 0,
         })
     }
@@ -469,11 +507,11 @@ impl<K: Backend> DapoTrainer<K> {
             .collect();
         let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
         let mut out = Vec::with_capacity(completions.len());
-        for ((c, m), p) in completions.into_iter().zip(metrics).zip(prompts) {
+        for (((c, m), p), text) in completions.into_iter().zip(metrics).zip(prompts).zip(texts) {
             let t = pool.task[picks[c.prompt_index / g]];
             let completion_id = (c.prompt_index % g) as u64;
             let feedback = self.mapping.apply(&m, &data.tasks[t].task_id, t as u64, completion_id)?;
-            out.push(Rollout { prompt_ids: p, completion: c, feedback, metrics: m });
+            out.push(Rollout { task: t, prompt_ids: p, completion: c, text, feedback, metrics: m });
         }
         Ok((out, rollout_s, t1.elapsed().as_secs_f64()))
     }
@@ -484,6 +522,7 @@ impl<K: Backend> DapoTrainer<K> {
         let g = self.cfg.group_size;
         let (mut kept, mut rewards) = (Vec::<Rollout>::new(), Vec::<f64>::new());
         let (mut rollout_s, mut score_s, mut dropped) = (0.0, 0.0, 0usize);
+        let (mut groups, mut zero_std_groups) = (0usize, 0usize);
         for round in 0..self.cfg.max_sampling_rounds {
             let picks = self.sample_prompts(data, &pool, round)?;
             let (rolls, r_s, s_s) = self.rollout_round(data, &pool, &picks, round)?;
@@ -497,6 +536,10 @@ impl<K: Backend> DapoTrainer<K> {
                     .with_penalty_factor(self.cfg.overlong_penalty_factor)?
                     .apply(&mut mixed, &lens)?;
             }
+            // TRL's `frac_reward_zero_std`: groups whose std is within 1e-8 of zero (its
+            // `torch.isclose(std, 0)`), counted over every group sampled.
+            groups += mixed.len() / g;
+            zero_std_groups += mixed.chunks(g).filter(|c| mean_std(c.iter().copied()).1.abs() <= 1e-8).count();
             if !self.cfg.dynamic_sampling {
                 kept = rolls;
                 rewards = mixed;
@@ -567,8 +610,40 @@ impl<K: Backend> DapoTrainer<K> {
         let n = kept.len().max(1) as f64;
         let truncated = kept.iter().filter(|r| r.completion.finish == FinishReason::Length).count();
         let accuracy = mean_metric(kept.iter().map(|r| &r.metrics), "correctness");
+        self.tokens_seen += kept.iter().map(|r| (r.prompt_ids.len() + r.completion.tokens.len()) as u64).sum::<u64>();
+        let metrics = trl_metrics(&StepInputs {
+            rewards: &rewards,
+            reward_vectors: kept.iter().map(|r| &r.feedback.rewards).collect(),
+            tags: kept.iter().map(|r| &r.feedback.tags).collect(),
+            advantages: &adv,
+            lengths: kept.iter().map(|r| r.completion.tokens.len()).collect(),
+            truncated: kept.iter().map(|r| r.completion.finish == FinishReason::Length).collect(),
+            groups,
+            zero_std_groups,
+            rl: &rl,
+            timing: [rollout_s, score_s, reference_s, update_s],
+            completion_tokens: tokens,
+            num_tokens: self.tokens_seen,
+        });
+        let samples = kept
+            .iter()
+            .zip(&rewards)
+            .zip(&adv)
+            .map(|((r, &reward), &advantage)| Sample {
+                prompt: data.tasks[r.task].prompt.clone(),
+                completion: r.text.clone(),
+                rewards: r.feedback.rewards.clone(),
+                reward,
+                advantage,
+            })
+            .collect();
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         Ok(StepRecord {
             step: self.step,
+            time,
+            metrics,
+            samples,
+            logged: None,
             gepa: kept.iter().map(|r| r.feedback.clone()).collect(),
             rl,
             reward_mean: rewards.iter().sum::<f64>() / n,
@@ -788,6 +863,7 @@ impl<K: Backend> DapoTrainer<K> {
             "last_kl": self.last_kl,
             "last_loss": self.last_loss,
             "last_grad_norm": self.last_grad_norm,
+            "tokens_seen": self.tokens_seen,
             "config": self.cfg,
             "settings": self.run_settings,
         });
@@ -839,6 +915,7 @@ impl<K: Backend> DapoTrainer<K> {
         self.last_kl = serde_json::from_value(parse("last_kl")?).map_err(bad)?;
         self.last_loss = serde_json::from_value(field("last_loss")).unwrap_or(0.0);
         self.last_grad_norm = serde_json::from_value(field("last_grad_norm")).unwrap_or(0.0);
+        self.tokens_seen = serde_json::from_value(field("tokens_seen")).unwrap_or(0);
         if self.reference.is_some() {
             let rdir = self.cfg.output_dir.join(REFERENCE_DIR);
             if !rdir.join(crate::checkpoint::model_dir::WEIGHTS_FILE).exists() {
@@ -888,6 +965,7 @@ impl<K: Backend> DapoTrainer<K> {
             evaluate(self, &mut report)?;
         }
         let mut saved = self.step;
+        let mut window = LogWindow::default();
         while self.step < self.cfg.steps {
             // What a step changes before its update, to put back if it fails there.
             let before = (self.sampler.clone(), self.mixer.state().clone());
@@ -905,7 +983,15 @@ impl<K: Backend> DapoTrainer<K> {
             };
             let interrupted = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
             let at_end = self.step == self.cfg.steps;
+            let mut rec = rec;
+            window.add(&rec.metrics);
+            if at_end || interrupted || self.step % self.cfg.logging_steps == 0 {
+                rec.logged = Some(window.take());
+            }
             let logged = self.log(&rec).and_then(|()| {
+                if rec.logged.is_some() && self.cfg.log_completions {
+                    self.log_to(COMPLETIONS_FILE, &json!({ "step": rec.step, "completions": &rec.samples }))?;
+                }
                 on_step(&rec);
                 if self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0 && !at_end {
                     evaluate(self, &mut report)?;
@@ -949,7 +1035,12 @@ impl<K: Backend> DapoTrainer<K> {
     /// a torn last line), so the run resumed from checkpoint `step` writes the same log as a
     /// run that was never interrupted.
     fn cut_log(&self, step: u64) -> Result<()> {
-        let path = self.cfg.output_dir.join(LOG_FILE);
+        [LOG_FILE, COMPLETIONS_FILE].iter().try_for_each(|f| self.cut_file(f, step))
+    }
+
+    /// [`DapoTrainer::cut_log`] for one JSONL file of the output directory.
+    fn cut_file(&self, file: &str, step: u64) -> Result<()> {
+        let path = self.cfg.output_dir.join(file);
         if !path.exists() {
             return Ok(());
         }
@@ -972,7 +1063,12 @@ impl<K: Backend> DapoTrainer<K> {
     /// Appends `record` to the output directory's JSONL log, as one write of the whole line
     /// (so a crash leaves at most the last line torn, which [`DapoTrainer::resume`] cuts).
     pub fn log(&self, record: &impl Serialize) -> Result<()> {
-        let path = self.cfg.output_dir.join(LOG_FILE);
+        self.log_to(LOG_FILE, record)
+    }
+
+    /// [`DapoTrainer::log`] into `file` of the output directory.
+    fn log_to(&self, file: &str, record: &impl Serialize) -> Result<()> {
+        let path = self.cfg.output_dir.join(file);
         std::fs::create_dir_all(&self.cfg.output_dir).map_err(|e| Error::io(&self.cfg.output_dir, e))?;
         let mut f =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;

@@ -98,6 +98,16 @@ pub struct DapoConfig {
     pub eval_size: usize,
     /// Write a checkpoint every this many steps (0: only at the end). TRL: `save_steps`.
     pub save_every: u64,
+    /// Report metrics (averaged over the window, as TRL's `log` does) every this many steps,
+    /// and after the last one. TRL: `logging_steps`. The JSONL log keeps one record per step.
+    pub logging_steps: u64,
+    /// At each logging step, write the step's completions (prompt, completion, each reward,
+    /// the mixed reward, the advantage) to `completions.jsonl` and print a few. TRL:
+    /// `log_completions`.
+    pub log_completions: bool,
+    /// How many completions `log_completions` prints (`None`: all of them). TRL:
+    /// `num_completions_to_print`.
+    pub num_completions_to_print: Option<usize>,
     /// Where checkpoints and `dapo_log.jsonl` go.
     pub output_dir: PathBuf,
     /// Seed of prompt order, rollouts and minibatch shuffling.
@@ -141,6 +151,9 @@ impl Default for DapoConfig {
             eval_every: 0,
             eval_size: 200,
             save_every: 0,
+            logging_steps: 10,
+            log_completions: false,
+            num_completions_to_print: None,
             output_dir: PathBuf::from("runs/dapo"),
             seed: 0,
             grn: GrnConfig::default(),
@@ -196,6 +209,9 @@ impl DapoConfig {
         self.grn.validate()?;
         if self.batch_size == 0 {
             return bad("batch_size must be ≥ 1".into());
+        }
+        if self.logging_steps == 0 {
+            return bad("logging_steps must be ≥ 1".into());
         }
         if self.group_size < 2 {
             return bad(format!(

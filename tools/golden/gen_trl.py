@@ -302,8 +302,13 @@ def run_trl(case, model_dir, tok, prompts, comps, rewards, workdir):
     calls = mu * spg
     orders = [[i for m in rec["micro"][g * calls:g * calls + spg] for i in m["rows"]] for g in range(gens)]
     after = {short_name(n): p.detach().clone() for n, p in trainer.model.named_parameters() if n != "lm_head.weight"}
+    # TRL's generation metrics (rewards, completion lengths), logged at the first optimizer step
+    # of each generation; every case scores the same batch, so they are the same each time.
+    gen_keys = [k for k in logs[0] if k in ("reward", "reward_std", "frac_reward_zero_std")
+                or k.startswith("rewards/") or k.startswith("completions/")]
+    generation_metrics = {k: logs[0][k] for k in sorted(gen_keys)}
     return dict(advantages=rec["advantages"][0], orders=orders, losses=per_step, grad_norms=rec["norms"],
-                metrics=metrics), rec["grads"], after
+                metrics=metrics, generation_metrics=generation_metrics), rec["grads"], after
 
 
 # ---- knobs TRL does not have, written out from verl's source -------------------------------
