@@ -40,9 +40,14 @@ fn sft_default_task_writes_checkpoints_that_reload_and_resume_state() {
         let mut opt = AdamW::new(&model, AdamWConfig::default());
         load_optimizer(&ck.join("optimizer.safetensors"), &model, &mut opt).unwrap();
         assert_eq!(opt.steps_taken(), step);
-        let state: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(ck.join("trainer_state.json")).unwrap()).unwrap();
-        assert_eq!(state["step"], step);
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(ck.join(f)).unwrap()).unwrap()
+        };
+        assert_eq!(read("dapo_state.json")["step"], step);
+        // transformers' TrainerState schema, with the steps logged so far.
+        let hf = read("trainer_state.json");
+        assert_eq!(hf["global_step"], step);
+        assert_eq!(hf["log_history"].as_array().unwrap().len(), step as usize);
     }
     // No temporary directories are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&out_dir)

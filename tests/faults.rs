@@ -336,7 +336,13 @@ fn records(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| {
             let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
-            r.as_object_mut().unwrap().remove("timing");
+            // Wall-clock values: when the step ended and how long its phases took.
+            let o = r.as_object_mut().unwrap();
+            o.remove("timing");
+            o.remove("time");
+            if let Some(m) = o.get_mut("metrics").and_then(|m| m.as_object_mut()) {
+                m.retain(|k, _| !k.starts_with("timing/") && k != "tokens_per_second");
+            }
             r
         })
         .collect()

@@ -417,3 +417,64 @@ fn grn_flag_trains_a_policy_grn_that_checkpoints_resume_generate_and_sft_use() {
     let out = dapo(&small(tmp.path().join("bad").to_str().unwrap(), &["--set", "grn.enabeld=true"]));
     fails_with(&out, &["grn", "enabeld"]);
 }
+
+#[test]
+fn checkpoints_are_complete_hf_directories_and_output_dirs_are_not_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let os = o.to_str().unwrap();
+    let out =
+        dapo(&small(os, &["--steps", "3", "--save-every", "1", "--save-total-limit", "2", "--logging-steps", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read =
+        |p: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    // save_total_limit 2: checkpoint-1 is gone.
+    let mut ckpts: Vec<String> = std::fs::read_dir(&o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    ckpts.sort();
+    assert_eq!(ckpts, ["checkpoint-2", "checkpoint-3"]);
+    let ck = o.join("checkpoint-3");
+    // What transformers reads: tokenizer configs with EOS and PAD, generation config, and a
+    // trainer_state.json with TrainerState's fields only.
+    let tc = read(ck.join("tokenizer_config.json"));
+    assert_eq!((tc["eos_token"].as_str(), tc["pad_token"].as_str()), (Some("<|endoftext|>"), Some("<|endoftext|>")));
+    assert_eq!(read(ck.join("special_tokens_map.json"))["eos_token"], "<|endoftext|>");
+    let gen = read(ck.join("generation_config.json"));
+    assert_eq!((gen["eos_token_id"].as_u64(), gen["pad_token_id"].as_u64()), (Some(0), Some(0)));
+    let ts = read(ck.join("trainer_state.json"));
+    let fields: Vec<&str> = ts.as_object().unwrap().keys().map(String::as_str).collect();
+    for f in ["global_step", "max_steps", "log_history", "num_input_tokens_seen", "best_metric", "stateful_callbacks"] {
+        assert!(fields.contains(&f), "{f} missing: {fields:?}");
+    }
+    assert_eq!(fields.len(), 20, "exactly transformers' TrainerState fields: {fields:?}");
+    assert_eq!(ts["global_step"], 3);
+    let history = ts["log_history"].as_array().unwrap();
+    assert!(history.iter().any(|h| h["step"] == 3 && h.get("reward").is_some()), "{history:?}");
+    assert!(history.iter().any(|h| h.get("eval_accuracy").is_some()), "evaluations are in the history");
+    assert_eq!(read(ck.join("dapo_state.json"))["step"], 3);
+    // The final model, beside the checkpoints.
+    assert!(o.join("final/model.safetensors").exists() && o.join("final/tokenizer_config.json").exists());
+
+    // A fresh run into the same directory is refused, naming the way out.
+    let again = dapo(&small(os, &["--steps", "2"]));
+    fails_with(&again, &["holds a previous run", "checkpoint-2", "--overwrite-output-dir", "--resume auto"]);
+    // --resume auto continues from the latest checkpoint.
+    let auto = dapo(&small(os, &["--steps", "4", "--resume", "auto"]));
+    let err = stderr(&auto);
+    assert!(auto.status.success() && err.contains("checkpoint-3") && err.contains("at step 3"), "{err}");
+    // --overwrite-output-dir clears the old run first.
+    let over = dapo(&small(os, &["--steps", "1", "--overwrite-output-dir"]));
+    assert!(over.status.success(), "{}", stderr(&over));
+    assert!(!o.join("checkpoint-4").exists() && o.join("checkpoint-1").exists());
+    assert_eq!(
+        std::fs::read_to_string(o.join("dapo_log.jsonl")).unwrap().lines().filter(|l| l.contains("\"rl\"")).count(),
+        1
+    );
+    // --resume auto in an empty directory starts fresh.
+    let fresh = tmp.path().join("fresh");
+    let out = dapo(&small(fresh.to_str().unwrap(), &["--steps", "1", "--resume", "auto"]));
+    assert!(out.status.success() && stderr(&out).contains("starting fresh"), "{}", stderr(&out));
+}

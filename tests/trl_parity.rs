@@ -32,8 +32,8 @@ use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, GepaFeedback, Metrics, Re
 use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use gepa_dapo_grn::tokenizer::Tokenizer;
 use gepa_dapo_grn::train::dapo::{DapoBatch, DapoTrainer, RlMetrics};
-use gepa_dapo_grn::train::step_metrics::{trl_metrics, StepInputs};
 use gepa_dapo_grn::train::dapo_config::DapoConfig;
+use gepa_dapo_grn::train::step_metrics::{trl_metrics, StepInputs};
 use serde_json::Value;
 use std::path::PathBuf;
 

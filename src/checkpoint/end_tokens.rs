@@ -15,14 +15,11 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::model::config::token_ids;
 use crate::model::Gpt2Config;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{SpecialTokens, Tokenizer};
 
 /// `generation_config.json`: generation defaults, `eos_token_id` among them.
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
-/// `tokenizer_config.json`: the tokenizer's special tokens (`eos_token`) and chat template.
-pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
-/// `special_tokens_map.json`: the older home of the tokenizer's special tokens.
-pub const SPECIAL_TOKENS_FILE: &str = "special_tokens_map.json";
+pub use crate::tokenizer::special::{SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE};
 
 /// The end tokens of a model, and where each came from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,15 +73,13 @@ impl EndTokens {
         for &id in &cfg.eos_token_ids {
             e.add(id, "config.json eos_token_id", v);
         }
-        for file in [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_FILE] {
-            let path = dir.join(file);
-            let Some(json) = read_json(&path)? else { continue };
-            let Some(token) = token_content(json.get("eos_token")).map_err(|m| Error::config(&path, m))? else {
-                continue;
-            };
-            match tok.token_to_id(&token) {
-                Some(id) => e.add(id, &format!("{file} eos_token {token:?}"), v),
-                None => e.notes.push(format!("{file}: eos_token {token:?} is not in the tokenizer; ignored")),
+        // The tokenizer's configs (tokenizer_config.json, then special_tokens_map.json).
+        if let Some(token) = SpecialTokens::read(dir)?.get("eos_token") {
+            match tok.token_to_id(token) {
+                Some(id) => e.add(id, &format!("tokenizer eos_token {token:?}"), v),
+                None => {
+                    e.notes.push(format!("the tokenizer configs' eos_token {token:?} is not in the tokenizer; ignored"))
+                }
             }
         }
         e.fallback(tok, v);
@@ -111,19 +106,6 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     }
     let text = crate::error::read_to_string(path)?;
     serde_json::from_str(&text).map(Some).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))
-}
-
-/// A tokenizer special-token field: a string, or an AddedToken object with `content`.
-fn token_content(v: Option<&Value>) -> std::result::Result<Option<String>, String> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Object(o)) => match o.get("content") {
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            _ => Err("`eos_token` is an object without a string `content`".into()),
-        },
-        Some(other) => Err(format!("`eos_token` must be a string or an object with `content`, got {other}")),
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ pub mod dir_lock;
 pub mod end_tokens;
 pub mod model_dir;
 pub mod optimizer_state;
+pub mod run_dir;
 pub mod tensors;
+pub mod trainer_state;
 
 pub use dir_lock::DirLock;
 pub use end_tokens::EndTokens;

@@ -1,4 +1,5 @@
-//! Hugging Face model directories: `config.json` + `model.safetensors` (+ `tokenizer.json`).
+//! Hugging Face model directories: `config.json` + `model.safetensors` + `generation_config.json`
+//! (+ the tokenizer: `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`).
 //!
 //! Loading accepts names with or without the `transformer.` prefix, f32/f16/bf16 tensors, and
 //! ignores the attention-mask buffers old checkpoints carry; a stored `lm_head.weight` must
@@ -153,10 +154,30 @@ pub fn save_model_files<K: Backend>(dir: &Path, model: &Gpt2<K>, tokenizer: Opti
         model.specs().iter().zip(&host).map(|(s, v)| (s.file_name(), s.shape.clone(), v.as_slice())).collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_f32(&dir.join(WEIGHTS_FILE), &tensors, meta)?;
+    let gen = generation_config(model.config(), tokenizer);
+    let path = dir.join(super::end_tokens::GENERATION_CONFIG_FILE);
+    write_atomically(&path, &serde_json::to_vec_pretty(&gen).expect("a JSON value always serialises"))?;
     if let Some(tok) = tokenizer {
-        tok.save(&dir.join(TOKENIZER_FILE))?;
+        tok.save_dir(dir, model.config().n_positions)?;
     }
     Ok(())
+}
+
+/// `generation_config.json`: the end tokens transformers' `generate` stops at (the config's
+/// `eos_token_id`, one id or a list), BOS, and PAD (the tokenizer's, else the first end token,
+/// as TRL pads), so `generate` on a checkpoint stops at EOS with no argument.
+fn generation_config(cfg: &Gpt2Config, tok: Option<&Tokenizer>) -> serde_json::Value {
+    let eos = match cfg.eos_token_ids.as_slice() {
+        [] => serde_json::Value::Null,
+        [one] => serde_json::json!(one),
+        many => serde_json::json!(many),
+    };
+    let pad = tok.and_then(Tokenizer::pad_id).or(cfg.eos_token_ids.first().copied());
+    serde_json::json!({
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+    })
 }
 
 /// Builds a directory at `dir` through `fill(tmp)` on a sibling temporary directory, syncs

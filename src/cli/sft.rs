@@ -3,7 +3,7 @@
 use super::device::on_backend;
 use super::device::ComputeArgs;
 use crate::backend::Backend;
-use crate::checkpoint::load_model;
+use crate::checkpoint::{load_model, save_model};
 use crate::data::{arithmetic, SftDataset};
 use crate::error::{Error, Result};
 use crate::model::grn::GrnConfig;
@@ -34,9 +34,13 @@ pub struct SftArgs {
     /// Held-out data in the same format, for the loss before and after training.
     #[arg(long)]
     eval_data: Option<PathBuf>,
-    /// Directory for checkpoints (checkpoint-N/) and sft_log.jsonl.
+    /// Directory for checkpoints (checkpoint-N/), sft_log.jsonl and the final model (final/).
     #[arg(long, default_value = "runs/sft")]
     output_dir: PathBuf,
+    /// Start in an output directory that holds a previous run, deleting that run's checkpoints,
+    /// log and final model first (without it such a start is refused).
+    #[arg(long)]
+    overwrite_output_dir: bool,
     /// Optimizer steps.
     #[arg(long, default_value_t = 1000)]
     steps: u64,
@@ -89,6 +93,7 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
     std::fs::create_dir_all(&a.output_dir).map_err(|e| Error::io(&a.output_dir, e))?;
     let mut locks = Vec::new();
     super::train::lock_and_recover(&a.output_dir, &mut locks)?;
+    super::train::fresh_output_dir(&a.output_dir, a.overwrite_output_dir)?;
     let (mut model, tok) = match &a.model {
         Some(dir) => {
             let tok = match &a.tokenizer {
@@ -173,13 +178,16 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
         report.tokens as f64 / report.seconds.max(1e-9),
         report.final_loss
     );
+    let final_dir = a.output_dir.join(crate::checkpoint::run_dir::FINAL_DIR);
+    save_model(&final_dir, &model, Some(&tok))?;
     if let (Some(e), Some(before)) = (&eval, eval_before) {
         let after = eval_loss(&mut model, e, a.batch_size, a.seq_len, 8, a.seed ^ 0xe7a1)?;
         eprintln!("held-out loss: {before:.4} before, {after:.4} after");
     }
     eprintln!(
-        "log: {}; final checkpoint: {}",
+        "log: {}; final model: {}; final checkpoint: {}",
         a.output_dir.join("sft_log.jsonl").display(),
+        final_dir.display(),
         report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_default()
     );
     Ok(())

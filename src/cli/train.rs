@@ -18,6 +18,7 @@ use super::progress::{Progress, StepLine};
 use super::signals::Interrupt;
 use crate::backend::Backend;
 use crate::backend::{IsLevel, KlEstimator, LossType};
+use crate::checkpoint::run_dir::{clear_previous_run, latest_checkpoint, previous_run};
 use crate::checkpoint::{recover_dirs, DirLock, EndTokens};
 use crate::data::{arithmetic, SftDataset, TaskDataset};
 use crate::error::{Error, Result};
@@ -58,9 +59,14 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Run")]
     config: Option<PathBuf>,
     /// Continue from this checkpoint directory exactly: its saved settings and data paths are
-    /// restored, and flags given here override them (each override is printed).
-    #[arg(long, help_heading = "Run")]
+    /// restored, and flags given here override them (each override is printed). `auto`: the
+    /// latest complete checkpoint in the output directory, or a fresh start when it has none.
+    #[arg(long, value_name = "CHECKPOINT|auto", help_heading = "Run")]
     resume: Option<PathBuf>,
+    /// Start a fresh run in an output directory that holds a previous run, deleting that run's
+    /// checkpoints, logs and final model first (without it such a start is refused).
+    #[arg(long, help_heading = "Run")]
+    overwrite_output_dir: bool,
     /// Set any setting by its dotted name, e.g. `--set curriculum.alpha=0.2`; the value is read
     /// as JSON when it parses, else as a string. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", help_heading = "Run")]
@@ -304,6 +310,9 @@ pub struct TrainArgs {
     /// Write a checkpoint every N steps (one is always written at the end).
     #[arg(long, visible_alias = "save-steps", help_heading = "Evaluation and checkpoints")]
     save_every: Option<u64>,
+    /// Keep at most N checkpoints, deleting the oldest.
+    #[arg(long, help_heading = "Evaluation and checkpoints")]
+    save_total_limit: Option<usize>,
 
     /// Report metrics averaged over every N steps (TensorBoard, CSV, the console line); the
     /// JSONL log keeps every step.
@@ -388,7 +397,8 @@ impl TrainArgs {
             curriculum_prior => "curriculum.prior", curriculum_reward_min => "curriculum.reward_min",
             curriculum_reward_max => "curriculum.reward_max",
             eval_every => "eval_every", eval_size => "eval_size", save_every => "save_every",
-            logging_steps => "logging_steps", log_completions => "log_completions",
+            save_total_limit => "save_total_limit", logging_steps => "logging_steps",
+            log_completions => "log_completions",
             num_completions_to_print => "num_completions_to_print",
         );
         if let Some(e) = self.clip_ratio {
@@ -634,9 +644,26 @@ fn print_settings(s: &TrainSettings) {
 }
 
 /// Runs `dapo train`.
-pub fn run(a: TrainArgs) -> Result<()> {
+pub fn run(mut a: TrainArgs) -> Result<()> {
     // A checkpoint being replaced when the last run died is put back before it is read.
     let mut locks = Vec::new();
+    if a.resume.as_deref() == Some(Path::new("auto")) {
+        // The output directory comes from the settings without a resume (flags, --config,
+        // defaults); its latest complete checkpoint is the one to continue.
+        a.resume = None;
+        let out = settings(&a)?.0.trainer.output_dir;
+        if out.is_dir() {
+            lock_and_recover(&out, &mut locks)?;
+        }
+        a.resume = latest_checkpoint(&out)?;
+        match &a.resume {
+            Some(c) => eprintln!("resume auto: the latest complete checkpoint is {}", c.display()),
+            None => {
+                eprintln!("resume auto: no complete checkpoint in {}; starting fresh", out.display());
+                a.overwrite_output_dir = true;
+            }
+        }
+    }
     if let Some(parent) = a.resume.as_ref().and_then(|r| r.parent()).filter(|p| p.is_dir()) {
         lock_and_recover(parent, &mut locks)?;
     }
@@ -646,6 +673,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let resolved = a.compute.resolve()?;
     on_backend!(resolved, k => train_on(k, &a, settings, &mut locks))
+}
+
+/// A fresh run's output directory: one holding a previous run's checkpoints or logs is
+/// refused (appending to its log and leaving stale checkpoints beside new ones would mix two
+/// runs), unless `overwrite` clears them first.
+pub(super) fn fresh_output_dir(out: &Path, overwrite: bool) -> Result<()> {
+    let previous = previous_run(out)?;
+    if previous.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        let shown: Vec<&str> = previous.iter().take(4).map(String::as_str).collect();
+        return Err(Error::Invalid(format!(
+            "{} holds a previous run ({}{}); pass --overwrite-output-dir to replace it, --resume auto to continue \
+             it, or choose another --output-dir",
+            out.display(),
+            shown.join(", "),
+            if previous.len() > 4 { ", …" } else { "" }
+        )));
+    }
+    eprintln!("overwrite: clearing the previous run in {} ({})", out.display(), previous.join(", "));
+    clear_previous_run(out)
 }
 
 /// Locks `dir` for this run (unless one of `held` already locks it) and recovers any
@@ -667,6 +716,9 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings, locks: &mut V
     let out = s.trainer.output_dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     lock_and_recover(&out, locks)?;
+    if a.resume.is_none() {
+        fresh_output_dir(&out, a.overwrite_output_dir)?;
+    }
     let builtin = s.sources.model.is_none() && s.sources.dataset.is_none();
     if builtin {
         let dir = out.join("data");
@@ -809,12 +861,14 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings, locks: &mut V
     if let Some((_, last)) = report.evals.last().filter(|(s, _)| *s == trainer.config().steps) {
         print_eval("after RL", last);
     }
+    let final_dir = out.join(crate::checkpoint::run_dir::FINAL_DIR);
     eprintln!(
-        "{} steps in {:.1}s; log: {}; checkpoint: {}",
+        "{} steps in {:.1}s; log: {}; checkpoint: {}{}",
         trainer.steps_done(),
         start.elapsed().as_secs_f64(),
         out.join(LOG_FILE).display(),
-        report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+        report.checkpoints.last().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        if report.interrupted { String::new() } else { format!("; final model: {}", final_dir.display()) }
     );
     if report.interrupted {
         return Err(Error::Interrupted {

@@ -13,6 +13,9 @@
 
 mod char_level;
 mod coverage;
+pub mod special;
+
+pub use special::SpecialTokens;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,10 @@ pub const EOS_TOKEN: &str = "<|endoftext|>";
 
 /// The file name a tokenizer has inside a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// GPT-2's original vocabulary file (token → id), read when there is no `tokenizer.json`.
+pub const VOCAB_FILE: &str = "vocab.json";
+/// GPT-2's original merges file, read with [`VOCAB_FILE`].
+pub const MERGES_FILE: &str = "merges.txt";
 
 /// A loaded tokenizer: a Hugging Face `tokenizer.json` or the built-in character-level one.
 ///
@@ -38,6 +45,9 @@ pub struct Tokenizer {
     /// Cached: the `tokenizers` crate rebuilds the whole vocabulary map to answer this.
     vocab_size: usize,
     eos_id: Option<u32>,
+    /// Special tokens by role and the rest of `tokenizer_config.json`, as read from a model
+    /// directory (EOS / PAD = `<|endoftext|>` when none is named and the vocabulary has it).
+    special: SpecialTokens,
     /// Whether every input character, whitespace included, must end up inside some token.
     /// Only a tokenizer with no normalizer, pre-tokenizer or post-processor promises that;
     /// the others may legitimately drop whitespace or control characters.
@@ -55,23 +65,93 @@ impl Tokenizer {
         Self::from_json(&json, path.to_path_buf())
     }
 
-    /// Loads `dir/tokenizer.json`, the layout of a Hugging Face model directory.
+    /// Loads the tokenizer of a Hugging Face model directory: `dir/tokenizer.json`, or GPT-2's
+    /// original `vocab.json` + `merges.txt` (a byte-level BPE, as transformers builds
+    /// `GPT2TokenizerFast` from them), with the special tokens `tokenizer_config.json` and
+    /// `special_tokens_map.json` name. The end token is the one they name (any spelling,
+    /// `</s>` included); `<|endoftext|>` only when they name none.
     ///
-    /// A directory without one is an [`Error::Tokenizer`] that says what to do instead.
+    /// A directory with neither is an [`Error::Tokenizer`] that says what to do instead; a
+    /// special token the vocabulary lacks is an error naming the file.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        let special = SpecialTokens::read(dir)?;
         let path = dir.join(TOKENIZER_FILE);
-        if !path.is_file() {
+        let (vocab, merges) = (dir.join(VOCAB_FILE), dir.join(MERGES_FILE));
+        let mut tok = if path.is_file() {
+            Self::from_file(&path)?
+        } else if vocab.is_file() && merges.is_file() {
+            Self::from_vocab_merges(&vocab, &merges, &special)?
+        } else {
             let missing_dir = if dir.is_dir() { "" } else { " (the directory does not exist)" };
             return Err(Error::tokenizer(
                 dir,
                 format!(
-                    "no {TOKENIZER_FILE} in {}{missing_dir}; pass --tokenizer FILE, or use a checkpoint saved \
-                     by this project (it writes {TOKENIZER_FILE} next to the model)",
+                    "no {TOKENIZER_FILE} (nor {VOCAB_FILE} + {MERGES_FILE}) in {}{missing_dir}; pass --tokenizer \
+                     FILE, or use a checkpoint saved by this project (it writes {TOKENIZER_FILE} next to the model)",
                     dir.display()
                 ),
             ));
+        };
+        tok.set_special(special, dir)?;
+        Ok(tok)
+    }
+
+    /// GPT-2's byte-level BPE from its original files: byte-level pre-tokenizer (no prefix
+    /// space), decoder and post-processor, and the special tokens of `special` registered as
+    /// special (so `<|endoftext|>` in a text is one token, as in transformers).
+    fn from_vocab_merges(vocab: &Path, merges: &Path, special: &SpecialTokens) -> Result<Self> {
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let (v, m) = (vocab.to_string_lossy(), merges.to_string_lossy());
+        let bpe = tokenizers::models::bpe::BPE::from_file(&v, &m).build().map_err(|e| {
+            Error::tokenizer(vocab, format!("cannot build a BPE from {VOCAB_FILE} + {MERGES_FILE}: {e}"))
+        })?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        inner.with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
+        let mut specials: Vec<&str> = special::ROLES.iter().filter_map(|r| special.get(r)).collect();
+        if specials.is_empty() {
+            specials.push(EOS_TOKEN);
         }
-        Self::from_file(&path)
+        let added: Vec<tokenizers::AddedToken> =
+            specials.iter().map(|t| tokenizers::AddedToken::from(t.to_string(), true)).collect();
+        inner.add_special_tokens(&added);
+        let json = inner.to_string(false).map_err(|e| Error::tokenizer(vocab, format!("cannot serialise: {e}")))?;
+        Self::from_json(&json, vocab.to_path_buf())
+    }
+
+    /// Takes the special tokens read from `dir`: the end token becomes the one they name.
+    fn set_special(&mut self, special: SpecialTokens, dir: &Path) -> Result<()> {
+        for role in special::ROLES {
+            if let Some(text) = special.get(role) {
+                if self.inner.token_to_id(text).is_none() {
+                    return Err(Error::config(
+                        &dir.join(special::TOKENIZER_CONFIG_FILE),
+                        format!("`{role}` is {text:?}, which is not a token of {}", self.source.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(eos) = special.get("eos_token") {
+            self.eos_id = self.inner.token_to_id(eos);
+        }
+        self.special = special;
+        self.fill_special_defaults();
+        Ok(())
+    }
+
+    /// EOS, BOS and PAD default to `<|endoftext|>` when the vocabulary has it and nothing names
+    /// them (GPT-2's convention; TRL pads with EOS when a tokenizer has no PAD).
+    fn fill_special_defaults(&mut self) {
+        let eos = match self.special.get("eos_token") {
+            Some(e) => Some(e.to_string()),
+            None => self.eos_id.map(|_| EOS_TOKEN.to_string()),
+        };
+        if let Some(eos) = eos {
+            for role in ["eos_token", "bos_token", "pad_token"] {
+                self.special.set_default(role, &eos);
+            }
+        }
     }
 
     /// Parses `tokenizer.json` text; `source` names it in errors.
@@ -91,7 +171,10 @@ impl Tokenizer {
         let strict_coverage = inner.get_normalizer().is_none()
             && inner.get_pre_tokenizer().is_none()
             && inner.get_post_processor().is_none();
-        Ok(Tokenizer { inner, source, vocab_size, eos_id, strict_coverage })
+        let mut tok =
+            Tokenizer { inner, source, vocab_size, eos_id, special: SpecialTokens::default(), strict_coverage };
+        tok.fill_special_defaults();
+        Ok(tok)
     }
 
     /// Encodes `text` without adding special tokens (a literal `<|endoftext|>` in the text
@@ -158,14 +241,33 @@ impl Tokenizer {
         self.vocab_size
     }
 
-    /// The id of `<|endoftext|>`, if the vocabulary has it.
+    /// The id of the end token: the one the model directory's tokenizer configs name, else
+    /// `<|endoftext|>` if the vocabulary has it.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos_id
+    }
+
+    /// The id of the padding token: the configs' `pad_token`, else the end token.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.special.get("pad_token").and_then(|t| self.inner.token_to_id(t)).or(self.eos_id)
+    }
+
+    /// The special tokens and `tokenizer_config.json` fields written with it.
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.special
     }
 
     /// The id of the token spelled `token` (added/special tokens included), if any.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// Writes what transformers' `AutoTokenizer.from_pretrained(dir)` loads: `tokenizer.json`,
+    /// `tokenizer_config.json` (the input's fields kept, a `chat_template` included; EOS, BOS
+    /// and PAD set) and `special_tokens_map.json`.
+    pub fn save_dir(&self, dir: &Path, model_max_length: usize) -> Result<()> {
+        self.save(&dir.join(TOKENIZER_FILE))?;
+        self.special.write(dir, model_max_length)
     }
 
     /// Writes the tokenizer as a pretty-printed `tokenizer.json` at `path`.

@@ -30,8 +30,9 @@ use serde_json::{json, Value};
 use super::dapo_config::DapoConfig;
 use super::grid::{Grid, Seq};
 use super::sft::save_checkpoint;
-use super::step_metrics::{mean_std, trl_metrics, LogWindow, StepInputs};
+use super::step_metrics::{is_wall_clock, mean_std, trl_metrics, LogWindow, StepInputs};
 use crate::backend::Backend;
+use crate::checkpoint::trainer_state::{read_dapo_state, HfTrainerState, DAPO_STATE_FILE};
 use crate::checkpoint::{load_model, load_optimizer, save_model, EndTokens};
 use crate::data::{EpochSampler, TaskDataset};
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub const LOG_FILE: &str = "dapo_log.jsonl";
 /// The completions log (`log_completions`), beside [`LOG_FILE`] in the output directory.
 pub const COMPLETIONS_FILE: &str = "completions.jsonl";
 /// The trainer state inside a checkpoint.
-pub const STATE_FILE: &str = "trainer_state.json";
+pub const STATE_FILE: &str = DAPO_STATE_FILE;
 /// Where the frozen reference model is kept (when β > 0), for resuming.
 pub const REFERENCE_DIR: &str = "reference";
 
@@ -249,6 +250,9 @@ pub struct DapoTrainer<K: Backend> {
     last_grad_norm: f64,
     /// Prompt + completion tokens of every completion trained on so far (TRL's `num_tokens`).
     tokens_seen: u64,
+    /// Every logging step's averaged metrics and every evaluation, with its `step`: the
+    /// `log_history` of transformers' `trainer_state.json`.
+    log_history: Vec<Value>,
     step: u64,
 }
 
@@ -327,6 +331,7 @@ impl<K: Backend> DapoTrainer<K> {
             last_loss: 0.0,
             last_grad_norm: 0.0,
             tokens_seen: 0,
+            log_history: Vec::new(),
             step: 0,
         })
     }
@@ -864,10 +869,21 @@ impl<K: Backend> DapoTrainer<K> {
             "last_loss": self.last_loss,
             "last_grad_norm": self.last_grad_norm,
             "tokens_seen": self.tokens_seen,
+            "log_history": self.log_history,
             "config": self.cfg,
             "settings": self.run_settings,
         });
-        save_checkpoint(&dir, &self.model, &self.tok, &self.opt, &state)?;
+        let hf = HfTrainerState {
+            global_step: self.step,
+            max_steps: self.cfg.steps,
+            logging_steps: self.cfg.logging_steps,
+            eval_steps: self.cfg.eval_every,
+            save_steps: self.cfg.save_every,
+            train_batch_size: (self.cfg.batch_size * self.cfg.group_size) as u64,
+            num_input_tokens_seen: self.tokens_seen,
+            log_history: self.log_history.clone(),
+        };
+        save_checkpoint(&dir, &self.model, &self.tok, &self.opt, &hf, &state)?;
         Ok(dir)
     }
 
@@ -916,6 +932,7 @@ impl<K: Backend> DapoTrainer<K> {
         self.last_loss = serde_json::from_value(field("last_loss")).unwrap_or(0.0);
         self.last_grad_norm = serde_json::from_value(field("last_grad_norm")).unwrap_or(0.0);
         self.tokens_seen = serde_json::from_value(field("tokens_seen")).unwrap_or(0);
+        self.log_history = serde_json::from_value(field("log_history")).unwrap_or_default();
         if self.reference.is_some() {
             let rdir = self.cfg.output_dir.join(REFERENCE_DIR);
             if !rdir.join(crate::checkpoint::model_dir::WEIGHTS_FILE).exists() {
@@ -954,6 +971,11 @@ impl<K: Backend> DapoTrainer<K> {
             if let Some(e) = eval {
                 let r = t.evaluate(e, t.cfg.eval_size)?;
                 t.log(&json!({ "step": t.step, "eval": &r }))?;
+                let mut entry: serde_json::Map<String, Value> =
+                    r.metrics.iter().map(|(k, &v)| (format!("eval_{k}"), json!(v))).collect();
+                entry.insert("eval_accuracy".into(), json!(r.accuracy));
+                entry.insert("step".into(), json!(t.step));
+                t.log_history.push(Value::Object(entry));
                 on_eval(t.step, &r);
                 report.evals.push((t.step, r));
             }
@@ -986,7 +1008,12 @@ impl<K: Backend> DapoTrainer<K> {
             let mut rec = rec;
             window.add(&rec.metrics);
             if at_end || interrupted || self.step % self.cfg.logging_steps == 0 {
-                rec.logged = Some(window.take());
+                let logged = window.take();
+                let mut entry: serde_json::Map<String, Value> =
+                    logged.iter().filter(|(k, _)| !is_wall_clock(k)).map(|(k, &v)| (k.clone(), json!(v))).collect();
+                entry.insert("step".into(), json!(self.step));
+                self.log_history.push(Value::Object(entry));
+                rec.logged = Some(logged);
             }
             let logged = self.log(&rec).and_then(|()| {
                 if rec.logged.is_some() && self.cfg.log_completions {
@@ -1004,6 +1031,10 @@ impl<K: Backend> DapoTrainer<K> {
             if interrupted || at_end || (self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0) {
                 report.checkpoints.push(self.save()?);
                 saved = self.step;
+                if let Some(keep) = self.cfg.save_total_limit {
+                    let removed = crate::checkpoint::run_dir::prune_checkpoints(&self.cfg.output_dir, keep)?;
+                    report.checkpoints.retain(|c| !removed.contains(c));
+                }
             }
             if interrupted {
                 report.interrupted = true;
@@ -1011,7 +1042,16 @@ impl<K: Backend> DapoTrainer<K> {
             }
         }
         evaluate(self, &mut report)?;
+        self.save_final()?;
         Ok(report)
+    }
+
+    /// Writes the policy (weights, config, tokenizer files; no optimizer) to
+    /// `OUTPUT_DIR/final/`, atomically: the model to use once a run has finished.
+    pub fn save_final(&self) -> Result<PathBuf> {
+        let dir = self.cfg.output_dir.join(crate::checkpoint::run_dir::FINAL_DIR);
+        save_model(&dir, &self.model, Some(&self.tok))?;
+        Ok(dir)
     }
 
     /// After a failure outside an update (a scorer that crashed, a full disk, a broken log):
@@ -1088,10 +1128,9 @@ impl<K: Backend> DapoTrainer<K> {
 /// `check_safety`).
 pub const STEP_METRICS: &[&str] = &["reward_mean", "kl", "loss", "grad_norm"];
 
-/// A checkpoint's `trainer_state.json`.
+/// A checkpoint's dapo state (`dapo_state.json`; see [`read_dapo_state`]).
 pub fn read_state(dir: &Path) -> Result<Value> {
-    let path = dir.join(STATE_FILE);
-    serde_json::from_str(&crate::error::read_to_string(&path)?).map_err(|e| Error::config(&path, e.to_string()))
+    read_dapo_state(dir)
 }
 
 /// Refuses settings whose smallest possible step cannot fit in the backend's memory: the

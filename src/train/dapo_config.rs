@@ -98,6 +98,9 @@ pub struct DapoConfig {
     pub eval_size: usize,
     /// Write a checkpoint every this many steps (0: only at the end). TRL: `save_steps`.
     pub save_every: u64,
+    /// Keep at most this many `checkpoint-N` directories, deleting the oldest (TRL:
+    /// `save_total_limit`); `None` keeps them all.
+    pub save_total_limit: Option<usize>,
     /// Report metrics (averaged over the window, as TRL's `log` does) every this many steps,
     /// and after the last one. TRL: `logging_steps`. The JSONL log keeps one record per step.
     pub logging_steps: u64,
@@ -151,6 +154,7 @@ impl Default for DapoConfig {
             eval_every: 0,
             eval_size: 200,
             save_every: 0,
+            save_total_limit: None,
             logging_steps: 10,
             log_completions: false,
             num_completions_to_print: None,
@@ -209,6 +213,9 @@ impl DapoConfig {
         self.grn.validate()?;
         if self.batch_size == 0 {
             return bad("batch_size must be ≥ 1".into());
+        }
+        if self.save_total_limit == Some(0) {
+            return bad("save_total_limit must be ≥ 1 (leave it unset to keep every checkpoint)".into());
         }
         if self.logging_steps == 0 {
             return bad("logging_steps must be ≥ 1".into());

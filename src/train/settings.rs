@@ -293,7 +293,6 @@ const TRL_IGNORED: &[&str] = &[
     "hub_model_id",
     "hub_strategy",
     "save_strategy",
-    "save_total_limit",
     "save_only_model",
     "eval_strategy",
     "evaluation_strategy",

@@ -2,6 +2,7 @@
 //! gradient accumulation, periodic checkpoints and a JSONL log.
 
 use crate::backend::Backend;
+use crate::checkpoint::trainer_state::{write_states, HfTrainerState};
 use crate::checkpoint::{model_dir::save_model_files, save_optimizer, write_dir_atomically};
 use crate::data::{Batch, SftDataset};
 use crate::error::{Error, Result};
@@ -131,21 +132,21 @@ pub struct SftReport {
     pub checkpoints: Vec<PathBuf>,
 }
 
-/// Writes a full training checkpoint: the HF model directory plus tokenizer, optimizer state
-/// and `trainer_state.json`, swapped into place atomically.
+/// Writes a full training checkpoint, the one layout of SFT and RL runs: the HF model
+/// directory with its tokenizer files, the optimizer state, transformers' `trainer_state.json`
+/// (`hf`) and dapo's resume state `dapo_state.json` (`state`), swapped into place atomically.
 pub fn save_checkpoint<K: Backend>(
     dir: &Path,
     model: &Gpt2<K>,
     tok: &Tokenizer,
     opt: &AdamW<K>,
+    hf: &HfTrainerState,
     state: &serde_json::Value,
 ) -> Result<()> {
     write_dir_atomically(dir, |tmp| {
         save_model_files(tmp, model, Some(tok))?;
         save_optimizer(&tmp.join(crate::checkpoint::optimizer_state::OPTIMIZER_FILE), model, opt)?;
-        let path = tmp.join("trainer_state.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(state).expect("JSON values serialise"))
-            .map_err(|e| Error::io(&path, e))
+        write_states(tmp, hf, state)
     })
 }
 
@@ -216,6 +217,7 @@ pub fn train_sft<K: Backend>(
     let mut checkpoints = Vec::new();
     let mut loss = f32::NAN;
     let mut batches: Vec<Batch> = Vec::with_capacity(cfg.grad_accum);
+    let mut history = Vec::new();
     for step in 0..cfg.steps {
         batches.clear();
         batches.extend((0..cfg.grad_accum).map(|_| data.batch(b, t, &mut rng)));
@@ -237,10 +239,23 @@ pub fn train_sft<K: Backend>(
         let done = step + 1;
         let secs = start.elapsed().as_secs_f64();
         let mut checkpoint = None;
+        history.push(serde_json::json!({
+            "loss": loss, "grad_norm": info.grad_norm, "learning_rate": lr, "num_tokens": tokens, "step": done,
+        }));
         if cfg.save_every.is_some_and(|n| n > 0 && done % n == 0) || done == cfg.steps {
             let dir = cfg.output_dir.join(format!("checkpoint-{done}"));
             let state = serde_json::json!({ "step": done, "loss": loss, "lr": lr, "seed": cfg.seed, "tokens": tokens });
-            save_checkpoint(&dir, model, tok, &opt, &state)?;
+            let hf = HfTrainerState {
+                global_step: done,
+                max_steps: cfg.steps,
+                logging_steps: 1,
+                eval_steps: 0,
+                save_steps: cfg.save_every.unwrap_or(0),
+                train_batch_size: (b * cfg.grad_accum) as u64,
+                num_input_tokens_seen: tokens,
+                log_history: history.clone(),
+            };
+            save_checkpoint(&dir, model, tok, &opt, &hf, &state)?;
             checkpoints.push(dir.clone());
             checkpoint = Some(dir);
         }

@@ -127,6 +127,12 @@ pub fn trl_metrics(x: &StepInputs<'_>) -> BTreeMap<String, f64> {
     m
 }
 
+/// Whether `key` measures wall-clock time (phase seconds, throughput): left out of what a
+/// checkpoint keeps (`log_history`), so two identical runs write identical checkpoints.
+pub fn is_wall_clock(key: &str) -> bool {
+    key.starts_with("timing/") || key == "tokens_per_second"
+}
+
 /// Metrics that are running totals or settings at the time of logging: a window reports the
 /// last value, not the mean (TRL logs the learning rate and `num_tokens` so).
 const LAST_VALUE: &[&str] = &["num_tokens", "learning_rate", "beta"];
