@@ -126,7 +126,7 @@ impl Tokenizer {
             if let Some(text) = special.get(role) {
                 if self.inner.token_to_id(text).is_none() {
                     return Err(Error::config(
-                        &dir.join(special::TOKENIZER_CONFIG_FILE),
+                        dir.join(special::TOKENIZER_CONFIG_FILE),
                         format!("`{role}` is {text:?}, which is not a token of {}", self.source.display()),
                     ));
                 }
