@@ -189,3 +189,36 @@ fn cpu_bench_prints_decode_and_rl_step_lines() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dapo   decode") && !text.contains("rl-step"), "{text}");
 }
+
+#[test]
+fn a_gpt2_dir_with_vocab_and_merges_and_an_end_token_named_in_its_configs_loads() {
+    // A GPT-2-architecture directory as some exports ship it: config.json, model.safetensors,
+    // vocab.json + merges.txt (no tokenizer.json), and a tokenizer_config.json whose end token
+    // is `</s>`. generate stops at `</s>`; sft trains on it and writes a tokenizer.json.
+    use gepa_dapo_grn::backend::cpu::CpuBackend;
+    use gepa_dapo_grn::checkpoint::save_model;
+    use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("gpt2like");
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer/gpt2_files");
+    let model = Gpt2::random(CpuBackend::new(Some(1)), Gpt2Config::named("tiny", 321).unwrap(), 5).unwrap();
+    save_model(&dir, &model, None).unwrap();
+    for f in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
+        std::fs::copy(files.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::remove_file(dir.join("generation_config.json")).unwrap();
+    let d = dir.to_str().unwrap();
+    let out = dapo(&["generate", "--model", d, "--prompt", "The answer is", "--max-new-tokens", "4", "--threads", "1"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("end tokens: 320 (tokenizer eos_token \"</s>\")"), "{err}");
+    // --tokenizer points another command at the same files.
+    let run = tmp.path().join("sft");
+    let out = tiny_sft(&run, "2", &["--model", d, "--tokenizer", d, "--data", DATASET]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint-2/tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["eos_token"], "</s>");
+    assert!(run.join("checkpoint-2/tokenizer.json").exists());
+}

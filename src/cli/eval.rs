@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// tokenizer.json). Nothing is downloaded.
     #[arg(long)]
     model: PathBuf,
+    /// The tokenizer, when not the checkpoint's own: a tokenizer.json, or a directory with one
+    /// (or with GPT-2's vocab.json + merges.txt).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Task file: JSONL, one {"prompt", "answer", "task_id"} a line (the format of `dapo train`).
     #[arg(long)]
     dataset: PathBuf,
@@ -87,7 +91,7 @@ fn eval_on<K: Backend>(
     mut scorer: Box<dyn Scorer>,
     mut mixer: Option<RewardMixer>,
 ) -> Result<()> {
-    let (mut model, tok) = load_checkpoint(&a.model, k)?;
+    let (mut model, tok) = load_checkpoint(&a.model, a.tokenizer.as_deref(), k)?;
     let ends = super::generate::end_tokens(&a.model, model.config(), &tok)?;
     let cfg = SamplingConfig {
         temperature: 0.0,

@@ -30,6 +30,10 @@ pub struct GenerateArgs {
     /// tokenizer.json), e.g. runs/sft/checkpoint-1000. Nothing is downloaded.
     #[arg(long)]
     model: PathBuf,
+    /// The tokenizer, when not the checkpoint's own: a tokenizer.json, or a directory with one
+    /// (or with GPT-2's vocab.json + merges.txt).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// A prompt to continue (repeat the flag for several).
     #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
     prompt: Vec<String>,
@@ -97,6 +101,9 @@ pub(super) fn end_tokens(dir: &std::path::Path, cfg: &crate::model::Gpt2Config, 
     for n in &e.notes {
         eprintln!("warning: {n}");
     }
+    if !e.sources.is_empty() {
+        eprintln!("end tokens: {}", e.sources.join(", "));
+    }
     Ok(e.ids)
 }
 
@@ -134,7 +141,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
 
 /// The rest of `dapo generate`, on the backend `--device` resolved to.
 fn generate_on<K: Backend>(k: K, a: &GenerateArgs, texts: &[String]) -> Result<()> {
-    let (mut model, tok) = load_checkpoint(&a.model, k)?;
+    let (mut model, tok) = load_checkpoint(&a.model, a.tokenizer.as_deref(), k)?;
     let ends = end_tokens(&a.model, model.config(), &tok)?;
     let cfg = SamplingConfig {
         temperature: a.temperature,

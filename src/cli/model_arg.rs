@@ -28,10 +28,14 @@ pub(super) fn check_model_dir(dir: &Path) -> Result<()> {
     Err(Error::Invalid(format!("--model {}: not a directory{hint}", dir.display())))
 }
 
-/// Loads the checkpoint directory and its tokenizer onto backend `k`.
-pub(super) fn load_checkpoint<K: Backend>(dir: &Path, k: K) -> Result<(Gpt2<K>, Tokenizer)> {
+/// Loads the checkpoint directory onto backend `k` with its tokenizer, or with `tokenizer`
+/// (`--tokenizer`: a `tokenizer.json` or a directory holding one, or vocab.json + merges.txt).
+pub(super) fn load_checkpoint<K: Backend>(dir: &Path, tokenizer: Option<&Path>, k: K) -> Result<(Gpt2<K>, Tokenizer)> {
     let model = load_model(dir, k)?;
-    let tok = Tokenizer::from_dir(dir)?;
+    let tok = match tokenizer {
+        Some(p) => Tokenizer::load(p)?,
+        None => Tokenizer::from_dir(dir)?,
+    };
     if tok.vocab_size() > model.config().vocab_size {
         return Err(Error::Invalid(format!(
             "{}: the tokenizer has {} tokens but the model's vocab_size is {}",

@@ -23,8 +23,8 @@ pub struct SftArgs {
     /// (default: tiny, when --model is not given).
     #[arg(long)]
     init: Option<String>,
-    /// tokenizer.json to use (default: the checkpoint's; the built-in character-level
-    /// tokenizer with --init).
+    /// The tokenizer: a tokenizer.json, or a directory with one (or with GPT-2's vocab.json +
+    /// merges.txt). Default: the checkpoint's; the built-in character-level tokenizer with --init.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Training data: JSONL ({"text"} or {"prompt","completion"|"answer"} per line) or plain
@@ -97,14 +97,14 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
     let (mut model, tok) = match &a.model {
         Some(dir) => {
             let tok = match &a.tokenizer {
-                Some(p) => Tokenizer::from_file(p)?,
+                Some(p) => Tokenizer::load(p)?,
                 None => Tokenizer::from_dir(dir)?,
             };
             (load_model(dir, k)?, tok)
         }
         None => {
             let tok = match &a.tokenizer {
-                Some(p) => Tokenizer::from_file(p)?,
+                Some(p) => Tokenizer::load(p)?,
                 None => Tokenizer::default_char(),
             };
             let name = a.init.as_deref().unwrap_or("tiny");

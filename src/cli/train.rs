@@ -43,6 +43,10 @@ pub struct TrainArgs {
     /// tokenizer.json). Default: a tiny GPT-2 warm-started on the built-in task.
     #[arg(long, visible_alias = "model-name-or-path", help_heading = "Run")]
     model: Option<PathBuf>,
+    /// The tokenizer, when not the checkpoint's own: a tokenizer.json, or a directory with one
+    /// (or with GPT-2's vocab.json + merges.txt).
+    #[arg(long, help_heading = "Run")]
+    tokenizer: Option<PathBuf>,
     /// Task file: JSONL, one {"prompt", "answer", "task_id"} a line. Default: the built-in
     /// two-digit addition task.
     #[arg(long, help_heading = "Run")]
@@ -367,7 +371,7 @@ impl TrainArgs {
             )*};
         }
         put!(
-            model => "model", dataset => "dataset", eval_dataset => "eval_dataset", output_dir => "output_dir",
+            model => "model", tokenizer => "tokenizer", dataset => "dataset", eval_dataset => "eval_dataset", output_dir => "output_dir",
             seed => "seed", warmup_sft_steps => "warmup_sft_steps", skip_bad_lines => "skip_bad_lines",
             reward_mixer => "reward_mixer", math_scorer => "math_scorer", scorer_timeout => "scorer_timeout",
             steps => "steps", batch_size => "batch_size", group_size => "group_size",
@@ -756,7 +760,7 @@ fn train_on<K: Backend>(k: K, a: &TrainArgs, mut s: TrainSettings, locks: &mut V
     let (model, tok) = match &model_dir {
         Some(dir) => {
             check_model_dir(dir)?;
-            load_checkpoint(dir, k)?
+            load_checkpoint(dir, s.sources.tokenizer.as_deref(), k)?
         }
         None => {
             let tok = Tokenizer::default_char();

@@ -65,6 +65,16 @@ impl Tokenizer {
         Self::from_json(&json, path.to_path_buf())
     }
 
+    /// `--tokenizer PATH`: a model directory (see [`Tokenizer::from_dir`]) or a
+    /// `tokenizer.json` file.
+    pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_dir(path)
+        } else {
+            Self::from_file(path)
+        }
+    }
+
     /// Loads the tokenizer of a Hugging Face model directory: `dir/tokenizer.json`, or GPT-2's
     /// original `vocab.json` + `merges.txt` (a byte-level BPE, as transformers builds
     /// `GPT2TokenizerFast` from them), with the special tokens `tokenizer_config.json` and

@@ -25,6 +25,8 @@ use crate::reward::ConfigFormat;
 pub struct RunSources {
     /// The policy's checkpoint directory; `None` for the built-in default.
     pub model: Option<PathBuf>,
+    /// The tokenizer, when not the checkpoint's own (a `tokenizer.json` or a directory).
+    pub tokenizer: Option<PathBuf>,
     /// The task file (JSONL).
     pub dataset: Option<PathBuf>,
     /// The held-out task file.
@@ -49,6 +51,7 @@ impl Default for RunSources {
     fn default() -> Self {
         RunSources {
             model: None,
+            tokenizer: None,
             dataset: None,
             eval_dataset: None,
             reward_mixer: None,
