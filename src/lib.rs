@@ -6,6 +6,7 @@
 //! The layers, top to bottom (each calls only the ones below it):
 //! - [`cli`]: the `dapo` command line.
 //! - [`train`]: training loops (supervised fine-tuning today).
+//! - [`report`]: metric writers (TensorBoard event files, a CSV table).
 //! - [`reward`]: GEPA feedback, scorers, reward mixing.
 //! - [`rl`]: advantages, the DAPO objective, controllers.
 //! - [`data`]: datasets and batching.
@@ -23,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod report;
 pub mod reward;
 pub mod rl;
 pub mod rollout;
