@@ -478,3 +478,45 @@ fn checkpoints_are_complete_hf_directories_and_output_dirs_are_not_mixed() {
     let out = dapo(&small(fresh.to_str().unwrap(), &["--steps", "1", "--resume", "auto"]));
     assert!(out.status.success() && stderr(&out).contains("starting fresh"), "{}", stderr(&out));
 }
+
+#[test]
+fn report_to_writes_tensorboard_events_and_a_csv_or_nothing() {
+    use gepa_dapo_grn::report::tensorboard::{event_files, read_events, What};
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("run");
+    let out = dapo(&small(o.to_str().unwrap(), &["--report-to", "tensorboard,csv,jsonl", "--logging-steps", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // TensorBoard: one event per logging step (its CRCs checked by the reader) and per
+    // evaluation, the TRL names under train/ and eval/.
+    let files = event_files(&o.join("runs")).unwrap();
+    assert_eq!(files.len(), 1);
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    for e in read_events(&files[0]).unwrap() {
+        if let What::Scalars(v) = e.what {
+            seen.extend(v.into_iter().map(|(tag, _)| (e.step, tag)));
+        }
+    }
+    for step in 1..=3 {
+        assert!(seen.contains(&(step, "train/reward".into())), "step {step}: {seen:?}");
+        assert!(seen.contains(&(step, "train/completions/mean_length".into())), "step {step}");
+    }
+    assert!(seen.contains(&(0, "eval/accuracy".into())) && seen.contains(&(3, "eval/accuracy".into())), "{seen:?}");
+    // CSV: a row per logging step and evaluation, a column per metric.
+    let csv = std::fs::read_to_string(o.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert_eq!(&header[..2], ["step", "time"]);
+    assert!(header.contains(&"train/reward") && header.contains(&"eval/accuracy"), "{header:?}");
+    assert_eq!(csv.lines().count(), 1 + 3 + 3, "header, 3 logging steps, 3 evaluations");
+    assert!(o.join("dapo_log.jsonl").exists());
+
+    // none: no log files at all.
+    let n = tmp.path().join("quiet");
+    let out = dapo(&small(n.to_str().unwrap(), &["--report-to", "none"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!n.join("dapo_log.jsonl").exists() && !n.join("metrics.csv").exists() && !n.join("runs").exists());
+    // An unknown name is refused by name.
+    fails_with(
+        &dapo(&small(tmp.path().join("x").to_str().unwrap(), &["--report-to", "wandb"])),
+        &["wandb", "tensorboard"],
+    );
+}

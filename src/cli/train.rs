@@ -318,6 +318,10 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Evaluation and checkpoints")]
     save_total_limit: Option<usize>,
 
+    /// Where metrics go: a comma-separated list of jsonl (dapo_log.jsonl), tensorboard
+    /// (OUTPUT_DIR/runs/), csv (OUTPUT_DIR/metrics.csv), all, or none. Default: jsonl.
+    #[arg(long, value_name = "LIST", help_heading = "Logging")]
+    report_to: Option<String>,
     /// Report metrics averaged over every N steps (TensorBoard, CSV, the console line); the
     /// JSONL log keeps every step.
     #[arg(long, help_heading = "Logging")]
@@ -401,7 +405,7 @@ impl TrainArgs {
             curriculum_prior => "curriculum.prior", curriculum_reward_min => "curriculum.reward_min",
             curriculum_reward_max => "curriculum.reward_max",
             eval_every => "eval_every", eval_size => "eval_size", save_every => "save_every",
-            save_total_limit => "save_total_limit", logging_steps => "logging_steps",
+            save_total_limit => "save_total_limit", logging_steps => "logging_steps", report_to => "report_to",
             log_completions => "log_completions",
             num_completions_to_print => "num_completions_to_print",
         );

@@ -174,7 +174,10 @@ mod tests {
     fn missing_and_garbage_files() {
         let dir = temp_dir();
         let msg = Tokenizer::from_dir(dir.path()).unwrap_err().to_string();
-        assert!(msg.contains("no tokenizer.json (nor vocab.json + merges.txt) in") && msg.contains("--tokenizer"), "{msg}");
+        assert!(
+            msg.contains("no tokenizer.json (nor vocab.json + merges.txt) in") && msg.contains("--tokenizer"),
+            "{msg}"
+        );
 
         let missing = dir.path().join("nope.json");
         let err = Tokenizer::from_file(&missing).unwrap_err();

@@ -38,6 +38,8 @@ use crate::data::{EpochSampler, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
 use crate::optim::AdamW;
+use crate::report::tensorboard::unix_time;
+use crate::report::Reporters;
 use crate::reward::{
     score_checked, FeedbackMapping, GepaFeedback, Metrics, MixerState, RewardMixer, ScoreInput, Scorer,
 };
@@ -642,7 +644,7 @@ impl<K: Backend> DapoTrainer<K> {
                 advantage,
             })
             .collect();
-        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let time = unix_time();
         Ok(StepRecord {
             step: self.step,
             time,
@@ -967,10 +969,19 @@ impl<K: Backend> DapoTrainer<K> {
         }
         self.save_reference()?;
         let mut report = TrainReport::default();
-        let mut evaluate = |t: &mut Self, report: &mut TrainReport| -> Result<()> {
+        // A resumed run's reporters drop what the interrupted run wrote after its checkpoint.
+        let resumed_at = (self.step > 0).then_some(self.step);
+        let mut reporters = Reporters::open(&self.cfg.output_dir, &self.cfg.report_to, resumed_at)?;
+        let mut evaluate = |t: &mut Self, report: &mut TrainReport, rep: &mut Reporters| -> Result<()> {
             if let Some(e) = eval {
                 let r = t.evaluate(e, t.cfg.eval_size)?;
                 t.log(&json!({ "step": t.step, "eval": &r }))?;
+                let mut scalars: BTreeMap<String, f64> =
+                    r.metrics.iter().map(|(k, &v)| (format!("eval/{k}"), v)).collect();
+                if let Some(a) = r.accuracy {
+                    scalars.insert("eval/accuracy".into(), a);
+                }
+                rep.log(t.step, unix_time(), &scalars)?;
                 let mut entry: serde_json::Map<String, Value> =
                     r.metrics.iter().map(|(k, &v)| (format!("eval_{k}"), json!(v))).collect();
                 entry.insert("eval_accuracy".into(), json!(r.accuracy));
@@ -984,10 +995,11 @@ impl<K: Backend> DapoTrainer<K> {
         // A resumed run does not evaluate again at its first step: its log then continues the
         // interrupted run's exactly.
         if self.step == 0 {
-            evaluate(self, &mut report)?;
+            evaluate(self, &mut report, &mut reporters)?;
         }
         let mut saved = self.step;
         let mut window = LogWindow::default();
+
         while self.step < self.cfg.steps {
             // What a step changes before its update, to put back if it fails there.
             let before = (self.sampler.clone(), self.mixer.state().clone());
@@ -1009,6 +1021,10 @@ impl<K: Backend> DapoTrainer<K> {
             window.add(&rec.metrics);
             if at_end || interrupted || self.step % self.cfg.logging_steps == 0 {
                 let logged = window.take();
+                let tagged = logged.iter().map(|(k, &v)| (format!("train/{k}"), v)).collect();
+                if let Err(e) = reporters.log(self.step, rec.time, &tagged) {
+                    return Err(self.keep_completed_work(e, saved, &mut report));
+                }
                 let mut entry: serde_json::Map<String, Value> =
                     logged.iter().filter(|(k, _)| !is_wall_clock(k)).map(|(k, &v)| (k.clone(), json!(v))).collect();
                 entry.insert("step".into(), json!(self.step));
@@ -1021,7 +1037,7 @@ impl<K: Backend> DapoTrainer<K> {
                 }
                 on_step(&rec);
                 if self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0 && !at_end {
-                    evaluate(self, &mut report)?;
+                    evaluate(self, &mut report, &mut reporters)?;
                 }
                 Ok(())
             });
@@ -1041,7 +1057,7 @@ impl<K: Backend> DapoTrainer<K> {
                 return Ok(report);
             }
         }
-        evaluate(self, &mut report)?;
+        evaluate(self, &mut report, &mut reporters)?;
         self.save_final()?;
         Ok(report)
     }
@@ -1103,6 +1119,9 @@ impl<K: Backend> DapoTrainer<K> {
     /// Appends `record` to the output directory's JSONL log, as one write of the whole line
     /// (so a crash leaves at most the last line torn, which [`DapoTrainer::resume`] cuts).
     pub fn log(&self, record: &impl Serialize) -> Result<()> {
+        if !self.cfg.report_to.jsonl {
+            return Ok(());
+        }
         self.log_to(LOG_FILE, record)
     }
 

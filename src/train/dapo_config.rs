@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::grn::GrnConfig;
 use crate::optim::{AdamWConfig, LrDecay, LrSchedule};
+use crate::report::ReportTo;
 use crate::rl::advantage::AdvantageConfig;
 use crate::rl::curriculum::CurriculumConfig;
 use crate::rl::objective::ObjectiveConfig;
@@ -101,6 +102,10 @@ pub struct DapoConfig {
     /// Keep at most this many `checkpoint-N` directories, deleting the oldest (TRL:
     /// `save_total_limit`); `None` keeps them all.
     pub save_total_limit: Option<usize>,
+    /// Where metrics go: `jsonl` (`dapo_log.jsonl`, one record per step; the default),
+    /// `tensorboard` (event files under `OUTPUT_DIR/runs/`), `csv` (`OUTPUT_DIR/metrics.csv`),
+    /// `all`, or `none`. TRL: `report_to`.
+    pub report_to: ReportTo,
     /// Report metrics (averaged over the window, as TRL's `log` does) every this many steps,
     /// and after the last one. TRL: `logging_steps`. The JSONL log keeps one record per step.
     pub logging_steps: u64,
@@ -155,6 +160,7 @@ impl Default for DapoConfig {
             eval_size: 200,
             save_every: 0,
             save_total_limit: None,
+            report_to: ReportTo { jsonl: true, ..ReportTo::NONE },
             logging_steps: 10,
             log_completions: false,
             num_completions_to_print: None,

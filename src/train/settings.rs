@@ -290,7 +290,6 @@ const TRL_IGNORED: &[&str] = &[
     "logging_first_step",
     "logging_dir",
     "logging_strategy",
-    "report_to",
     "run_name",
     "push_to_hub",
     "hub_model_id",
@@ -412,6 +411,27 @@ pub fn translate_trl_names(v: Value) -> std::result::Result<(Value, Vec<String>)
             top.get("max_steps").or(top.get("steps")).and_then(Value::as_u64).unwrap_or(DapoConfig::default().steps);
         put(&mut out, &mut given, "warmup_ratio", "warmup_steps", Value::from((r * steps as f64).ceil() as u64))?;
     }
+    // transformers' integrations this crate does not have (wandb, mlflow, …) are dropped with a
+    // note; the ones it has (tensorboard, and its own csv / jsonl) are kept.
+    if let Some(x) = top.remove("report_to") {
+        let names: Vec<String> = match &x {
+            Value::String(s) => s.split(',').map(|n| n.trim().to_lowercase()).collect(),
+            Value::Array(a) => a.iter().filter_map(Value::as_str).map(|n| n.trim().to_lowercase()).collect(),
+            Value::Null => Vec::new(),
+            other => return Err(format!("`report_to` must be a name or a list of names, got {other}")),
+        };
+        let known = crate::report::reporters::NAMES;
+        let (kept, dropped): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| known.contains(&n.as_str()));
+        if !dropped.is_empty() {
+            notes.push(format!(
+                "`report_to`: {} not available here (ignored); this crate reports to {}",
+                dropped.join(", "),
+                known.join(", ")
+            ));
+        }
+        let v = if kept.is_empty() { "jsonl".to_string() } else { kept.join(",") };
+        put(&mut out, &mut given, "report_to", "report_to", Value::from(v))?;
+    }
     if let Some(x) = top.remove("use_vllm") {
         if x != Value::Bool(false) {
             return Err("`use_vllm` is not supported: rollouts run in-process on the trainer's device".into());
@@ -453,6 +473,15 @@ mod tests {
             changes(&json!({"t": {"x": 1}}), &json!({"t": {"x": 2}, "n": null})),
             vec![("t.x".to_string(), json!(1), json!(2))]
         );
+    }
+
+    #[test]
+    fn trl_report_to_keeps_what_exists_here() {
+        let (v, notes) = translate_trl_names(json!({"report_to": ["wandb", "tensorboard"]})).unwrap();
+        assert_eq!(v["report_to"], "tensorboard");
+        assert!(notes.iter().any(|n| n.contains("wandb")), "{notes:?}");
+        let (v, _) = translate_trl_names(json!({"report_to": "wandb"})).unwrap();
+        assert_eq!(v["report_to"], "jsonl", "nothing usable left: the default");
     }
 
     #[test]
