@@ -5,6 +5,7 @@
 //!
 //! The layers, top to bottom (each calls only the ones below it):
 //! - [`cli`]: the `dapo` command line.
+//! - [`report`]: charts of training logs.
 //! - [`train`]: training loops (supervised fine-tuning today).
 //! - [`reward`]: GEPA feedback, scorers, reward mixing.
 //! - [`rl`]: advantages, the DAPO objective, controllers.
@@ -23,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod report;
 pub mod reward;
 pub mod rl;
 pub mod rollout;
