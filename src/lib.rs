@@ -5,8 +5,9 @@
 //!
 //! The layers, top to bottom (each calls only the ones below it):
 //! - [`cli`]: the `dapo` command line.
-//! - [`train`]: training loops (supervised fine-tuning today).
-//! - [`report`]: metric writers (TensorBoard event files, a CSV table).
+//! - [`train`]: the DAPO and SFT training loops.
+//! - [`report`]: metric writers (TensorBoard event files, a CSV table) and charts of training
+//!   logs.
 //! - [`reward`]: GEPA feedback, scorers, reward mixing.
 //! - [`rl`]: advantages, the DAPO objective, controllers.
 //! - [`data`]: datasets and batching.

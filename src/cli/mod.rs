@@ -14,6 +14,7 @@ mod device;
 mod eval;
 mod generate;
 mod model_arg;
+mod plot;
 mod progress;
 mod selftest;
 mod sft;
@@ -58,6 +59,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare every device kernel with the CPU oracle (GPU, or the emulator) and print a table.
     Selftest(selftest::SelftestArgs),
+    /// Chart training logs (dapo_log.jsonl) as PNG and SVG: a page per run and, for several
+    /// logs, a page comparing them.
+    Plot(plot::PlotArgs),
 }
 
 /// Parses the process arguments, runs the command and returns the exit code: 0 on success,
@@ -72,6 +76,7 @@ pub fn main() -> i32 {
         Command::Selftest(a) => selftest::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Plot(a) => plot::run(a),
     };
     match result {
         // The reader has what it wanted (`| head`): not a failure.

@@ -1,6 +1,9 @@
-//! Where training metrics go besides the terminal: `--report-to tensorboard,csv,jsonl`.
+//! What a run reports besides the terminal: metric writers for `--report-to
+//! tensorboard,csv,jsonl` (TensorBoard event files, `metrics.csv`), and charts drawn from
+//! training logs (`dapo plot`).
 
 pub mod csv;
+pub mod plot;
 pub mod reporters;
 pub mod tensorboard;
 
