@@ -17,13 +17,20 @@ pub const COMPARE_STEM: &str = "compare";
 
 /// Reads `logs` and writes into `out_dir` (created if needed) one page per run,
 /// `<run>.png` and `<run>.svg`, and, for two or more logs, `compare.png` and `compare.svg`.
-/// Every log is read before anything is written, so a bad one leaves no partial output.
+/// Every log is read before anything is written, so a bad one leaves no partial output. A log
+/// whose last line is incomplete (a live run) is plotted without it, with a note on stderr.
 /// Returns the files written.
 pub fn plot_logs(logs: &[PathBuf], out_dir: &Path, smoothing: Smoothing) -> Result<Vec<PathBuf>> {
     if logs.is_empty() {
         return Err(Error::Invalid("no log files given".into()));
     }
     let runs = read_logs(logs)?;
+    for r in runs.iter().filter(|r| r.torn_tail) {
+        eprintln!(
+            "note: {}: the last line is incomplete (a run still writing it?); plotted without it",
+            r.path.display()
+        );
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let stems = file_stems(&runs);
     let mut written = Vec::new();

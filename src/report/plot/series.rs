@@ -33,6 +33,9 @@ pub struct RunLog {
     pub step_records: usize,
     /// Evaluation records read.
     pub eval_records: usize,
+    /// The log's last line was incomplete (no newline, not valid JSON) and was skipped: a run
+    /// still writing its log, whose trainer cuts such a line on resume too.
+    pub torn_tail: bool,
 }
 
 /// Where a log without a `metrics` map keeps each TRL metric: `(TRL name, JSON path)`.
@@ -69,20 +72,31 @@ pub fn read_logs(paths: &[PathBuf]) -> Result<Vec<RunLog>> {
 }
 
 /// Parses a log's lines (`path` names it in errors; the returned run has no name yet). Blank
-/// lines are skipped; a line that is not a JSON object with an integer `step` is an error
-/// naming `path:line`, and so is a log without any step record.
-pub fn parse_log(path: &Path, reader: impl BufRead) -> Result<RunLog> {
+/// lines are skipped, and so is an incomplete last line (no newline, not JSON: a live run is
+/// writing it; see [`RunLog::torn_tail`]); any other line that is not a JSON object with an
+/// integer `step` is an error naming `path:line`, and so is a log without any step record.
+pub fn parse_log(path: &Path, mut reader: impl BufRead) -> Result<RunLog> {
     let mut run = RunLog { path: path.to_path_buf(), ..RunLog::default() };
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let n = i + 1;
-        let bytes = line.map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    for n in 1.. {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes).map_err(|e| Error::io(path, e))? == 0 {
+            break;
+        }
+        let complete = bytes.ends_with(b"\n");
         let text = std::str::from_utf8(&bytes).map_err(|e| Error::data(path, n, format!("not UTF-8: {e}")))?;
         let text = text.trim();
         if text.is_empty() {
             continue;
         }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::data(path, n, format!("not valid JSON: {e}")))?;
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(_) if !complete => {
+                run.torn_tail = true;
+                break;
+            }
+            Err(e) => return Err(Error::data(path, n, format!("not valid JSON: {e}"))),
+        };
         let Value::Object(record) = value else {
             return Err(Error::data(path, n, "expected a JSON object (a step or evaluation record)"));
         };
@@ -317,6 +331,13 @@ mod tests {
         assert_eq!(at3("tags/t/mean"), vec![(3, 2.0)]);
         assert_eq!(at3("tokens_per_second"), vec![(3, 100.0)]);
         assert!(!run.steps.contains_key("reward_std"), "old logs have no reward std");
+    }
+
+    #[test]
+    fn a_torn_last_line_of_a_live_log_is_skipped() {
+        let run = parse("{\"step\":1,\"reward_mean\":1}\n{\"step\": 2, \"rew").unwrap();
+        assert!(run.torn_tail);
+        assert_eq!(run.step_records, 1);
     }
 
     #[test]
