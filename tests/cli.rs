@@ -236,3 +236,22 @@ fn a_reader_closing_the_pipe_early_is_not_a_failure() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn sft_keeps_at_most_save_total_limit_checkpoints_and_writes_the_final_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("sft");
+    let out = common::cli::tiny_sft(&run, "4", &["--save-every", "1", "--save-total-limit", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ck: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    ck.sort();
+    assert_eq!(ck, ["checkpoint-3", "checkpoint-4"]);
+    assert!(run.join("final/model.safetensors").exists() && run.join("final/tokenizer_config.json").exists());
+    // The output directory now holds a run: a second start there is refused.
+    let again = common::cli::tiny_sft(&run, "1", &[]);
+    common::cli::fails_with(&again, &["holds a previous run", "--overwrite-output-dir"]);
+}

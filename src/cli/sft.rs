@@ -71,6 +71,9 @@ pub struct SftArgs {
     /// Write a checkpoint every N steps (one is always written at the end).
     #[arg(long)]
     save_every: Option<u64>,
+    /// Keep at most N checkpoints, deleting the oldest.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    save_total_limit: Option<u64>,
     /// Seed for initialisation and batch sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -142,6 +145,7 @@ fn sft_on<K: Backend>(k: K, a: &SftArgs) -> Result<()> {
         save_every: a.save_every,
         output_dir: a.output_dir.clone(),
         grn: GrnConfig { enabled: a.grn, ..GrnConfig::default() },
+        save_total_limit: a.save_total_limit.map(|n| n as usize),
     };
     eprintln!(
         "model: {} layers, C={}, V={} ({:.2}M params); data: {} examples, {} tokens from {}",

@@ -42,6 +42,8 @@ pub struct SftConfig {
     pub save_every: Option<u64>,
     /// Where checkpoints and `sft_log.jsonl` go.
     pub output_dir: PathBuf,
+    /// Keep at most this many `checkpoint-N` directories, deleting the oldest (`None`: all).
+    pub save_total_limit: Option<usize>,
     /// GRN in front of the lm_head (see [`crate::train::dapo_config::DapoConfig::grn`]): a
     /// zero-initialised causal GRN is added when it applies to the policy and the model has
     /// none, and trained with the rest.
@@ -64,6 +66,7 @@ impl Default for SftConfig {
             save_every: None,
             output_dir: PathBuf::from("runs/sft"),
             grn: GrnConfig::default(),
+            save_total_limit: None,
         }
     }
 }
@@ -256,6 +259,10 @@ pub fn train_sft<K: Backend>(
                 log_history: history.clone(),
             };
             save_checkpoint(&dir, model, tok, &opt, &hf, &state)?;
+            if let Some(keep) = cfg.save_total_limit {
+                let removed = crate::checkpoint::run_dir::prune_checkpoints(&cfg.output_dir, keep)?;
+                checkpoints.retain(|c| !removed.contains(c));
+            }
             checkpoints.push(dir.clone());
             checkpoint = Some(dir);
         }
