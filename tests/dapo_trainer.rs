@@ -1,10 +1,12 @@
 //! The DAPO trainer end to end on the CPU: a step does what the log says, a resumed run equals
 //! the uninterrupted one bit for bit, and bad settings are named errors.
 
+mod common;
+
+use common::tasks;
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 use gepa_dapo_grn::backend::LossType;
-use gepa_dapo_grn::data::arithmetic::addition_problems;
 use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
 use gepa_dapo_grn::optim::LrDecay;
@@ -15,21 +17,6 @@ use gepa_dapo_grn::tokenizer::Tokenizer;
 use gepa_dapo_grn::train::dapo::{DapoTrainer, StepRecord};
 use gepa_dapo_grn::train::dapo_config::DapoConfig;
 use std::path::Path;
-
-fn tasks(n: usize) -> TaskDataset {
-    let (train, _) = addition_problems(1);
-    TaskDataset::from_tasks(
-        train
-            .into_iter()
-            .take(n)
-            .map(|(p, a)| Task {
-                prompt: p.clone(),
-                task_id: if p.len() > 5 { "long".into() } else { "short".into() },
-                record: serde_json::json!({ "prompt": p, "answer": a }),
-            })
-            .collect(),
-    )
-}
 
 fn config(out: &Path) -> DapoConfig {
     let mut c = DapoConfig {

@@ -6,13 +6,11 @@
 
 mod common;
 
-use common::rel_err;
+use common::{rel_err, tasks};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 use gepa_dapo_grn::backend::Backend;
 use gepa_dapo_grn::checkpoint::{load_model, save_model};
-use gepa_dapo_grn::data::arithmetic::addition_problems;
-use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::model::grn::{grn_forward, GrnConfig};
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
 use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, Metrics, RewardMixer, ScoreInput};
@@ -255,21 +253,6 @@ fn the_sequence_wide_form_would_let_a_later_token_change_an_earlier_output() {
     let mut y = x.clone();
     y[4 * c] += 3.0;
     assert_ne!(run(&x)[..c], run(&y)[..c]);
-}
-
-fn tasks(n: usize) -> TaskDataset {
-    let (train, _) = addition_problems(1);
-    TaskDataset::from_tasks(
-        train
-            .into_iter()
-            .take(n)
-            .map(|(p, a)| Task {
-                prompt: p.clone(),
-                task_id: "add".into(),
-                record: serde_json::json!({ "prompt": p, "answer": a }),
-            })
-            .collect(),
-    )
 }
 
 /// Completions the scorer saw, in order.

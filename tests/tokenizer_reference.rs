@@ -5,6 +5,17 @@
 use gepa_dapo_grn::tokenizer::Tokenizer;
 use std::path::Path;
 
+/// Every probe of `expected` encodes to its ids and decodes back to its text.
+fn check_probes(tok: &Tokenizer, expected: &serde_json::Value) {
+    for probe in expected["probes"].as_array().unwrap() {
+        let text = probe["text"].as_str().unwrap();
+        let want: Vec<u32> = probe["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, want, "ids of {text:?}");
+        assert_eq!(tok.decode(&ids).unwrap(), probe["decoded"].as_str().unwrap(), "decode of {text:?}");
+    }
+}
+
 #[test]
 fn bytelevel_bpe_matches_python() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer");
@@ -13,13 +24,7 @@ fn bytelevel_bpe_matches_python() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     assert_eq!(tok.vocab_size() as u64, expected["vocab_size"].as_u64().unwrap());
     assert_eq!(tok.eos_id(), Some(0));
-    for probe in expected["probes"].as_array().unwrap() {
-        let text = probe["text"].as_str().unwrap();
-        let want: Vec<u32> = probe["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let ids = tok.encode(text).unwrap();
-        assert_eq!(ids, want, "ids of {text:?}");
-        assert_eq!(tok.decode(&ids).unwrap(), probe["decoded"].as_str().unwrap(), "decode of {text:?}");
-    }
+    check_probes(&tok, &expected);
 }
 
 #[test]
@@ -35,13 +40,7 @@ fn vocab_json_and_merges_txt_load_like_transformers_slow_gpt2_tokenizer() {
     assert_eq!(tok.vocab_size() as u64, expected["vocab_size"].as_u64().unwrap());
     assert_eq!(tok.eos_id().map(u64::from), expected["eos_id"].as_u64(), "the end token is the configs' </s>");
     assert_eq!(tok.token_to_id("</s>").map(u64::from), expected["eos_id"].as_u64());
-    for probe in expected["probes"].as_array().unwrap() {
-        let text = probe["text"].as_str().unwrap();
-        let want: Vec<u32> = probe["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let ids = tok.encode(text).unwrap();
-        assert_eq!(ids, want, "ids of {text:?}");
-        assert_eq!(tok.decode(&ids).unwrap(), probe["decoded"].as_str().unwrap(), "decode of {text:?}");
-    }
+    check_probes(&tok, &expected);
     // Saved into a checkpoint, the tokenizer keeps its end token and the input's chat template.
     let out = tempfile::tempdir().unwrap();
     tok.save_dir(out.path(), 128).unwrap();

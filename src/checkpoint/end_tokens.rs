@@ -10,11 +10,10 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::error::{Error, Result};
 use crate::model::config::token_ids;
 use crate::model::Gpt2Config;
+use crate::tokenizer::special::read_object;
 use crate::tokenizer::{SpecialTokens, Tokenizer};
 
 /// `generation_config.json`: generation defaults, `eos_token_id` among them.
@@ -64,7 +63,7 @@ impl EndTokens {
     pub fn of_dir(dir: &Path, cfg: &Gpt2Config, tok: &Tokenizer, extra: &[u32]) -> Result<Self> {
         let mut e = EndTokens::default();
         let v = cfg.vocab_size;
-        if let Some(gen) = read_json(&dir.join(GENERATION_CONFIG_FILE))? {
+        if let Some(gen) = read_object(&dir.join(GENERATION_CONFIG_FILE))? {
             let path = dir.join(GENERATION_CONFIG_FILE);
             for id in token_ids(gen.get("eos_token_id"), "eos_token_id").map_err(|m| Error::config(&path, m))? {
                 e.add(id, GENERATION_CONFIG_FILE, v);
@@ -97,15 +96,6 @@ impl EndTokens {
             }
         }
     }
-}
-
-/// A JSON file, or `None` when it does not exist.
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = crate::error::read_to_string(path)?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))
 }
 
 #[cfg(test)]

@@ -167,11 +167,7 @@ pub fn save_model_files<K: Backend>(dir: &Path, model: &Gpt2<K>, tokenizer: Opti
 /// `eos_token_id`, one id or a list), BOS, and PAD (the tokenizer's, else the first end token,
 /// as TRL pads), so `generate` on a checkpoint stops at EOS with no argument.
 fn generation_config(cfg: &Gpt2Config, tok: Option<&Tokenizer>) -> serde_json::Value {
-    let eos = match cfg.eos_token_ids.as_slice() {
-        [] => serde_json::Value::Null,
-        [one] => serde_json::json!(one),
-        many => serde_json::json!(many),
-    };
+    let eos = crate::model::config::token_ids_json(&cfg.eos_token_ids);
     let pad = tok.and_then(Tokenizer::pad_id).or(cfg.eos_token_ids.first().copied());
     serde_json::json!({
         "bos_token_id": cfg.bos_token_id,

@@ -92,6 +92,12 @@ pub struct Activations<K: Backend> {
     pub grad: Option<GradScratch<K>>,
 }
 
+/// The lm_head's input from the two fields it depends on (so a pass can borrow it beside
+/// other fields of [`Activations`] it writes): the GRN's output, or `lnf` without a GRN.
+pub fn head_input<'a, K: Backend>(grn: &'a Option<GrnActs<K>>, lnf: &'a K::Buf) -> &'a K::Buf {
+    grn.as_ref().map_or(lnf, |g| &g.out)
+}
+
 impl<K: Backend> Activations<K> {
     /// Allocates every forward buffer for (B, T).
     pub fn new(k: &K, cfg: &Gpt2Config, b: usize, t: usize) -> Self {
@@ -137,7 +143,7 @@ impl<K: Backend> Activations<K> {
 
     /// The lm_head's input (B,T,C): the policy GRN's output, or ln_f's without a GRN.
     pub fn head_input(&self) -> &K::Buf {
-        self.grn.as_ref().map_or(&self.lnf, |g| &g.out)
+        head_input(&self.grn, &self.lnf)
     }
 
     /// Allocates the (B,T,V) logits buffer if it is not there yet.

@@ -224,7 +224,7 @@ pub fn token_ids(v: Option<&Value>, field: &str) -> std::result::Result<Vec<u32>
 }
 
 /// The JSON form transformers writes: null, one id, or a list.
-fn token_ids_json(ids: &[u32]) -> Value {
+pub fn token_ids_json(ids: &[u32]) -> Value {
     match ids {
         [] => Value::Null,
         [one] => json!(one),

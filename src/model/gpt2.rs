@@ -1,7 +1,7 @@
 //! GPT-2 forward and backward, written once against the [`Backend`] op set (llm.c-style
 //! explicit passes, no autograd).
 
-use super::activations::Activations;
+use super::activations::{head_input, Activations};
 use super::config::Gpt2Config;
 use super::grn::{GrnConfig, Head};
 use super::kv_cache::KvCache;
@@ -326,7 +326,7 @@ impl<K: Backend> Gpt2<K> {
         }
         acts.ensure_grad(&self.backend, &self.config);
         let g = self.grads.as_mut().expect("allocated above");
-        let hidden = acts.grn.as_ref().map_or(&acts.lnf, |x| &x.out);
+        let hidden = head_input(&acts.grn, &acts.lnf);
         let s = acts.grad.as_mut().expect("allocated above");
         let view = HeadGrad {
             backend: &self.backend,
@@ -460,7 +460,7 @@ impl<K: Backend> Gpt2<K> {
     /// logits (N,V) = lnf (N,C) · wteᵀ: the lm_head is tied to the token embedding.
     fn lm_head(&self, a: &mut Activations<K>) {
         let (n, c, v) = (a.b * a.t, self.config.n_embd, self.config.vocab_size);
-        let hidden = a.grn.as_ref().map_or(&a.lnf, |x| &x.out);
+        let hidden = head_input(&a.grn, &a.lnf);
         self.backend.matmul(&mut a.logits, hidden, &self.params[WTE], None, Gemm::nt(n, v, c));
     }
 
@@ -472,7 +472,7 @@ impl<K: Backend> Gpt2<K> {
         let g = self.grads.as_mut().expect("allocated by forward_backward");
         let s = a.grad.as_mut().expect("allocated by ensure_grad");
         // Tied lm_head: wte collects gradient from the logits here and from the encoder below.
-        let hidden = a.grn.as_ref().map_or(&a.lnf, |x| &x.out);
+        let hidden = head_input(&a.grn, &a.lnf);
         k.matmul(&mut g[WTE], &a.logits, hidden, None, Gemm::tn(v, c, n).acc());
         k.matmul(&mut s.dbtc, &a.logits, &self.params[WTE], None, Gemm::nn(n, c, v));
     }

@@ -38,7 +38,7 @@ fn token_text(v: &Value) -> Option<String> {
 }
 
 /// A JSON object file, `None` when it does not exist; anything else is an error naming it.
-fn read_object(path: &Path) -> Result<Option<Map<String, Value>>> {
+pub(crate) fn read_object(path: &Path) -> Result<Option<Map<String, Value>>> {
     if !path.exists() {
         return Ok(None);
     }

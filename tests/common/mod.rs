@@ -7,6 +7,8 @@ pub mod gradcheck;
 pub mod objective;
 
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
+use gepa_dapo_grn::data::arithmetic::addition_problems;
+use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::util::rng::Rng;
 
 /// GPU 0 as a backend, or `None` after saying why the GPU test is skipped (no GPU here).
@@ -18,6 +20,23 @@ pub fn gpu() -> Option<CudaBackend> {
             None
         }
     }
+}
+
+/// The first `n` tasks of the built-in addition task (seed 1), `task_id` "long" or "short" by
+/// prompt length.
+pub fn tasks(n: usize) -> TaskDataset {
+    let (train, _) = addition_problems(1);
+    TaskDataset::from_tasks(
+        train
+            .into_iter()
+            .take(n)
+            .map(|(p, a)| Task {
+                prompt: p.clone(),
+                task_id: if p.len() > 5 { "long".into() } else { "short".into() },
+                record: serde_json::json!({ "prompt": p, "answer": a }),
+            })
+            .collect(),
+    )
 }
 
 /// `n` samples of N(0, std²) from a seeded generator.

@@ -56,15 +56,21 @@ pub fn file_stems(runs: &[RunLog]) -> Vec<String> {
         let clean = if clean.is_empty() || clean.starts_with('.') { format!("run{clean}") } else { clean };
         let base = if runs.len() > 1 && clean == COMPARE_STEM { format!("{clean}-run") } else { clean };
         // Two names can clean to one stem (`a/b` and `a_b`): number the later ones.
-        let mut stem = base.clone();
-        let mut k = 2;
-        while stems.contains(&stem) {
-            stem = format!("{base}-{k}");
-            k += 1;
-        }
+        let stem = unused_name(&base, '-', &stems);
         stems.push(stem);
     }
     stems
+}
+
+/// `base`, or `base{sep}2`, `base{sep}3`, … : the first that `taken` does not hold.
+pub(crate) fn unused_name(base: &str, sep: char, taken: &[String]) -> String {
+    let mut name = base.to_string();
+    let mut k = 2;
+    while taken.contains(&name) {
+        name = format!("{base}{sep}{k}");
+        k += 1;
+    }
+    name
 }
 
 #[cfg(test)]

@@ -256,13 +256,7 @@ pub fn run_names(paths: &[PathBuf]) -> Vec<String> {
     }
     let mut out: Vec<String> = Vec::with_capacity(paths.len());
     for (c, &d) in candidates.iter().zip(&depth) {
-        let base = c[d].clone();
-        let mut name = base.clone();
-        let mut k = 2;
-        while out.contains(&name) {
-            name = format!("{base}#{k}");
-            k += 1;
-        }
+        let name = super::unused_name(&c[d], '#', &out);
         out.push(name);
     }
     out
