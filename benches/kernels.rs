@@ -13,8 +13,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Cr
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::backend::device::Device;
+use gepa_dapo_grn::backend::prelude::*;
 use gepa_dapo_grn::backend::{
     policy_metric as pm, Backend, GrnShape, LogprobChunk, PolicyLossInputs, PolicyLossParams, SampleParams,
+};
+use gepa_dapo_grn::backend::{
+    AdvantageParams, GrnCausalStats, GrnParams, GrnSeqStats, GrnStepShape, GroupOffsets, Masked,
 };
 use gepa_dapo_grn::rl::advantage::{group_advantages, AdvantageConfig, AdvantageScaling};
 use gepa_dapo_grn::util::rng::Rng;
@@ -103,14 +107,28 @@ fn bench_grn<K: Backend>(g: &mut BenchmarkGroup<'_, WallTime>, k: &K, rng: &mut 
     g.throughput(Throughput::Bytes(bytes::grn_causal_fwd(ub, ut, uc)));
     g.bench_function(BenchmarkId::new("grn_causal_fwd", &shape), |bch| {
         bch.iter(|| {
-            k.grn_causal_forward(&mut out, &mut gc, &mut mc, &x, &gamma, &beta, gs);
+            k.grn_causal_forward(
+                &mut out,
+                GrnCausalStats { g: &mut gc, mean: &mut mc },
+                &x,
+                GrnParams { gamma: &gamma, beta: &beta },
+                gs,
+            );
             k.synchronize()
         })
     });
     g.throughput(Throughput::Bytes(bytes::grn_causal_bwd(ub, ut, uc)));
     g.bench_function(BenchmarkId::new("grn_causal_bwd", &shape), |bch| {
         bch.iter(|| {
-            k.grn_causal_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &gamma, &gc, &mc, gs);
+            k.grn_causal_backward(
+                &mut dx,
+                GrnParams { gamma: &mut dgamma, beta: &mut dbeta },
+                &dy,
+                &x,
+                &gamma,
+                GrnCausalStats { g: &gc, mean: &mc },
+                gs,
+            );
             k.synchronize()
         })
     });
@@ -119,7 +137,14 @@ fn bench_grn<K: Backend>(g: &mut BenchmarkGroup<'_, WallTime>, k: &K, rng: &mut 
     g.throughput(Throughput::Bytes(bytes::grn_causal_step(ub, uc)));
     g.bench_function(BenchmarkId::new("grn_causal_step", format!("R={b} C={c}")), |bch| {
         bch.iter(|| {
-            k.grn_causal_step(&mut rows_out, &mut sums, &xr, &seq, &gamma, &beta, b, c, 1e-6);
+            k.grn_causal_step(
+                &mut rows_out,
+                &mut sums,
+                &xr,
+                &seq,
+                GrnParams { gamma: &gamma, beta: &beta },
+                GrnStepShape { rows: b, c, eps: 1e-6 },
+            );
             k.synchronize()
         })
     });
@@ -128,14 +153,28 @@ fn bench_grn<K: Backend>(g: &mut BenchmarkGroup<'_, WallTime>, k: &K, rng: &mut 
     g.throughput(Throughput::Bytes(bytes::grn_fwd(ub, ut, uc)));
     g.bench_function(BenchmarkId::new("grn_fwd", &shape), |bch| {
         bch.iter(|| {
-            k.grn_sequence_forward(&mut out, &mut gsq, &mut ms, &mut ns, &x, &mask, &gamma, &beta, gs);
+            k.grn_sequence_forward(
+                &mut out,
+                GrnSeqStats { g: &mut gsq, mean: &mut ms, n: &mut ns },
+                Masked { x: &x, mask: &mask },
+                GrnParams { gamma: &gamma, beta: &beta },
+                gs,
+            );
             k.synchronize()
         })
     });
     g.throughput(Throughput::Bytes(bytes::grn_bwd(ub, ut, uc)));
     g.bench_function(BenchmarkId::new("grn_bwd", &shape), |bch| {
         bch.iter(|| {
-            k.grn_sequence_backward(&mut dx, &mut dgamma, &mut dbeta, &dy, &x, &mask, &gamma, &gsq, &ms, &ns, gs);
+            k.grn_sequence_backward(
+                &mut dx,
+                GrnParams { gamma: &mut dgamma, beta: &mut dbeta },
+                &dy,
+                Masked { x: &x, mask: &mask },
+                &gamma,
+                GrnSeqStats { g: &gsq, mean: &ms, n: &ns },
+                gs,
+            );
             k.synchronize()
         })
     });
@@ -213,14 +252,19 @@ fn gpu(c: &mut Criterion) {
 
     // Group advantages: 16384 rewards in 2048 groups of 8, group scaling, eps 1e-4.
     let (an, gs) = (16384usize, 8usize);
-    let host_offsets: Vec<i32> = (0..=an / gs).map(|i| (i * gs) as i32).collect();
-    let offsets = k.group_offsets(&host_offsets).expect("valid offsets");
+    let host_offsets: Vec<u32> = (0..=an / gs).map(|i| (i * gs) as u32).collect();
+    let offsets = GroupOffsets::new(&k, &host_offsets).expect("valid offsets");
     let rewards = k.upload(&randn(&mut rng, an, 1.0));
     let mut adv = k.alloc(an);
     g.throughput(Throughput::Bytes(bytes::advantage(an as u64, (an / gs) as u64)));
     g.bench_function(BenchmarkId::new("group_advantage", format!("N={an} G={}", an / gs)), |bch| {
         bch.iter(|| {
-            k.group_advantage(&mut adv, &rewards, &offsets, AdvantageScaling::Group, 1e-4, None);
+            k.group_advantage(
+                &mut adv,
+                &rewards,
+                &offsets,
+                AdvantageParams { scaling: AdvantageScaling::Group, eps: 1e-4, clip: None },
+            );
             sync(&k)
         })
     });

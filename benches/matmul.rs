@@ -3,7 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::{Backend, Gemm};
+use gepa_dapo_grn::backend::prelude::*;
+use gepa_dapo_grn::backend::Gemm;
 use gepa_dapo_grn::util::rng::Rng;
 
 fn bench(c: &mut Criterion) {

@@ -12,7 +12,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::Backend;
+use gepa_dapo_grn::backend::prelude::*;
 use gepa_dapo_grn::rl::objective::{workspace_bytes, DapoObjective, ObjectiveBatch, ObjectiveConfig};
 use gepa_dapo_grn::util::rng::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -29,6 +29,7 @@ pub mod report;
 pub mod reward;
 pub mod rl;
 pub mod rollout;
+pub mod selftest;
 pub mod tokenizer;
 pub mod train;
 pub mod util;

@@ -148,7 +148,7 @@ fn selftest_on_the_emulator_passes_every_row() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("device: emulated"), "{stdout}");
-    for op in gepa_dapo_grn::backend::parity::FAMILIES {
+    for op in gepa_dapo_grn::selftest::FAMILIES {
         assert!(stdout.lines().any(|l| l.starts_with(op) && l.contains("PASS")), "no PASS row for {op}:\n{stdout}");
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");

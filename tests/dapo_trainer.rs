@@ -5,7 +5,7 @@ mod common;
 
 use common::tasks;
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
+use gepa_dapo_grn::backend::kernel::EmuBackend;
 use gepa_dapo_grn::backend::LossType;
 use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};

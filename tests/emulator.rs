@@ -2,7 +2,8 @@
 //! sources run on the host through the launch path the CUDA backend will use, compared with
 //! plain-Rust oracles. Includes a negative control: a deliberately wrong kernel must disagree.
 
-use gepa_dapo_grn::backend::emu::{DevPtr, EmuDevice, EmuError, KernelArgs, Launch};
+use gepa_dapo_grn::backend::emu::{EmuDevice, EmuError};
+use gepa_dapo_grn::backend::launch::{DevPtr, KernelArgs, Launch};
 
 /// Deterministic values in [-1, 1) (a small LCG; no test depends on the exact stream).
 fn values(n: usize, seed: u64) -> Vec<f32> {

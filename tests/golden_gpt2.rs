@@ -16,7 +16,7 @@
 //! On a GPU the matmuls run on TF32 tensor cores: each operand is rounded to a 10-bit
 //! mantissa (unit roundoff u = 2⁻¹¹ ≈ 4.9e-4) before an f32-accumulated product. Measured
 //! here with exactly that rounding on the emulated kernel backend
-//! (`config_a_and_b_with_tf32_matmuls_emulated`), configs a / b: logits 8.6e-4 / 5.6e-4 of max
+//! (the `emu_tf32` tests), configs a / b: logits 8.6e-4 / 5.6e-4 of max
 //! |logit|, loss 2.5e-5 / 1.3e-5 relative, gradients at worst 1.2e-3 / 7.2e-4 of the tensor's
 //! max, AdamW losses 4.2e-4 and pre-clip norms 3.8e-3 relative. [`TF32`] allows about five
 //! times that: logits 5e-3, loss 2e-4, gradients 1e-2, AdamW losses 2e-3, norms 2e-2 (a GPU
@@ -25,11 +25,11 @@
 //! so TF32's ~5e-4 relative noise on every small gradient turns into a different step
 //! direction there; the loss trajectory is the meaningful check.
 
+#[macro_use]
 mod common;
 
-use common::{gpu, rel_err};
+use common::{rel_err, Precision};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
 use gepa_dapo_grn::backend::Backend;
 use gepa_dapo_grn::checkpoint::{load_model, TensorFile};
 use gepa_dapo_grn::model::Gpt2;
@@ -200,60 +200,28 @@ fn adamw_steps<K: Backend>(cfg: &str, k: K, tol: &Tol) {
     assert!(skipped < key_bias + total / 200, "too many excluded coordinates: {skipped}");
 }
 
-#[test]
-fn config_a_logits_loss_grads() {
-    logits_loss_and_grads("a", cpu(), &F32);
-}
+/// The golden checks as bodies per backend (see `test_backends!`): f32 tolerances where the
+/// matmuls are f32 (the CPU, the plain emulator), TF32 ones where they are TF32 (a GPU's
+/// cuBLASLt, and the emulator rounding every operand as tensor cores round it; the GPU also
+/// accumulates in a different order, f32-level noise next to TF32's).
+mod bodies {
+    use super::*;
 
-#[test]
-fn config_b_logits_loss_grads() {
-    logits_loss_and_grads("b", cpu(), &F32);
-}
-
-/// The TF32 tolerances, measured without a GPU: the emulated kernel backend with every matmul
-/// operand rounded to TF32 as tensor cores round it. (The GPU also accumulates in a different
-/// order; that is f32-level noise next to TF32's.)
-#[test]
-fn config_a_and_b_with_tf32_matmuls_emulated() {
-    for cfg in ["a", "b"] {
-        logits_loss_and_grads(cfg, EmuBackend::emulated_tf32(), &TF32);
-        adamw_steps(cfg, EmuBackend::emulated_tf32(), &TF32);
+    pub fn config_a_logits_loss_grads<K: Backend>(k: K, p: Precision) {
+        logits_loss_and_grads("a", k, p.pick(&F32, &TF32));
+    }
+    pub fn config_b_logits_loss_grads<K: Backend>(k: K, p: Precision) {
+        logits_loss_and_grads("b", k, p.pick(&F32, &TF32));
+    }
+    pub fn config_a_adamw<K: Backend>(k: K, p: Precision) {
+        adamw_steps("a", k, p.pick(&F32, &TF32));
+    }
+    pub fn config_b_adamw<K: Backend>(k: K, p: Precision) {
+        adamw_steps("b", k, p.pick(&F32, &TF32));
     }
 }
 
-/// The golden checks on the CUDA backend (TF32 matmuls), when a GPU is present.
-#[test]
-fn config_a_and_b_on_cuda() {
-    if let Some(k) = gpu() {
-        for cfg in ["a", "b"] {
-            logits_loss_and_grads(cfg, k.clone(), &TF32);
-            adamw_steps(cfg, k.clone(), &TF32);
-        }
-    }
-}
-
-/// The same checks on the kernel backend under emulation: every GPT-2 op through the
-/// `kernels/*.cu` sources and the launch code the GPU runs. The emulator's GEMM is the CPU's,
-/// so the golden tolerances hold unchanged; on a GPU (TF32 matmuls) they would not.
-#[test]
-fn config_a_logits_loss_grads_emulated() {
-    logits_loss_and_grads("a", EmuBackend::emulated(), &F32);
-}
-
-#[test]
-fn config_a_adamw_emulated() {
-    adamw_steps("a", EmuBackend::emulated(), &F32);
-}
-
-#[test]
-fn config_a_adamw() {
-    adamw_steps("a", cpu(), &F32);
-}
-
-#[test]
-fn config_b_adamw() {
-    adamw_steps("b", cpu(), &F32);
-}
+test_backends!(bodies: config_a_logits_loss_grads, config_b_logits_loss_grads, config_a_adamw, config_b_adamw);
 
 /// f16, bf16 and un-prefixed copies of config b load to the same weights (exactly for the
 /// un-prefixed f32 copy; within the format's rounding for f16 and bf16) and ignore the

@@ -7,7 +7,10 @@
 //! absolute plus 1e-2 relative passes a correct backward while any wrong index, sign or
 //! missing term (through G or through the mean) is off by O(0.1) or more.
 
-use gepa_dapo_grn::model::grn::{grn_backward, grn_forward, maybe_apply_grn, Grn, GrnConfig, Head, GRN_EPS};
+use gepa_dapo_grn::backend::{GrnParams, GrnSeqStats, GrnShape, Masked};
+use gepa_dapo_grn::model::grn::{
+    grn_sequence_backward, grn_sequence_forward, maybe_apply_grn, Grn, GrnConfig, Head, GRN_EPS,
+};
 use gepa_dapo_grn::util::rng::Rng;
 
 const H: f32 = 1e-3;
@@ -253,9 +256,13 @@ fn free_functions_match_the_layer_and_are_thread_count_independent() {
     let mask: Vec<f32> = (0..b * t).map(|i| if i % t <= i / t + 4 { 1.0 } else { 0.0 }).collect();
     let run = || {
         let (mut y, mut g, mut mean, mut n) = (vec![0.0; x.len()], vec![0.0; b * c], vec![0.0; b], vec![0.0; b * c]);
-        grn_forward(&mut y, &mut g, &mut mean, &mut n, &x, &mask, &grn.gamma, &grn.beta, b, t, c, GRN_EPS);
+        let stats = GrnSeqStats { g: &mut g[..], mean: &mut mean[..], n: &mut n[..] };
+        let (p, s) = (GrnParams { gamma: &grn.gamma[..], beta: &grn.beta[..] }, GrnShape { b, t, c, eps: GRN_EPS });
+        grn_sequence_forward(&mut y, stats, Masked { x: &x[..], mask: &mask[..] }, p, s);
         let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
-        grn_backward(&mut dx, &mut dg, &mut db, &r, &x, &mask, &grn.gamma, &g, &mean, &n, b, t, c, GRN_EPS);
+        let dp = GrnParams { gamma: &mut dg[..], beta: &mut db[..] };
+        let stats = GrnSeqStats { g: &g[..], mean: &mean[..], n: &n[..] };
+        grn_sequence_backward(&mut dx, dp, &r, Masked { x: &x[..], mask: &mask[..] }, &grn.gamma, stats, s);
         [y, dx, dg, db].map(|v| bits(&v))
     };
     let many = run();

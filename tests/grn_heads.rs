@@ -4,7 +4,7 @@
 //! backward) matches finite differences of the whole pipeline.
 
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::Backend;
+use gepa_dapo_grn::backend::prelude::*;
 use gepa_dapo_grn::model::grn::{maybe_apply_grn, Grn, GrnConfig, Head};
 use gepa_dapo_grn::rl::objective::{DapoObjective, ObjectiveBatch, ObjectiveConfig};
 use gepa_dapo_grn::util::rng::Rng;

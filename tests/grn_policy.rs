@@ -8,10 +8,11 @@ mod common;
 
 use common::{rel_err, tasks};
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
+use gepa_dapo_grn::backend::kernel::EmuBackend;
 use gepa_dapo_grn::backend::Backend;
+use gepa_dapo_grn::backend::{GrnParams, GrnSeqStats, GrnShape, Masked};
 use gepa_dapo_grn::checkpoint::{load_model, save_model};
-use gepa_dapo_grn::model::grn::{grn_forward, GrnConfig};
+use gepa_dapo_grn::model::grn::{grn_sequence_forward, GrnConfig};
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
 use gepa_dapo_grn::reward::{FeedbackMapping, FnScorer, Metrics, RewardMixer, ScoreInput};
 use gepa_dapo_grn::rl::objective::{DapoObjective, ObjectiveBatch, ObjectiveConfig};
@@ -247,7 +248,10 @@ fn the_sequence_wide_form_would_let_a_later_token_change_an_earlier_output() {
     let (gamma, beta) = (vec![0.8; c], vec![0.1; c]);
     let run = |x: &[f32]| {
         let (mut out, mut g, mut mean, mut n) = (vec![0.0; t * c], vec![0.0; c], vec![0.0; 1], vec![0.0; c]);
-        grn_forward(&mut out, &mut g, &mut mean, &mut n, x, &vec![1.0; t], &gamma, &beta, 1, t, c, 1e-6);
+        let stats = GrnSeqStats { g: &mut g[..], mean: &mut mean[..], n: &mut n[..] };
+        let mask = vec![1.0; t];
+        let p = GrnParams { gamma: &gamma[..], beta: &beta[..] };
+        grn_sequence_forward(&mut out, stats, Masked { x, mask: &mask[..] }, p, GrnShape { b: 1, t, c, eps: 1e-6 });
         out
     };
     let mut y = x.clone();

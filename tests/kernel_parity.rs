@@ -8,8 +8,8 @@ mod common;
 
 use gepa_dapo_grn::backend::device::Device;
 use gepa_dapo_grn::backend::emu::EmuDevice;
-use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
-use gepa_dapo_grn::backend::parity::{self, compare, ParityRow, Tol, FAMILIES};
+use gepa_dapo_grn::backend::kernel::EmuBackend;
+use gepa_dapo_grn::selftest::{self as parity, compare, ParityRow, Tol, FAMILIES};
 
 const SEED: u64 = 0;
 

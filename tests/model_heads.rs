@@ -3,7 +3,9 @@
 //! exactly (same ops, same order on the CPU), so the split at the hidden state loses nothing.
 
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::{Backend, Gemm};
+use gepa_dapo_grn::backend::prelude::*;
+use gepa_dapo_grn::backend::CrossEntropyShape;
+use gepa_dapo_grn::backend::Gemm;
 use gepa_dapo_grn::model::{mean_weights, Gpt2, Gpt2Config};
 use gepa_dapo_grn::util::rng::Rng;
 
@@ -32,7 +34,7 @@ fn a_head_recomputing_the_lm_head_matches_forward_backward_bit_for_bit() {
             let mut logits = k.alloc(n * v);
             k.matmul(&mut logits, h.hidden, h.wte, None, Gemm::nt(n, v, c));
             let (mut losses, tg, w) = (k.alloc(n), k.upload_ids(&targets), k.upload(&weights));
-            k.cross_entropy(&mut logits, &mut losses, &tg, &w, n, v, true);
+            k.cross_entropy(&mut logits, &mut losses, &tg, &w, CrossEntropyShape { n, v }, true);
             k.matmul(h.dwte, &logits, h.hidden, None, Gemm::tn(v, c, n).acc());
             k.matmul(h.dhidden, &logits, h.wte, None, Gemm::nn(n, c, v));
             Ok(k.download(&losses).iter().map(|&x| x as f64).sum::<f64>() as f32)

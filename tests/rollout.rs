@@ -5,9 +5,9 @@
 mod common;
 
 use common::rel_err;
+use gepa_dapo_grn::backend::cpu::sampling::sample;
 use gepa_dapo_grn::backend::cpu::CpuBackend;
 use gepa_dapo_grn::model::{Gpt2, Gpt2Config};
-use gepa_dapo_grn::rollout::sampler::sample;
 use gepa_dapo_grn::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
 use gepa_dapo_grn::util::counter_rng;
 use gepa_dapo_grn::util::rng::Rng;

@@ -24,7 +24,7 @@
 //! --nocapture`).
 
 use gepa_dapo_grn::backend::cpu::CpuBackend;
-use gepa_dapo_grn::backend::kernel_backend::EmuBackend;
+use gepa_dapo_grn::backend::kernel::EmuBackend;
 use gepa_dapo_grn::backend::Backend;
 use gepa_dapo_grn::checkpoint::load_model;
 use gepa_dapo_grn::optim::LrDecay;

@@ -8,9 +8,9 @@
 //! Memory is typed as 32-bit words: f32 values and u32 token ids share one buffer type, and
 //! the kernels take both as pointers; the host side converts with `bytemuck`.
 //!
-//! [`KernelBackend`]: crate::backend::kernel_backend::KernelBackend
+//! [`KernelBackend`]: crate::backend::kernel::KernelBackend
 
-use super::kernels::{DevPtr, Launcher};
+use super::launch::{DevPtr, Launcher};
 use super::Gemm;
 
 /// A device that holds memory and runs the `kernels/*.cu` kernels.

@@ -1,14 +1,14 @@
-//! The types of [`Backend::sample`](super::Backend::sample): drawing one token per row of
+//! The types of [`SamplingOps::sample`](super::SamplingOps::sample): drawing one token per row of
 //! logits where the logits live, so a decode step moves a token id and a log-prob per sequence
 //! off the device instead of a (rows, V) matrix.
 //!
-//! The semantics are `rollout::sampler`'s (the CPU oracle): temperature → top-k → top-p →
+//! The semantics are [`super::cpu::sampling`]'s (the CPU oracle): temperature → top-k → top-p →
 //! an inverse-CDF draw with the uniform `counter_rng::uniform(seed, step, sequence, position)`,
 //! and the recorded log-prob is that of the untruncated tempered distribution.
 
 use std::fmt;
 
-/// What [`Backend::sample`](super::Backend::sample) draws with: the sampler's settings and
+/// What [`SamplingOps::sample`](super::SamplingOps::sample) draws with: the sampler's settings and
 /// the rollout's RNG key.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleParams {

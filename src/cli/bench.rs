@@ -14,10 +14,12 @@
 //! fraction of a device-to-device copy's bandwidth measured in the same run, on the shapes
 //! `bench/torch_reference.py` times PyTorch eager on, plus one GEMM row in TFLOP/s.
 
-use super::device::{resolve, Device, Resolved};
-use crate::backend::device::Device as DeviceTrait;
-use crate::backend::kernel_backend::KernelBackend;
+use super::device::{resolve, DeviceChoice, Resolved};
+use crate::backend::device::Device;
+use crate::backend::kernel::KernelBackend;
+use crate::backend::prelude::*;
 use crate::backend::{policy_metric as pm, Backend, Gemm, GrnShape, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use crate::backend::{AdvantageParams, GrnCausalStats, GrnParams, GroupOffsets};
 use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2, Gpt2Config};
@@ -36,7 +38,7 @@ use std::time::Instant;
 pub struct BenchArgs {
     /// Backend to time: cpu, cuda, cuda:N, emu (the kernel emulator), or auto.
     #[arg(long, default_value = "cpu")]
-    device: Device,
+    device: DeviceChoice,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -496,12 +498,12 @@ struct Row {
 /// A device buffer of `len` random values N(0, std²) (never zeros). Large buffers repeat a
 /// random block of at most 16 Mi values, copied on the device, so no host vector of their size
 /// is built (the (N, V) logits are 3.3 GB).
-fn random_buf<D: DeviceTrait>(
+fn random_buf<D: Device>(
     k: &KernelBackend<D>,
     rng: &mut Rng,
     len: usize,
     std: f32,
-) -> <KernelBackend<D> as Backend>::Buf {
+) -> <KernelBackend<D> as MemoryOps>::Buf {
     let block = len.min(1 << 24);
     let host: Vec<f32> = (0..block).map(|_| rng.normal() * std).collect();
     if block == len {
@@ -520,7 +522,7 @@ fn random_buf<D: DeviceTrait>(
 
 /// Median device time of `f(i)` in ms over `runs` timed runs after `warmup` runs; `i` counts
 /// the runs, for rotating input sets.
-fn time_op<D: DeviceTrait>(k: &KernelBackend<D>, warmup: usize, runs: usize, f: &mut dyn FnMut(usize)) -> Result<f64> {
+fn time_op<D: Device>(k: &KernelBackend<D>, warmup: usize, runs: usize, f: &mut dyn FnMut(usize)) -> Result<f64> {
     let mut ms = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
         let t = k
@@ -537,7 +539,7 @@ fn time_op<D: DeviceTrait>(k: &KernelBackend<D>, warmup: usize, runs: usize, f: 
     Ok(median(ms))
 }
 
-fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: bool) -> Result<()> {
+fn kernel_bench<D: Device>(k: &KernelBackend<D>, a: &BenchArgs, emulated: bool) -> Result<()> {
     // The emulator runs every CUDA thread on one host core: the full shapes would take hours there.
     let sh = Shapes::new(a.small || emulated);
     let (warmup, runs) = if emulated { (1, a.iters.unwrap_or(3).max(1)) } else { (3, a.iters.unwrap_or(20).max(1)) };
@@ -602,14 +604,19 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
     // Group advantages: groups of adv_group, group scaling, eps 1e-4.
     let an = sh.adv_n;
     let groups = an / sh.adv_group;
-    let host_offsets: Vec<i32> = (0..=groups).map(|g| (g * sh.adv_group) as i32).collect();
-    let offsets = k.group_offsets(&host_offsets).map_err(Error::Invalid)?;
+    let host_offsets: Vec<u32> = (0..=groups).map(|g| (g * sh.adv_group) as u32).collect();
+    let offsets = GroupOffsets::new(k, &host_offsets).map_err(Error::Invalid)?;
     // Bytes: read rewards (N) and offsets (G+1), write advantages (N).
     let bytes = (2 * an + groups + 1) * f32b;
     let sets: Vec<_> = (0..copies(bytes, warmup + runs, emulated)).map(|_| random_buf(k, &mut rng, an, 1.0)).collect();
     let mut out = k.alloc(an);
     let ms = time_op(k, warmup, runs, &mut |i| {
-        k.group_advantage(&mut out, &sets[i % sets.len()], &offsets, AdvantageScaling::Group, 1e-4, None)
+        k.group_advantage(
+            &mut out,
+            &sets[i % sets.len()],
+            &offsets,
+            AdvantageParams { scaling: AdvantageScaling::Group, eps: 1e-4, clip: None },
+        )
     })?;
     let note = String::new();
     rows.push(Row { op: "group_advantage", shape: format!("N={an} G={groups}"), ms, bytes: bytes as f64, note });
@@ -687,20 +694,40 @@ fn kernel_bench<D: DeviceTrait>(k: &KernelBackend<D>, a: &BenchArgs, emulated: b
         let (gamma, beta) = (random_buf(k, &mut rng, c, 0.5), random_buf(k, &mut rng, c, 0.5));
         let (mut out, mut g, mut mean) = (k.alloc(btc), k.alloc(btc), k.alloc(b * t));
         let ms = time_op(k, warmup, runs, &mut |i| {
-            k.grn_causal_forward(&mut out, &mut g, &mut mean, &xs[i % xs.len()], &gamma, &beta, gs)
+            k.grn_causal_forward(
+                &mut out,
+                GrnCausalStats { g: &mut g, mean: &mut mean },
+                &xs[i % xs.len()],
+                GrnParams { gamma: &gamma, beta: &beta },
+                gs,
+            )
         })?;
         rows.push(Row { op: "grn_fwd", shape: shape.clone(), ms, bytes: fwd_bytes as f64, note: "causal".into() });
         // Bytes (backward): read dy, x, G twice each (the row coefficients, then the reverse
         // scan), μ (B·T), γ; write dx (B·T·C) and the (B·T) coefficients. The (B, 2C) partial
         // sums are not counted.
         let bwd_bytes = (7 * btc + 3 * b * t + 5 * c) * f32b;
-        k.grn_causal_forward(&mut out, &mut g, &mut mean, &xs[0], &gamma, &beta, gs);
+        k.grn_causal_forward(
+            &mut out,
+            GrnCausalStats { g: &mut g, mean: &mut mean },
+            &xs[0],
+            GrnParams { gamma: &gamma, beta: &beta },
+            gs,
+        );
         let dys: Vec<_> = (0..n_sets.min(2)).map(|_| random_buf(k, &mut rng, btc, 1.0)).collect();
         let (mut dgamma, mut dbeta) = (k.alloc(c), k.alloc(c));
         let mut dx = k.alloc(btc);
         let ms = time_op(k, warmup, runs, &mut |i| {
             let dy = &dys[i % dys.len()];
-            k.grn_causal_backward(&mut dx, &mut dgamma, &mut dbeta, dy, &xs[0], &gamma, &g, &mean, gs)
+            k.grn_causal_backward(
+                &mut dx,
+                GrnParams { gamma: &mut dgamma, beta: &mut dbeta },
+                dy,
+                &xs[0],
+                &gamma,
+                GrnCausalStats { g: &g, mean: &mean },
+                gs,
+            )
         })?;
         let note = if n_sets > 1 { "causal, dy rotated over 2 sets" } else { "causal" };
         rows.push(Row { op: "grn_bwd", shape, ms, bytes: bwd_bytes as f64, note: note.into() });

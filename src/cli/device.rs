@@ -9,13 +9,13 @@ use std::str::FromStr;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::{CudaBackend, CudaDevice};
-use crate::backend::kernel_backend::EmuBackend;
-use crate::backend::Backend;
+use crate::backend::kernel::EmuBackend;
+use crate::backend::prelude::*;
 use crate::error::{Error, Result};
 
 /// Where to compute (the value of `--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
+pub enum DeviceChoice {
     /// A GPU if one is usable, else the CPU.
     Auto,
     /// The multi-threaded f32 CPU backend.
@@ -26,29 +26,29 @@ pub enum Device {
     Emu,
 }
 
-impl FromStr for Device {
+impl FromStr for DeviceChoice {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "auto" => Ok(Device::Auto),
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            "emu" => Ok(Device::Emu),
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            "emu" => Ok(DeviceChoice::Emu),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
                 _ => Err(format!("`{s}` is not a device: expected auto, cpu, cuda, cuda:N or emu")),
             },
         }
     }
 }
 
-impl std::fmt::Display for Device {
+impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Device::Auto => f.write_str("auto"),
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-            Device::Emu => f.write_str("emu"),
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Emu => f.write_str("emu"),
         }
     }
 }
@@ -90,12 +90,12 @@ pub fn open_cuda(n: usize) -> Result<CudaBackend> {
 }
 
 /// Resolves `--device`: `auto` tries GPU 0 and falls back to the CPU, saying which and why.
-pub fn resolve(device: Device, threads: Option<usize>) -> Result<Resolved> {
+pub fn resolve(device: DeviceChoice, threads: Option<usize>) -> Result<Resolved> {
     match device {
-        Device::Cpu => Ok(Resolved::Cpu(CpuBackend::new(threads))),
-        Device::Cuda(n) => open_cuda(n).map(Resolved::Cuda),
-        Device::Emu => Ok(Resolved::Emu(EmuBackend::emulated())),
-        Device::Auto => match CudaDevice::open(0) {
+        DeviceChoice::Cpu => Ok(Resolved::Cpu(CpuBackend::new(threads))),
+        DeviceChoice::Cuda(n) => open_cuda(n).map(Resolved::Cuda),
+        DeviceChoice::Emu => Ok(Resolved::Emu(EmuBackend::emulated())),
+        DeviceChoice::Auto => match CudaDevice::open(0) {
             Ok(d) => {
                 let k = CudaBackend::new(d);
                 eprintln!("device: {} (auto: a usable GPU was found)", k.name());
@@ -116,7 +116,7 @@ pub struct ComputeArgs {
     /// Backend: auto (GPU 0 if usable, else the CPU), cpu, cuda[:N], or emu (the kernel
     /// emulator: the CUDA code path on the host, slow; for checking without a GPU).
     #[arg(long, default_value = "auto")]
-    pub device: Device,
+    pub device: DeviceChoice,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -126,7 +126,7 @@ impl ComputeArgs {
     /// The backend `--device` names (see [`resolve`]), said on stderr.
     pub fn resolve(&self) -> Result<Resolved> {
         let r = resolve(self.device, self.threads)?;
-        if self.device != Device::Auto {
+        if self.device != DeviceChoice::Auto {
             // `auto` has said what it picked and why.
             eprintln!("device: {}", r.name());
         }

@@ -1,11 +1,10 @@
-//! `dapo selftest`: every parity case of [`crate::backend::parity`] on a GPU (or the kernel
+//! `dapo selftest`: every parity case of [`crate::selftest`] on a GPU (or the kernel
 //! emulator), compared with the CPU oracle, printed as a table. Exit code 1 when a row fails,
 //! so a GPU host can be checked with one command before it trains.
 
-use super::device::{open_cuda, Device};
+use super::device::{open_cuda, DeviceChoice};
 use crate::backend::cuda::{CudaBackend, CudaDevice};
-use crate::backend::kernel_backend::{EmuBackend, KernelBackend};
-use crate::backend::parity;
+use crate::backend::kernel::{EmuBackend, KernelBackend};
 use crate::error::{Error, Result};
 
 /// Arguments of `dapo selftest`.
@@ -13,7 +12,7 @@ use crate::error::{Error, Result};
 pub struct SelftestArgs {
     /// Device to check: auto (GPU 0 if usable, else the emulator), cuda, cuda:N or emu.
     #[arg(long, default_value = "auto")]
-    device: Device,
+    device: DeviceChoice,
     /// Seed of the random inputs (the same seed gives the same inputs on every device).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -22,15 +21,15 @@ pub struct SelftestArgs {
 /// Runs `dapo selftest`.
 pub fn run(a: SelftestArgs) -> Result<()> {
     match a.device {
-        Device::Cpu => {
+        DeviceChoice::Cpu => {
             Err(Error::Invalid("selftest compares a device against the CPU oracle; pick cuda or emu".into()))
         }
-        Device::Cuda(n) => {
+        DeviceChoice::Cuda(n) => {
             let k = open_cuda(n)?;
             check_cuda(&k, a.seed)
         }
-        Device::Emu => check(&EmuBackend::emulated(), a.seed),
-        Device::Auto => match CudaDevice::open(0) {
+        DeviceChoice::Emu => check(&EmuBackend::emulated(), a.seed),
+        DeviceChoice::Auto => match CudaDevice::open(0) {
             Ok(d) => check_cuda(&CudaBackend::new(d), a.seed),
             Err(why) => {
                 outln!("no GPU found ({why}); running the kernels on the emulator instead");
@@ -49,8 +48,8 @@ fn check<D: crate::backend::device::Device>(k: &KernelBackend<D>, seed: u64) -> 
     outln!("device: {}", k.device().describe());
     outln!("seed: {seed}");
     let start = std::time::Instant::now();
-    let rows = parity::run_all(k, seed);
-    crate::cli::write_stdout(format_args!("{}", parity::table(&rows)))?;
+    let rows = crate::selftest::run_all(k, seed);
+    crate::cli::write_stdout(format_args!("{}", crate::selftest::table(&rows)))?;
     let passed = rows.iter().filter(|r| r.pass).count();
     outln!("{passed}/{} passed ({:.1} s)", rows.len(), start.elapsed().as_secs_f64());
     if passed == rows.len() {

@@ -6,6 +6,11 @@ use super::config::Gpt2Config;
 use super::grn::{GrnConfig, Head};
 use super::kv_cache::KvCache;
 use super::params::{block, init_params, ln_f, param_specs, policy_grn, BlockParam as P, ParamSpec, WPE, WTE};
+use crate::backend::prelude::*;
+use crate::backend::{
+    Affine, AttentionShape, Btc, CachedShape, CrossEntropyShape, GrnCausalStats, GrnParams, GrnStepShape, KvBufs,
+    LayerNormShape, LnStats, RowsC,
+};
 use crate::backend::{Backend, Gemm, GrnShape, SampleError, SampleParams, Sampled};
 use crate::error::{Error, Result};
 
@@ -50,7 +55,7 @@ pub struct HeadGrad<'a, K: Backend> {
 }
 
 /// Mutable parameters beside read-only gradients, in [`Gpt2::specs`] order.
-pub type ParamsAndGrads<'a, K> = (&'a mut [<K as Backend>::Buf], &'a [<K as Backend>::Buf]);
+pub type ParamsAndGrads<'a, K> = (&'a mut [<K as MemoryOps>::Buf], &'a [<K as MemoryOps>::Buf]);
 
 /// Loss weights that average over the positions whose `mask` is true (all zero if none is).
 pub fn mean_weights(mask: &[bool]) -> Vec<f32> {
@@ -406,7 +411,14 @@ impl<K: Backend> Gpt2<K> {
         let k = &self.backend;
         k.write_ids(&mut acts.targets, &clamped);
         k.write(&mut acts.weights, weights);
-        k.cross_entropy(&mut acts.logits, &mut acts.losses, &acts.targets, &acts.weights, b * t, v, backward);
+        k.cross_entropy(
+            &mut acts.logits,
+            &mut acts.losses,
+            &acts.targets,
+            &acts.weights,
+            CrossEntropyShape { n: b * t, v },
+            backward,
+        );
         Ok(k.download(&acts.losses).iter().map(|&x| x as f64).sum::<f64>() as f32)
     }
 
@@ -419,29 +431,31 @@ impl<K: Backend> Gpt2<K> {
         let n = b * t;
         let p = &self.params;
         let eps = cfg.layer_norm_epsilon;
-        k.encoder_forward(&mut a.encoded, &a.ids, &p[WTE], &p[WPE], b, t, c);
+        k.encoder_forward(&mut a.encoded, &a.ids, &p[WTE], &p[WPE], Btc { b, t, c });
         for l in 0..cfg.n_layer {
             let (prev, rest) = a.blocks.split_at_mut(l);
             let input = if l == 0 { &a.encoded } else { &prev[l - 1].res3 };
             let x = &mut rest[0];
             let w = |q: P| &p[block(l, q)];
-            k.layernorm_forward(&mut x.ln1, &mut x.ln1_mean, &mut x.ln1_rstd, input, w(P::Ln1W), w(P::Ln1B), n, c, eps);
+            k.layernorm_forward(
+                &mut x.ln1,
+                LnStats { mean: &mut x.ln1_mean, rstd: &mut x.ln1_rstd },
+                input,
+                Affine { w: w(P::Ln1W), b: w(P::Ln1B) },
+                LayerNormShape { n, c, eps },
+            );
             k.matmul(&mut x.qkv, &x.ln1, w(P::QkvW), Some(w(P::QkvB)), Gemm::nn(n, 3 * c, c));
-            k.attention_forward(&mut x.atty, &mut x.lse, &x.qkv, b, t, nh, c);
+            k.attention_forward(&mut x.atty, &mut x.lse, &x.qkv, AttentionShape { b, t, nh, c });
             // res2 = input + atty·W + bias: the projection accumulates onto a copy of the
             // residual stream, so no separate projection buffer is needed.
             k.copy(&mut x.res2, input);
             k.matmul(&mut x.res2, &x.atty, w(P::AttnProjW), Some(w(P::AttnProjB)), Gemm::nn(n, c, c).acc());
             k.layernorm_forward(
                 &mut x.ln2,
-                &mut x.ln2_mean,
-                &mut x.ln2_rstd,
+                LnStats { mean: &mut x.ln2_mean, rstd: &mut x.ln2_rstd },
                 &x.res2,
-                w(P::Ln2W),
-                w(P::Ln2B),
-                n,
-                c,
-                eps,
+                Affine { w: w(P::Ln2W), b: w(P::Ln2B) },
+                LayerNormShape { n, c, eps },
             );
             k.matmul(&mut x.fch, &x.ln2, w(P::FcW), Some(w(P::FcB)), Gemm::nn(n, 4 * c, c));
             k.gelu_forward(&mut x.fch_gelu, &x.fch);
@@ -450,10 +464,22 @@ impl<K: Backend> Gpt2<K> {
         }
         let last = a.blocks.last().map(|x| &x.res3).unwrap_or(&a.encoded);
         let f = ln_f(cfg.n_layer);
-        k.layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[f], &p[f + 1], n, c, eps);
+        k.layernorm_forward(
+            &mut a.lnf,
+            LnStats { mean: &mut a.lnf_mean, rstd: &mut a.lnf_rstd },
+            last,
+            Affine { w: &p[f], b: &p[f + 1] },
+            LayerNormShape { n, c, eps },
+        );
         if let (Some(i), Some(x)) = (policy_grn(cfg), a.grn.as_mut()) {
             let gs = GrnShape { b, t, c, eps: cfg.grn.eps };
-            k.grn_causal_forward(&mut x.out, &mut x.g, &mut x.mean, &a.lnf, &p[i], &p[i + 1], gs);
+            k.grn_causal_forward(
+                &mut x.out,
+                GrnCausalStats { g: &mut x.g, mean: &mut x.mean },
+                &a.lnf,
+                GrnParams { gamma: &p[i], beta: &p[i + 1] },
+                gs,
+            );
         }
     }
 
@@ -492,7 +518,15 @@ impl<K: Backend> Gpt2<K> {
             // d loss / d GRN output → d loss / d ln_f output, which continues in dbtc.
             let gs = GrnShape { b, t, c, eps: cfg.grn.eps };
             let (dgamma, dbeta) = two_mut(g, i, i + 1);
-            k.grn_causal_backward(&mut s.dgrn, dgamma, dbeta, &s.dbtc, &a.lnf, &p[i], &x.g, &x.mean, gs);
+            k.grn_causal_backward(
+                &mut s.dgrn,
+                GrnParams { gamma: dgamma, beta: dbeta },
+                &s.dbtc,
+                &a.lnf,
+                &p[i],
+                GrnCausalStats { g: &x.g, mean: &x.mean },
+                gs,
+            );
             std::mem::swap(&mut s.dgrn, &mut s.dbtc);
         }
         // Layer norm accumulates into its input gradient (it is the residual stream's), so
@@ -501,7 +535,15 @@ impl<K: Backend> Gpt2<K> {
         let last = a.blocks.last().map(|x| &x.res3).unwrap_or(&a.encoded);
         {
             let (gw, gb) = two_mut(g, f, f + 1);
-            k.layernorm_backward(&mut s.dres, gw, gb, &s.dbtc, last, &p[f], &a.lnf_mean, &a.lnf_rstd, n, c);
+            k.layernorm_backward(
+                &mut s.dres,
+                Affine { w: gw, b: gb },
+                &s.dbtc,
+                last,
+                &p[f],
+                LnStats { mean: &a.lnf_mean, rstd: &a.lnf_rstd },
+                LayerNormShape { n, c, eps: 0.0 },
+            );
         }
         for l in (0..cfg.n_layer).rev() {
             let input = if l == 0 { &a.encoded } else { &a.blocks[l - 1].res3 };
@@ -518,23 +560,39 @@ impl<K: Backend> Gpt2<K> {
             k.matmul(&mut s.dbtc, &s.d4c, w(P::FcW), None, Gemm::nt(n, c, 4 * c));
             {
                 let (gw, gb) = two_mut(g, gi(P::Ln2W), gi(P::Ln2B));
-                k.layernorm_backward(&mut s.dres, gw, gb, &s.dbtc, &x.res2, w(P::Ln2W), &x.ln2_mean, &x.ln2_rstd, n, c);
+                k.layernorm_backward(
+                    &mut s.dres,
+                    Affine { w: gw, b: gb },
+                    &s.dbtc,
+                    &x.res2,
+                    w(P::Ln2W),
+                    LnStats { mean: &x.ln2_mean, rstd: &x.ln2_rstd },
+                    LayerNormShape { n, c, eps: 0.0 },
+                );
             }
             // Attention: res2 = input + attn(ln1(input))·Wproj + bproj.
             k.matmul(&mut g[gi(P::AttnProjW)], &x.atty, &s.dres, None, Gemm::tn(c, c, n).acc());
             k.bias_backward(&mut g[gi(P::AttnProjB)], &s.dres, n, c);
             k.matmul(&mut s.dbtc, &s.dres, w(P::AttnProjW), None, Gemm::nt(n, c, c));
-            k.attention_backward(&mut s.dqkv, &s.dbtc, &x.qkv, &x.atty, &x.lse, b, t, nh, c);
+            k.attention_backward(&mut s.dqkv, &s.dbtc, &x.qkv, &x.atty, &x.lse, AttentionShape { b, t, nh, c });
             k.matmul(&mut g[gi(P::QkvW)], &x.ln1, &s.dqkv, None, Gemm::tn(c, 3 * c, n).acc());
             k.bias_backward(&mut g[gi(P::QkvB)], &s.dqkv, n, 3 * c);
             k.matmul(&mut s.dbtc, &s.dqkv, w(P::QkvW), None, Gemm::nt(n, c, 3 * c));
             {
                 let (gw, gb) = two_mut(g, gi(P::Ln1W), gi(P::Ln1B));
-                k.layernorm_backward(&mut s.dres, gw, gb, &s.dbtc, input, w(P::Ln1W), &x.ln1_mean, &x.ln1_rstd, n, c);
+                k.layernorm_backward(
+                    &mut s.dres,
+                    Affine { w: gw, b: gb },
+                    &s.dbtc,
+                    input,
+                    w(P::Ln1W),
+                    LnStats { mean: &x.ln1_mean, rstd: &x.ln1_rstd },
+                    LayerNormShape { n, c, eps: 0.0 },
+                );
             }
         }
         let (gwte, gwpe) = two_mut(g, WTE, WPE);
-        k.encoder_backward(gwte, gwpe, &s.dres, &a.ids, b, t, c);
+        k.encoder_backward(gwte, gwpe, &s.dres, &a.ids, Btc { b, t, c });
     }
 }
 
@@ -690,26 +748,58 @@ impl<K: Backend> Gpt2<K> {
         k.write_ids(&mut s.ids, ids);
         k.write_ids(&mut s.seq, seq);
         k.write_ids(&mut s.pos, pos);
-        k.encoder_forward_at(&mut s.x, &s.ids, &s.pos, &p[WTE], &p[WPE], r, c);
+        k.encoder_forward_at(&mut s.x, &s.ids, &s.pos, &p[WTE], &p[WPE], RowsC { rows: r, c });
         for l in 0..cfg.n_layer {
             let w = |q: P| &p[block(l, q)];
-            k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, w(P::Ln1W), w(P::Ln1B), r, c, eps);
+            k.layernorm_forward(
+                &mut s.ln,
+                LnStats { mean: &mut s.mean, rstd: &mut s.rstd },
+                &s.x,
+                Affine { w: w(P::Ln1W), b: w(P::Ln1B) },
+                LayerNormShape { n: r, c, eps },
+            );
             k.matmul(&mut s.qkv, &s.ln, w(P::QkvW), Some(w(P::QkvB)), Gemm::nn(r, 3 * c, c));
-            k.attention_cached(&mut s.atty, &mut kc[l], &mut vc[l], &s.qkv, &s.seq, &s.pos, r, t_max, nh, c);
+            k.attention_cached(
+                &mut s.atty,
+                KvBufs { k: &mut kc[l], v: &mut vc[l] },
+                &s.qkv,
+                &s.seq,
+                &s.pos,
+                CachedShape { rows: r, t_max, nh, c },
+            );
             // x += atty·W + bias: the same sum forward_body forms on a copy of the residual.
             k.matmul(&mut s.x, &s.atty, w(P::AttnProjW), Some(w(P::AttnProjB)), Gemm::nn(r, c, c).acc());
-            k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, w(P::Ln2W), w(P::Ln2B), r, c, eps);
+            k.layernorm_forward(
+                &mut s.ln,
+                LnStats { mean: &mut s.mean, rstd: &mut s.rstd },
+                &s.x,
+                Affine { w: w(P::Ln2W), b: w(P::Ln2B) },
+                LayerNormShape { n: r, c, eps },
+            );
             k.matmul(&mut s.fch, &s.ln, w(P::FcW), Some(w(P::FcB)), Gemm::nn(r, 4 * c, c));
             k.gelu_forward(&mut s.fch_gelu, &s.fch);
             k.matmul(&mut s.x, &s.fch_gelu, w(P::FcProjW), Some(w(P::FcProjB)), Gemm::nn(r, c, 4 * c).acc());
         }
         let f = ln_f(cfg.n_layer);
-        k.layernorm_forward(&mut s.ln, &mut s.mean, &mut s.rstd, &s.x, &p[f], &p[f + 1], r, c, eps);
+        k.layernorm_forward(
+            &mut s.ln,
+            LnStats { mean: &mut s.mean, rstd: &mut s.rstd },
+            &s.x,
+            Affine { w: &p[f], b: &p[f + 1] },
+            LayerNormShape { n: r, c, eps },
+        );
         // The policy GRN runs on every row, in order, so each sequence's running sums take in
         // every position (prompt tokens included) as the full forward's prefix sums do.
         let head_in = match (policy_grn(cfg), grn_sumsq.as_mut()) {
             (Some(i), Some(sums)) => {
-                k.grn_causal_step(&mut s.grn, sums, &s.ln, &s.seq, &p[i], &p[i + 1], r, c, cfg.grn.eps);
+                k.grn_causal_step(
+                    &mut s.grn,
+                    sums,
+                    &s.ln,
+                    &s.seq,
+                    GrnParams { gamma: &p[i], beta: &p[i + 1] },
+                    GrnStepShape { rows: r, c, eps: cfg.grn.eps },
+                );
                 &s.grn
             }
             _ => &s.ln,

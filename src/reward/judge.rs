@@ -36,6 +36,7 @@
 //! ([`JudgeScorer::with_metric_name`]). With `num_labels > 1`, one metric per label,
 //! `<name>.<label>`, where `<label>` is `config.json`'s `id2label` entry or the index.
 
+use crate::backend::{GrnParams, GrnSeqStats, Masked};
 use std::path::Path;
 
 use serde_json::Value;
@@ -240,13 +241,9 @@ impl<K: Backend> JudgeScorer<K> {
                         (k.alloc(b * t * c), k.alloc(b * c), k.alloc(b), k.alloc(b * c));
                     k.grn_sequence_forward(
                         &mut out,
-                        &mut g,
-                        &mut mean,
-                        &mut n,
-                        h.final_hidden,
-                        &k.upload(&mask),
-                        gamma,
-                        beta,
+                        GrnSeqStats { g: &mut g, mean: &mut mean, n: &mut n },
+                        Masked { x: h.final_hidden, mask: &k.upload(&mask) },
+                        GrnParams { gamma, beta },
                         gs,
                     );
                     out

@@ -15,19 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// What the centred reward `r − mean_g` is divided by.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdvantageScaling {
-    /// `(r − mean_g) / (std_g + eps)`: each group's own standard deviation (GRPO).
-    #[default]
-    Group,
-    /// `(r − mean_g) / (std_batch + eps)`: the standard deviation of all rewards in the batch,
-    /// which keeps groups of nearly equal rewards from being blown up to unit scale.
-    Batch,
-    /// `r − mean_g`: no division at all (Dr. GRPO), so easy and hard prompts are not reweighted.
-    None,
-}
+pub use crate::backend::advantage::AdvantageScaling;
 
 /// How advantages are computed from rewards.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,25 +51,7 @@ impl AdvantageConfig {
     }
 }
 
-/// Mean and unbiased standard deviation of `xs`. A single value has std 0; an empty slice gives
-/// NaN for both.
-///
-/// The mean is taken as `x_0 + mean(x_i − x_0)`: when every value is equal the deviations are
-/// exactly 0, so the mean equals the values bit for bit and their advantages are exactly 0
-/// (a plain `sum / n` would leave rounding residue that `/ eps` then magnifies). Shifting by a
-/// sample also keeps the sums small when rewards share a large offset.
-pub fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let Some(&x0) = xs.first() else {
-        return (f64::NAN, f64::NAN);
-    };
-    let n = xs.len() as f64;
-    let mean = x0 + xs.iter().map(|x| x - x0).sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, 0.0);
-    }
-    let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
-    (mean, (ss / (n - 1.0)).sqrt())
-}
+pub use crate::backend::cpu::advantage::mean_std;
 
 fn check_finite(rewards: &[f64]) -> Result<()> {
     match rewards.iter().position(|r| !r.is_finite()) {
@@ -109,33 +79,7 @@ pub fn group_advantages(rewards: &[f64], group_sizes: &[usize], config: &Advanta
     }
     check_finite(rewards)?;
 
-    let batch_std = mean_std(rewards).1;
-    let mut out = Vec::with_capacity(rewards.len());
-    let mut start = 0;
-    for &size in group_sizes {
-        let group = &rewards[start..start + size];
-        let (mean, std) = mean_std(group);
-        let denom = match config.scaling {
-            AdvantageScaling::Group => Some(std + config.eps),
-            AdvantageScaling::Batch => Some(batch_std + config.eps),
-            AdvantageScaling::None => None,
-        };
-        out.extend(group.iter().map(|&r| {
-            let centred = r - mean;
-            // With eps = 0 and zero spread the centred value is exactly 0 (see `mean_std`);
-            // keep it 0 instead of producing 0/0.
-            let a = match denom {
-                Some(d) if centred != 0.0 => centred / d,
-                _ => centred,
-            };
-            match config.clip {
-                Some(c) => a.clamp(-c, c),
-                None => a,
-            }
-        }));
-        start += size;
-    }
-    Ok(out)
+    Ok(crate::backend::cpu::advantage::group_advantages(rewards, group_sizes, config.scaling, config.eps, config.clip))
 }
 
 /// Advantages for `rewards` grouped by `group_ids` (one id per reward, e.g. the prompt id);

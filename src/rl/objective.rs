@@ -394,7 +394,7 @@ impl<B: Backend> DapoObjective<B> {
 
         // 1. logp and entropy of every row, chunk by chunk.
         for row0 in (0..n).step_by(rows_per) {
-            let ch = load_chunk(k, ws, hidden, weight, row0, rows_per, n, c, v, inv_t);
+            let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
 
@@ -418,7 +418,7 @@ impl<B: Backend> DapoObjective<B> {
 
         // 3. Back through the fused log-softmax and the lm_head product, chunk by chunk.
         for row0 in (0..n).step_by(rows_per) {
-            let ch = load_chunk(k, ws, hidden, weight, row0, rows_per, n, c, v, inv_t);
+            let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
             k.logprob_entropy_backward(&mut ws.logits, targets, &ws.dlogp, &ws.dentropy, ch);
             // Rows past ch.rows (a short last chunk) hold zero logits of zero hidden rows:
             // they add nothing to dW, and their dhidden rows are not copied out.
@@ -455,7 +455,7 @@ impl<B: Backend> DapoObjective<B> {
         let rows_per = self.cfg.chunk_rows.min(n);
         let ws = self.workspace(k, n, c, v);
         for row0 in (0..n).step_by(rows_per) {
-            let ch = load_chunk(k, ws, hidden, weight, row0, rows_per, n, c, v, inv_t);
+            let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
         Ok((k.download(&ws.logp), k.download(&ws.entropy)))
@@ -518,17 +518,14 @@ pub fn linear_quantile(values: &mut [f32], p: f64) -> Option<f32> {
 
 /// Copies hidden rows `row0..` into the chunk buffer (zero-padded when the chunk is short)
 /// and computes the chunk's logits = hidden_chunk · Wᵀ.
-#[allow(clippy::too_many_arguments)]
+/// Hidden is (N,C), the lm_head weight (V,C).
 fn load_chunk<B: Backend>(
     k: &B,
     ws: &mut Workspace<B>,
-    hidden: &B::Buf,
-    weight: &B::Buf,
+    (hidden, weight): (&B::Buf, &B::Buf),
     row0: usize,
     rows_per: usize,
-    n: usize,
-    c: usize,
-    v: usize,
+    (n, c, v): (usize, usize, usize),
     inv_t: f32,
 ) -> LogprobChunk {
     let rows = rows_per.min(n - row0);

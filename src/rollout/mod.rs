@@ -13,8 +13,6 @@
 //! finish (up to floating-point differences in the logits themselves, which on the CPU can
 //! come from the matmul's blocking for a different number of rows).
 
-pub mod sampler;
-
 use crate::backend::{Backend, SampleParams};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;

@@ -168,7 +168,6 @@ impl SubGrid {
 
 impl<K: Backend> SubGridBufs<K> {
     /// The objective's batch over `hidden` (s·T, C) and the lm_head `weight` (V, C).
-    #[allow(clippy::too_many_arguments)]
     pub fn batch<'a>(
         &'a self,
         hidden: &'a K::Buf,

@@ -1,5 +1,6 @@
-//! Test bodies shared by every backend. Each function takes a backend and asserts; the test
-//! files instantiate them per backend (`cpu` today), so CPU and device run the same checks.
+//! Test bodies shared by every backend. Each function takes a backend and the matmul
+//! [`Precision`] it computes with, and asserts; [`test_backends!`] instantiates a list of them
+//! for every backend, so the CPU, the emulated kernels and a GPU run the same checks.
 #![allow(dead_code)]
 
 pub mod cli;
@@ -10,6 +11,82 @@ use gepa_dapo_grn::backend::cuda::{CudaBackend, CudaDevice};
 use gepa_dapo_grn::data::arithmetic::addition_problems;
 use gepa_dapo_grn::data::{Task, TaskDataset};
 use gepa_dapo_grn::util::rng::Rng;
+
+/// How a backend's matrix products round, for the tolerances of comparisons that go through a
+/// GEMM: the CPU and the plain emulator multiply in f32; cuBLASLt on a GPU uses TF32 tensor
+/// cores, and `EmuBackend::emulated_tf32` rounds every operand the same way, so the TF32
+/// tolerances are exercised in CI without a GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 products.
+    F32,
+    /// Operands rounded to TF32 (10-bit mantissa), f32 accumulation.
+    Tf32,
+}
+
+impl Precision {
+    /// `f32` or `tf32`, whichever this precision is.
+    pub fn pick<T>(self, f32: T, tf32: T) -> T {
+        match self {
+            Precision::F32 => f32,
+            Precision::Tf32 => tf32,
+        }
+    }
+}
+
+/// One `#[test]` per body and backend, candle's `test_device!` way: `test_backends!(m: a, b)`
+/// makes modules `cpu`, `emu` (the kernels under the host emulator, f32 matmuls), `emu_tf32`
+/// (the same with TF32-rounded matmul operands, the GPU's precision) and `cuda` (GPU 0, which
+/// passes after printing why when there is no GPU), each with tests `a` and `b` that call
+/// `m::a(backend, precision)`. `m` is a module in scope (or `crate` for the test file itself).
+#[macro_export]
+macro_rules! test_backends {
+    ($m:tt : $($name:ident),+ $(,)?) => {
+        mod cpu {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    $m::$name(gepa_dapo_grn::backend::cpu::CpuBackend::new(Some(2)), $crate::common::Precision::F32);
+                }
+            )+
+        }
+        mod emu {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    $m::$name(gepa_dapo_grn::backend::kernel::EmuBackend::emulated(), $crate::common::Precision::F32);
+                }
+            )+
+        }
+        mod emu_tf32 {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let k = gepa_dapo_grn::backend::kernel::EmuBackend::emulated_tf32();
+                    $m::$name(k, $crate::common::Precision::Tf32);
+                }
+            )+
+        }
+        mod cuda {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(k) = $crate::common::gpu() {
+                        $m::$name(k, $crate::common::Precision::Tf32);
+                    }
+                }
+            )+
+        }
+    };
+}
 
 /// GPU 0 as a backend, or `None` after saying why the GPU test is skipped (no GPU here).
 pub fn gpu() -> Option<CudaBackend> {

@@ -3,18 +3,14 @@
 //! stored on their own.
 
 use super::fastmath::exp;
+use super::CpuBackend;
+use crate::backend::ops::CrossEntropyOps;
+use crate::backend::shapes::CrossEntropyShape;
 use rayon::prelude::*;
 
 /// `losses[i] = w[i]·(logsumexp(logits[i]) − logits[i][targets[i]])`; with `backward`,
 /// `logits[i] ← w[i]·(softmax(logits[i]) − onehot(targets[i]))`.
-pub fn cross_entropy(
-    logits: &mut [f32],
-    losses: &mut [f32],
-    targets: &[u32],
-    weights: &[f32],
-    v: usize,
-    backward: bool,
-) {
+fn cross_entropy(logits: &mut [f32], losses: &mut [f32], targets: &[u32], weights: &[f32], v: usize, backward: bool) {
     logits.par_chunks_mut(v).zip(losses.par_iter_mut()).enumerate().for_each(|(i, (row, loss))| {
         let tgt = targets[i] as usize;
         let w = weights[i];
@@ -38,4 +34,23 @@ pub fn cross_entropy(
             row[tgt] -= w;
         }
     });
+}
+
+impl CrossEntropyOps for CpuBackend {
+    fn cross_entropy(
+        &self,
+        logits: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+        targets: &Vec<u32>,
+        weights: &Vec<f32>,
+        s: CrossEntropyShape,
+        backward: bool,
+    ) {
+        let CrossEntropyShape { n, v } = s;
+        assert!(
+            logits.len() == n * v && losses.len() == n && targets.len() == n && weights.len() == n,
+            "cross_entropy: buffer sizes do not match N={n} V={v}"
+        );
+        self.run(|| cross_entropy(logits, losses, targets, weights, v, backward));
+    }
 }

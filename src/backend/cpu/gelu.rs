@@ -1,6 +1,8 @@
 //! GPT-2's GELU: the tanh approximation ("gelu_new" in transformers).
 
 use super::fastmath::tanh;
+use super::CpuBackend;
+use crate::backend::ops::GeluOps;
 use rayon::prelude::*;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -8,7 +10,7 @@ const COEF: f32 = 0.044715;
 const CHUNK: usize = 4096;
 
 /// `out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
+fn gelu_forward(out: &mut [f32], inp: &[f32]) {
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
         for (o, &x) in o.iter_mut().zip(x) {
             let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
@@ -18,7 +20,7 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
 }
 
 /// In place: `d *= gelu'(x)`.
-pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
+fn gelu_backward(d: &mut [f32], inp: &[f32]) {
     d.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(d, x)| {
         for (d, &x) in d.iter_mut().zip(x) {
             let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
@@ -28,4 +30,21 @@ pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
             *d *= 0.5 * (1.0 + th) + 0.5 * x * sech2 * du;
         }
     });
+}
+
+impl GeluOps for CpuBackend {
+    fn gelu_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>) {
+        assert_eq!(
+            out.len(),
+            inp.len(),
+            "gelu_forward: the output holds {} values, the input {}",
+            out.len(),
+            inp.len()
+        );
+        self.run(|| gelu_forward(out, inp));
+    }
+    fn gelu_backward(&self, d: &mut Vec<f32>, inp: &Vec<f32>) {
+        assert_eq!(d.len(), inp.len(), "gelu_backward: d holds {} values, the input {}", d.len(), inp.len());
+        self.run(|| gelu_backward(d, inp));
+    }
 }

@@ -1,12 +1,15 @@
 //! Layer normalisation over the channel axis.
 
+use super::CpuBackend;
+use crate::backend::ops::LayerNormOps;
+use crate::backend::shapes::{Affine, LayerNormShape, LnStats};
 use rayon::prelude::*;
 
 /// Channels per worker when summing parameter gradients over rows.
 const STRIPE: usize = 64;
 
 /// `out (N,C) = (x − mean)·rstd·w + b`, storing `mean` and `rstd` (N).
-pub fn layernorm_forward(
+fn layernorm_forward(
     out: &mut [f32],
     mean: &mut [f32],
     rstd: &mut [f32],
@@ -33,17 +36,17 @@ pub fn layernorm_forward(
 /// Accumulates `dinp (N,C)`, `dw (C)`, `db (C)` given `dout (N,C)`.
 ///
 /// With x̂ = (x − mean)·rstd and g = dout·w: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).
-pub fn layernorm_backward(
+fn layernorm_backward(
     dinp: &mut [f32],
     dw: &mut [f32],
     db: &mut [f32],
     dout: &[f32],
     inp: &[f32],
     w: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
+    stats: LnStats<&[f32]>,
     c: usize,
 ) {
+    let LnStats { mean, rstd } = stats;
     let n = mean.len();
     // Input gradient: rows are independent.
     dinp.par_chunks_mut(c).enumerate().for_each(|(i, dx)| {
@@ -78,4 +81,42 @@ pub fn layernorm_backward(
             }
         }
     });
+}
+
+impl LayerNormOps for CpuBackend {
+    fn layernorm_forward(
+        &self,
+        out: &mut Vec<f32>,
+        stats: LnStats<&mut Vec<f32>>,
+        inp: &Vec<f32>,
+        p: Affine<&Vec<f32>>,
+        s: LayerNormShape,
+    ) {
+        let LayerNormShape { n, c, eps } = s;
+        let LnStats { mean, rstd } = stats;
+        assert!(
+            [out.len(), inp.len(), mean.len() * c, rstd.len() * c, p.w.len() * n, p.b.len() * n] == [n * c; 6],
+            "layernorm_forward: buffer sizes do not match N={n} C={c}"
+        );
+        self.run(|| layernorm_forward(out, mean, rstd, inp, p.w, p.b, c, eps));
+    }
+    fn layernorm_backward(
+        &self,
+        dinp: &mut Vec<f32>,
+        dp: Affine<&mut Vec<f32>>,
+        dout: &Vec<f32>,
+        inp: &Vec<f32>,
+        w: &Vec<f32>,
+        stats: LnStats<&Vec<f32>>,
+        s: LayerNormShape,
+    ) {
+        let LayerNormShape { n, c, .. } = s;
+        assert!(
+            [dinp.len(), dout.len(), inp.len(), stats.mean.len() * c, stats.rstd.len() * c] == [n * c; 5]
+                && [dp.w.len(), dp.b.len(), w.len()] == [c; 3],
+            "layernorm_backward: buffer sizes do not match N={n} C={c}"
+        );
+        let stats = LnStats { mean: stats.mean.as_slice(), rstd: stats.rstd.as_slice() };
+        self.run(|| layernorm_backward(dinp, dp.w, dp.b, dout, inp, w, stats, c));
+    }
 }

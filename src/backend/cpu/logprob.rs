@@ -9,7 +9,9 @@
 //!   so dx_j = τ⁻¹·(dlogp·(δ_jt − p_j) − dH·p_j·(log p_j + H)).
 
 use super::fastmath::exp;
-use crate::backend::LogprobChunk;
+use super::CpuBackend;
+use crate::backend::ops::{check_logprob_chunk, LogprobOps};
+use crate::backend::shapes::LogprobChunk;
 use rayon::prelude::*;
 
 /// Lanes of the partial sums: a fixed order (reproducible) that still vectorises.
@@ -43,7 +45,7 @@ fn row_stats(row: &[f32], inv_t: f32) -> (f32, f32, f32) {
 }
 
 /// Forward: `logp[row0+r]` and `entropy[row0+r]` for each row r of the chunk.
-pub fn forward(logits: &[f32], targets: &[u32], logp: &mut [f32], entropy: &mut [f32], ch: LogprobChunk) {
+fn forward(logits: &[f32], targets: &[u32], logp: &mut [f32], entropy: &mut [f32], ch: LogprobChunk) {
     let LogprobChunk { row0, rows, v, inv_temperature: inv_t } = ch;
     let logits = &logits[..rows * v];
     let logp = &mut logp[row0..row0 + rows];
@@ -62,7 +64,7 @@ pub fn forward(logits: &[f32], targets: &[u32], logp: &mut [f32], entropy: &mut 
 }
 
 /// Backward: overwrites the chunk's logits rows with d/dlogits given `dlogp` and `dentropy`.
-pub fn backward(logits: &mut [f32], targets: &[u32], dlogp: &[f32], dentropy: &[f32], ch: LogprobChunk) {
+fn backward(logits: &mut [f32], targets: &[u32], dlogp: &[f32], dentropy: &[f32], ch: LogprobChunk) {
     let LogprobChunk { row0, rows, v, inv_temperature: inv_t } = ch;
     let logits = &mut logits[..rows * v];
     let (dlogp, dentropy, targets) =
@@ -86,4 +88,35 @@ pub fn backward(logits: &mut [f32], targets: &[u32], dlogp: &[f32], dentropy: &[
         }
         row[t] += inv_t * gl;
     });
+}
+
+impl LogprobOps for CpuBackend {
+    fn logprob_entropy_forward(
+        &self,
+        logits: &Vec<f32>,
+        targets: &Vec<u32>,
+        logp: &mut Vec<f32>,
+        entropy: &mut Vec<f32>,
+        chunk: LogprobChunk,
+    ) {
+        check_logprob_chunk("logprob_entropy_forward", chunk, logits.len(), targets.len(), [logp.len(), entropy.len()]);
+        self.run(|| forward(logits, targets, logp, entropy, chunk));
+    }
+    fn logprob_entropy_backward(
+        &self,
+        logits: &mut Vec<f32>,
+        targets: &Vec<u32>,
+        dlogp: &Vec<f32>,
+        dentropy: &Vec<f32>,
+        chunk: LogprobChunk,
+    ) {
+        check_logprob_chunk(
+            "logprob_entropy_backward",
+            chunk,
+            logits.len(),
+            targets.len(),
+            [dlogp.len(), dentropy.len()],
+        );
+        self.run(|| backward(logits, targets, dlogp, dentropy, chunk));
+    }
 }

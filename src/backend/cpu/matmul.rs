@@ -1,8 +1,11 @@
-//! Matrix products through the `gemm` crate, which picks SIMD kernels for the host CPU and
+//! Matrix products, and the bias gradient of a linear layer. Products go through the `gemm` crate, which picks SIMD kernels for the host CPU and
 //! splits large products across rayon's pool. Each output element is reduced by one thread
 //! in a fixed order, so results do not depend on scheduling.
 
-use crate::backend::Gemm;
+use super::CpuBackend;
+use crate::backend::ops::MatmulOps;
+use crate::backend::shapes::Gemm;
+use rayon::prelude::*;
 
 /// `out (m,n) = op(a) · op(b) (+ bias) (+ out)` on row-major slices; see [`Gemm`].
 pub fn matmul(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, g: Gemm) {
@@ -58,6 +61,34 @@ pub fn matmul(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, g: Ge
             false,
             par,
         );
+    }
+}
+
+/// `dbias (cols) += Σ_rows dout (rows, cols)`, summed in row order per column stripe.
+fn bias_backward(dbias: &mut [f32], dout: &[f32], cols: usize) {
+    const STRIPE: usize = 256;
+    dbias.par_chunks_mut(STRIPE).enumerate().for_each(|(s, db)| {
+        let (lo, hi) = (s * STRIPE, s * STRIPE + db.len());
+        for row in dout.chunks_exact(cols) {
+            for (d, x) in db.iter_mut().zip(&row[lo..hi]) {
+                *d += x;
+            }
+        }
+    });
+}
+
+impl MatmulOps for CpuBackend {
+    fn matmul(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, bias: Option<&Vec<f32>>, g: Gemm) {
+        self.run(|| matmul(out, a, b, bias.map(|v| v.as_slice()), g));
+    }
+    fn bias_backward(&self, dbias: &mut Vec<f32>, dout: &Vec<f32>, rows: usize, cols: usize) {
+        assert!(
+            dbias.len() == cols && dout.len() == rows * cols,
+            "bias_backward: dbias holds {} values, dout {} (rows={rows}, cols={cols})",
+            dbias.len(),
+            dout.len()
+        );
+        self.run(|| bias_backward(dbias, dout, cols));
     }
 }
 

@@ -1,6 +1,8 @@
-//! The optimizer's elementwise ops: AdamW, the global norm, scaling, bias gradients.
+//! The optimizer's elementwise ops: AdamW, the global norm, scaling.
 
-use crate::backend::AdamWStep;
+use super::CpuBackend;
+use crate::backend::ops::OptimOps;
+use crate::backend::shapes::AdamWStep;
 use rayon::prelude::*;
 
 /// Fixed chunk size for reductions, so the summation order (and the result) does not depend
@@ -8,7 +10,7 @@ use rayon::prelude::*;
 const CHUNK: usize = 1 << 14;
 
 /// One AdamW step in place (PyTorch's `torch.optim.AdamW` formula).
-pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) {
+fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) {
     let bc1 = 1.0 - h.beta1.powi(h.step as i32);
     let bc2 = 1.0 - h.beta2.powi(h.step as i32);
     p.par_chunks_mut(CHUNK)
@@ -29,25 +31,32 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWSte
 }
 
 /// `Σ x²` accumulated in f64 over fixed chunks.
-pub fn sum_squares(x: &[f32]) -> f64 {
+fn sum_squares(x: &[f32]) -> f64 {
     let partial: Vec<f64> = x.par_chunks(CHUNK).map(|c| c.iter().map(|&v| v as f64 * v as f64).sum()).collect();
     partial.iter().sum()
 }
 
 /// `x *= alpha`.
-pub fn scale(x: &mut [f32], alpha: f32) {
+fn scale(x: &mut [f32], alpha: f32) {
     x.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= alpha));
 }
 
-/// `dbias (cols) += Σ_rows dout (rows, cols)`, summed in row order per column stripe.
-pub fn bias_backward(dbias: &mut [f32], dout: &[f32], cols: usize) {
-    const STRIPE: usize = 256;
-    dbias.par_chunks_mut(STRIPE).enumerate().for_each(|(s, db)| {
-        let (lo, hi) = (s * STRIPE, s * STRIPE + db.len());
-        for row in dout.chunks_exact(cols) {
-            for (d, x) in db.iter_mut().zip(&row[lo..hi]) {
-                *d += x;
-            }
-        }
-    });
+impl OptimOps for CpuBackend {
+    fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamWStep) {
+        let n = param.len();
+        assert!(
+            grad.len() == n && m.len() == n && v.len() == n,
+            "adamw: grad {}, m {}, v {} values for a parameter of {n}",
+            grad.len(),
+            m.len(),
+            v.len()
+        );
+        self.run(|| adamw(param, grad, m, v, h));
+    }
+    fn global_norm(&self, bufs: &[&Vec<f32>]) -> f32 {
+        self.run(|| bufs.iter().map(|b| sum_squares(b)).sum::<f64>().sqrt() as f32)
+    }
+    fn scale(&self, buf: &mut Vec<f32>, alpha: f32) {
+        self.run(|| scale(buf, alpha));
+    }
 }

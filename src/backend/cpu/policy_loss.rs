@@ -21,11 +21,15 @@
 //! Sequences run in parallel; each returns its partial sums (f64), which are then added in
 //! sequence order, so the result does not depend on scheduling.
 
-use crate::backend::{policy_metric as pm, IsLevel, KlEstimator, LossType, PolicyLossParams};
+use super::CpuBackend;
+use crate::backend::ops::PolicyLossOps;
+use crate::backend::policy_loss::{
+    policy_metric as pm, IsLevel, KlEstimator, LossType, PolicyLossInputs, PolicyLossParams,
+};
 use rayon::prelude::*;
 
 /// The per-token inputs as host slices (see [`crate::backend::PolicyLossInputs`]).
-pub struct Inputs<'a> {
+struct Inputs<'a> {
     pub logp: &'a [f32],
     pub logp_old: &'a [f32],
     pub logp_ref: Option<&'a [f32]>,
@@ -149,7 +153,7 @@ fn kl_term(est: KlEstimator, d: f64) -> (f64, f64) {
 }
 
 /// Writes `dlogp`, `dentropy` (S·L) and `metrics` ([`pm::LEN`]).
-pub fn policy_loss(dlogp: &mut [f32], dentropy: &mut [f32], metrics: &mut [f32], x: Inputs<'_>, p: PolicyLossParams) {
+fn policy_loss(dlogp: &mut [f32], dentropy: &mut [f32], metrics: &mut [f32], x: Inputs<'_>, p: PolicyLossParams) {
     let (s, l) = (p.s, p.l);
     let use_kl = p.beta != 0.0;
     let logp_ref = if use_kl { x.logp_ref } else { None };
@@ -330,4 +334,32 @@ pub fn policy_loss(dlogp: &mut [f32], dentropy: &mut [f32], metrics: &mut [f32],
     metrics[pm::BAD_ADVANTAGE] = bad_adv as f32;
     metrics[pm::BAD_MASK] = bad_mask as f32;
     metrics[pm::BAD_ENTROPY] = (0..s * l).filter(|&t| on(x.mask[t]) && !x.entropy[t].is_finite()).count() as f32;
+}
+
+impl PolicyLossOps for CpuBackend {
+    fn policy_loss(
+        &self,
+        dlogp: &mut Vec<f32>,
+        dentropy: &mut Vec<f32>,
+        metrics: &mut Vec<f32>,
+        inputs: PolicyLossInputs<'_, Self>,
+        params: PolicyLossParams,
+    ) {
+        let sl = params.s * params.l;
+        let PolicyLossInputs { logp, logp_old, logp_ref, advantages, entropy, mask } = inputs;
+        assert!(
+            params.l > 0
+                && [dlogp.len(), dentropy.len(), logp.len(), logp_old.len(), entropy.len(), mask.len()]
+                    .iter()
+                    .all(|&n| n == sl)
+                && logp_ref.map_or(true, |r| r.len() == sl)
+                && advantages.len() == params.s
+                && metrics.len() == pm::LEN,
+            "policy_loss: buffer sizes do not match S={} L={}",
+            params.s,
+            params.l
+        );
+        let x = Inputs { logp, logp_old, logp_ref: logp_ref.map(|r| r.as_slice()), advantages, entropy, mask };
+        self.run(|| policy_loss(dlogp, dentropy, metrics, x, params));
+    }
 }

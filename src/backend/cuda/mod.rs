@@ -21,9 +21,8 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::device::{word_range, Device};
-use super::emu::{KernelArgs, Launch};
-use super::kernel_backend::KernelBackend;
-use super::kernels::{DevPtr, Launcher};
+use super::kernel::KernelBackend;
+use super::launch::{DevPtr, KernelArgs, Launch, Launcher};
 use super::Gemm;
 
 /// The op set on a GPU.

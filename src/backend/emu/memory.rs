@@ -8,7 +8,7 @@
 use super::{EmuDevice, EmuError};
 use crate::backend::cpu::matmul;
 use crate::backend::device::{word_range, Device};
-use crate::backend::kernels::DevPtr;
+use crate::backend::launch::DevPtr;
 use crate::backend::Gemm;
 
 /// One emulated allocation of 32-bit words.

@@ -1,6 +1,6 @@
 //! Kernel emulation: the exact `kernels/*.cu` sources, compiled for the host by `build.rs`
 //! with `kernels/emu/emulate.h`, launched through the same argument list ([`KernelArgs`]) and
-//! configuration ([`Launch`]) the CUDA backend will hand to `cuLaunchKernel`.
+//! configuration ([`Launch`]) the CUDA backend hands to `cuLaunchKernel`.
 //!
 //! It proves a kernel's logic and indexing without a GPU, not its speed: blocks run one after
 //! another, each block's CUDA threads as cooperative fibers on the launching OS thread. What
@@ -10,10 +10,9 @@
 //!
 //! Buffers are host memory; their addresses ([`DevPtr::host`]) play the device pointers.
 
-mod launch;
 mod memory;
 
-pub use launch::{DevPtr, KernelArgs, KernelParam, Launch};
+use super::launch::{KernelArgs, Launch, Launcher};
 pub use memory::{to_tf32, EmuMem};
 
 use std::ffi::c_void;
@@ -89,6 +88,21 @@ pub struct EmuDevice {
 extern "C" {
     /// kernels/emu/emulate.h: the thread order of the launches that follow.
     fn gepa_emu_set_reverse_order(on: i32);
+}
+
+impl Launcher for EmuDevice {
+    type Function = EmuFunction;
+    type Error = EmuError;
+
+    fn function(&self, name: &str) -> Result<EmuFunction, EmuError> {
+        EmuDevice::function(self, name)
+    }
+
+    unsafe fn launch(&self, f: &EmuFunction, cfg: Launch, args: &mut KernelArgs<'_>) -> Result<(), EmuError> {
+        // SAFETY: the caller upholds `Launcher::launch`'s contract, which is
+        // `EmuDevice::launch`'s.
+        unsafe { EmuDevice::launch(self, f, cfg, args) }
+    }
 }
 
 impl EmuDevice {

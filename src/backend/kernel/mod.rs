@@ -1,0 +1,251 @@
+//! The op set on any kernel-running [`Device`]: the real GPU
+//! ([`crate::backend::cuda::CudaBackend`]) and the emulator ([`EmuBackend`]), so CI executes
+//! every line between the op set and `cuLaunchKernel`.
+//!
+//! One file per op family, each in llm.c's order: the unsafe launchers of its
+//! `kernels/<family>.cu` kernels (private: they take raw [`DevPtr`]s, choose grid, block and
+//! shared memory, and build the argument list in the kernel's parameter order), then the
+//! family's trait implementation, which checks buffer sizes before anything is launched and
+//! is the only caller of its launchers. Matmuls go through the device's GEMM (cuBLASLt on a
+//! GPU). This file holds the backend itself and its memory ops.
+//!
+//! The op set is infallible (the CPU cannot fail mid-op), so a device failure (out of memory,
+//! a launch error) panics with the op, its shapes and the device's error; size mismatches are
+//! caught before anything is launched, as on the CPU backend.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+mod advantage;
+mod attention;
+mod cross_entropy;
+mod encoder;
+mod gelu;
+mod grn;
+mod layernorm;
+mod logprob;
+mod matmul;
+mod optim;
+mod policy_loss;
+mod sampling;
+
+use super::device::Device;
+use super::emu::EmuDevice;
+use super::launch::DevPtr;
+use super::ops::{MemoryOps, MemoryUse};
+
+/// The op set on a kernel-running device. Cloning shares the device.
+pub struct KernelBackend<D: Device> {
+    dev: Arc<D>,
+    meter: Arc<Meter>,
+}
+
+impl<D: Device> Clone for KernelBackend<D> {
+    fn clone(&self) -> Self {
+        KernelBackend { dev: self.dev.clone(), meter: self.meter.clone() }
+    }
+}
+
+/// Bytes held by a backend's live buffers, and the most held since the last reset: what
+/// `torch.cuda.max_memory_allocated` counts (tensors, not the context or library workspaces),
+/// so peak-memory numbers read side by side with PyTorch's.
+#[derive(Default)]
+struct Meter {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Meter {
+    fn add(&self, bytes: usize) {
+        let now = self.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// The emulated device as a backend: what CI runs the CUDA code path on.
+pub type EmuBackend = KernelBackend<EmuDevice>;
+
+impl EmuBackend {
+    /// The emulator as a backend.
+    pub fn emulated() -> Self {
+        KernelBackend::new(EmuDevice::new())
+    }
+
+    /// The emulator with TF32-rounded matmul operands: the GPU's matmul precision on the host.
+    pub fn emulated_tf32() -> Self {
+        KernelBackend::new(EmuDevice::with_tf32())
+    }
+}
+
+/// A buffer of `len` 32-bit values (f32 or u32) in device memory.
+pub struct DeviceBuf<D: Device> {
+    mem: D::Mem,
+    len: usize,
+    meter: Arc<Meter>,
+}
+
+impl<D: Device> Drop for DeviceBuf<D> {
+    fn drop(&mut self) {
+        self.meter.now.fetch_sub(Self::bytes(self.len), Ordering::Relaxed);
+    }
+}
+
+impl<D: Device> DeviceBuf<D> {
+    /// Bytes of an allocation of `len` words (at least one word: see [`Device::alloc`]).
+    fn bytes(len: usize) -> usize {
+        4 * len.max(1)
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<D: Device> KernelBackend<D> {
+    /// A backend on `dev`.
+    pub fn new(dev: D) -> Self {
+        KernelBackend { dev: Arc::new(dev), meter: Arc::default() }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// Unwraps a device result, or panics naming the op, its shapes and the device error.
+    fn ok<T>(&self, op: &str, shapes: impl Display, r: Result<T, D::Error>) -> T {
+        r.unwrap_or_else(|e| panic!("{op} ({shapes}) failed on {}: {e}", self.dev.describe()))
+    }
+
+    fn buf(&self, op: &str, len: usize) -> DeviceBuf<D> {
+        let mem = self.ok(op, format_args!("{len} values"), self.dev.alloc(len));
+        self.meter.add(DeviceBuf::<D>::bytes(len));
+        DeviceBuf { mem, len, meter: self.meter.clone() }
+    }
+
+    fn ptr(&self, b: &DeviceBuf<D>) -> DevPtr {
+        self.dev.ptr(&b.mem)
+    }
+
+    fn ptr_mut(&self, b: &mut DeviceBuf<D>) -> DevPtr {
+        self.dev.ptr_mut(&mut b.mem)
+    }
+
+    /// A buffer holding the bits of `words` (f32 bits or u32/i32 values).
+    pub fn upload_words(&self, words: &[u32]) -> DeviceBuf<D> {
+        let mut b = self.buf("upload", words.len());
+        self.ok("upload", format_args!("{} values", words.len()), self.dev.htod(&mut b.mem, 0, words));
+        b
+    }
+
+    /// The buffer's values as raw 32-bit words.
+    pub fn download_words(&self, b: &DeviceBuf<D>) -> Vec<u32> {
+        let mut out = vec![0u32; b.len];
+        self.ok("download", format_args!("{} values", b.len), self.dev.dtoh(&b.mem, 0, &mut out));
+        out
+    }
+}
+
+impl<D: Device> MemoryOps for KernelBackend<D> {
+    type Buf = DeviceBuf<D>;
+    type Ids = DeviceBuf<D>;
+
+    fn name(&self) -> String {
+        self.dev.describe()
+    }
+
+    fn alloc(&self, len: usize) -> DeviceBuf<D> {
+        self.buf("alloc", len)
+    }
+    fn upload(&self, host: &[f32]) -> DeviceBuf<D> {
+        self.upload_words(bytemuck::cast_slice(host))
+    }
+    fn write(&self, buf: &mut DeviceBuf<D>, host: &[f32]) {
+        assert_eq!(buf.len, host.len(), "write: buffer holds {} values, host slice {}", buf.len, host.len());
+        let r = self.dev.htod(&mut buf.mem, 0, bytemuck::cast_slice(host));
+        self.ok("write", format_args!("{} values", host.len()), r);
+    }
+    fn download(&self, buf: &DeviceBuf<D>) -> Vec<f32> {
+        self.download_words(buf).into_iter().map(f32::from_bits).collect()
+    }
+    fn len(&self, buf: &DeviceBuf<D>) -> usize {
+        buf.len
+    }
+    fn upload_ids(&self, ids: &[u32]) -> DeviceBuf<D> {
+        self.upload_words(ids)
+    }
+    fn write_ids(&self, buf: &mut DeviceBuf<D>, ids: &[u32]) {
+        assert_eq!(buf.len, ids.len(), "write_ids: buffer holds {} ids, host slice {}", buf.len, ids.len());
+        let r = self.dev.htod(&mut buf.mem, 0, ids);
+        self.ok("write_ids", format_args!("{} ids", ids.len()), r);
+    }
+    fn zero(&self, buf: &mut DeviceBuf<D>) {
+        let r = self.dev.zero(&mut buf.mem, buf.len);
+        self.ok("zero", format_args!("{} values", buf.len), r);
+    }
+    fn copy(&self, dst: &mut DeviceBuf<D>, src: &DeviceBuf<D>) {
+        assert_eq!(dst.len, src.len, "copy: destination holds {} values, source {}", dst.len, src.len);
+        self.copy_range(dst, 0, src, 0, src.len);
+    }
+
+    fn ids_len(&self, ids: &DeviceBuf<D>) -> usize {
+        ids.len
+    }
+
+    fn copy_range(&self, dst: &mut DeviceBuf<D>, dst_offset: usize, src: &DeviceBuf<D>, src_offset: usize, len: usize) {
+        let shapes = format!("dst {dst_offset}..+{len} of {}, src {src_offset}..+{len} of {}", dst.len, src.len);
+        assert!(dst_offset + len <= dst.len && src_offset + len <= src.len, "copy_range ({shapes}): out of bounds");
+        if len > 0 {
+            let r = self.dev.dtod(&mut dst.mem, dst_offset, &src.mem, src_offset, len);
+            self.ok("copy_range", &shapes, r);
+        }
+    }
+
+    fn synchronize(&self) {
+        let r = self.dev.synchronize();
+        self.ok("synchronize", "", r);
+    }
+
+    fn memory(&self) -> Option<MemoryUse> {
+        Some(MemoryUse { now: self.meter.now.load(Ordering::Relaxed), peak: self.meter.peak.load(Ordering::Relaxed) })
+    }
+
+    fn available_memory(&self) -> Option<u64> {
+        self.dev.free_memory()
+    }
+
+    fn reset_peak_memory(&self) {
+        self.meter.peak.store(self.meter.now.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meter_counts_live_buffers_and_their_peak() {
+        let k = EmuBackend::emulated();
+        let m0 = k.memory().expect("a kernel backend tracks its buffers");
+        let a = k.alloc(1000);
+        let b = k.clone().upload(&[1.0; 10]);
+        let e = k.alloc(0);
+        let m = k.memory().unwrap();
+        // Every allocation holds at least one word.
+        assert_eq!(m.now - m0.now, 4 * (1000 + 10 + 1));
+        assert_eq!(m.peak, m.now);
+        drop(a);
+        let m = k.memory().unwrap();
+        assert_eq!((m.now - m0.now, m.peak - m0.now), (44, 4044));
+        k.reset_peak_memory();
+        assert_eq!(k.memory().unwrap().peak, m.now);
+        drop((b, e));
+        assert_eq!(k.memory().unwrap().now, m0.now);
+    }
+}
