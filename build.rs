@@ -1,6 +1,11 @@
 //! Build script.
 //!
-//! Kernel emulation (DESIGN.md, "Testing where there is no GPU"): every `kernels/*.cu` is
+//! Two sets of CUDA sources: the product's kernels, `kernels/*.cu`, which the CUDA backend
+//! loads, and the emulator's test fixtures, `kernels/emu/fixtures/*.cu` (kernels that only
+//! `tests/emulator.rs` launches: plain reductions, negative controls, emulator corner cases),
+//! which are built for the emulator and checked by NVRTC but never embedded for the GPU.
+//!
+//! Kernel emulation (DESIGN.md, "Testing where there is no GPU"): every `.cu` of both sets is
 //! compiled for the host as C++20 with `kernels/emu/emulate.h`, into one static library linked
 //! into the crate. For each `.cu` file a host `.cpp` is generated in `OUT_DIR` that includes the
 //! emulation header, then the `.cu` source, then defines one entry point
@@ -12,20 +17,23 @@
 //!                             const size_t *arg_sizes, size_t nargs);
 //! ```
 //!
-//! per `extern "C" __global__` kernel found by a simple scan of the source. `OUT_DIR/emu_kernels.rs`
-//! declares them and lists them by name for `src/backend/emu/`. Only a host C++ compiler is
-//! needed. Without one the build still succeeds (a `cargo:warning`, an empty kernel table);
-//! with one, a kernel that does not compile fails the build.
+//! per `extern "C" __global__` kernel found by a simple scan of the source (kernel names are
+//! unique across both sets). `OUT_DIR/emu_kernels.rs` declares them and lists them by name for
+//! `src/backend/emu/`. Only a host C++ compiler is needed. Without one the build still succeeds
+//! (a `cargo:warning`, an empty kernel table); with one, a kernel that does not compile fails
+//! the build.
 //!
 //! PTX for the GPU: when NVRTC can be loaded (searched for at build time, never linked: see
-//! [`Nvrtc::find`] for the order, `NVRTC_LIB_DIR` first), every `kernels/*.cu` is also compiled
-//! by NVRTC to PTX for a virtual architecture (`compute_80`, or env `GEPA_CUDA_ARCH`), with the
-//! `kernels/*.cuh` headers handed to NVRTC by name because there are no CUDA headers to include.
-//! The PTX lands in `OUT_DIR/ptx/<file>.ptx`; `OUT_DIR/cuda_kernels.rs` (included by
-//! `src/backend/cuda/ptx.rs`) embeds it, with the sources, the headers and the kernel names, so
-//! the GPU backend loads modules without compiling anything. A kernel NVRTC rejects fails the
-//! build with NVRTC's log. Without NVRTC the build still succeeds (one `cargo:warning`); the
-//! table then has no PTX and the CUDA backend compiles the embedded sources at first use.
+//! [`Nvrtc::find`] for the order, `NVRTC_LIB_DIR` first), every `.cu` of both sets is also
+//! compiled by NVRTC to PTX for a virtual architecture (`compute_80`, or env `GEPA_CUDA_ARCH`),
+//! with the `kernels/*.cuh` headers handed to NVRTC by name because there are no CUDA headers
+//! to include. The product's PTX lands in `OUT_DIR/ptx/<file>.ptx`, and `OUT_DIR/cuda_kernels.rs`
+//! (included by `src/backend/cuda/ptx.rs`) embeds it, with the sources, the headers and the
+//! kernel names, so the GPU backend loads modules without compiling anything. The fixtures' PTX
+//! goes to `OUT_DIR/ptx/fixtures/` and is not embedded: compiling it only keeps the fixtures
+//! valid CUDA. A kernel NVRTC rejects fails the build with NVRTC's log. Without NVRTC the build
+//! still succeeds (one `cargo:warning`); the table then has no PTX and the CUDA backend compiles
+//! the embedded sources at first use.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,33 +49,29 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let kernels_dir = manifest.join("kernels");
+    let fixtures_dir = kernels_dir.join("emu").join("fixtures");
 
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&kernels_dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "cu") && p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    sources.sort();
-
+    let product = read_units(&kernels_dir);
+    let fixtures = read_units(&fixtures_dir);
     let mut kernels: Vec<String> = Vec::new();
     let mut wrappers: Vec<PathBuf> = Vec::new();
-    let mut units: Vec<Unit> = Vec::new();
-    for src in &sources {
-        let text = std::fs::read_to_string(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
-        let names = scan_kernels(&text);
-        for n in &names {
-            if kernels.contains(n) {
-                panic!("kernel `{n}` is defined in more than one kernels/*.cu file; kernel names must be unique");
+    let sets = [(&product, "emu_"), (&fixtures, "emu_fixture_")];
+    for (units, prefix) in sets {
+        for unit in units.iter() {
+            for n in &unit.kernels {
+                if kernels.contains(n) {
+                    panic!(
+                        "kernel `{n}` is defined in more than one file of kernels/*.cu and kernels/emu/fixtures/*.cu; \
+                         kernel names must be unique"
+                    );
+                }
             }
+            let stem = unit.path.file_stem().and_then(|s| s.to_str()).expect("kernel file name");
+            let wrapper = out.join(format!("{prefix}{stem}.cpp"));
+            std::fs::write(&wrapper, wrapper_cpp(&unit.path, &unit.kernels)).expect("writing emulation wrapper");
+            wrappers.push(wrapper);
+            kernels.extend(unit.kernels.iter().cloned());
         }
-        let stem = src.file_stem().and_then(|s| s.to_str()).expect("kernel file name");
-        let wrapper = out.join(format!("emu_{stem}.cpp"));
-        std::fs::write(&wrapper, wrapper_cpp(src, &names)).expect("writing emulation wrapper");
-        wrappers.push(wrapper);
-        kernels.extend(names.iter().cloned());
-        units.push(Unit { path: src.clone(), text, kernels: names });
     }
 
     let compiled = !wrappers.is_empty() && compile(&kernels_dir, &wrappers);
@@ -76,12 +80,38 @@ fn main() {
 
     let headers = read_headers(&kernels_dir);
     let arch = cuda_arch();
-    let ptx = compile_ptx(&out, &units, &headers, &arch);
-    std::fs::write(out.join("cuda_kernels.rs"), cuda_kernels_rs(&units, &headers, &arch, ptx.as_ref()))
+    let ptx = compile_ptx(&out, &product, &fixtures, &headers, &arch);
+    std::fs::write(out.join("cuda_kernels.rs"), cuda_kernels_rs(&product, &headers, &arch, ptx.as_ref()))
         .expect("writing cuda_kernels.rs");
 }
 
-/// One `kernels/*.cu` file as the build sees it.
+/// The files in `dir` (not below it) whose name ends in `.{ext}`, sorted; none when `dir` does
+/// not exist.
+fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == ext) && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
+/// Every `*.cu` directly in `dir`, sorted, with its text and kernels.
+fn read_units(dir: &Path) -> Vec<Unit> {
+    files_with_extension(dir, "cu")
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let kernels = scan_kernels(&text);
+            Unit { path, text, kernels }
+        })
+        .collect()
+}
+
+/// One `.cu` file (of `kernels/` or `kernels/emu/fixtures/`) as the build sees it.
 struct Unit {
     path: PathBuf,
     text: String,
@@ -89,7 +119,7 @@ struct Unit {
     kernels: Vec<String>,
 }
 
-/// The PTX of every unit (same order), and the NVRTC version that made it.
+/// The PTX of every product unit (same order), and the NVRTC version that made it.
 struct Ptx {
     version: String,
     files: Vec<PathBuf>,
@@ -98,15 +128,7 @@ struct Ptx {
 /// Every `kernels/*.cuh`, sorted, as (file name, absolute path, text): the headers a `.cu` may
 /// include. NVRTC gets them by name (it has no include path to search here).
 fn read_headers(kernels_dir: &Path) -> Vec<(String, PathBuf, String)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(kernels_dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "cuh") && p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    paths.sort();
-    paths
+    files_with_extension(kernels_dir, "cuh")
         .into_iter()
         .map(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).expect("header file name").to_string();
@@ -134,9 +156,17 @@ fn cuda_arch() -> String {
     }
 }
 
-/// Compiles every unit to `OUT_DIR/ptx/<stem>.ptx`. None (with one warning) when NVRTC cannot be
-/// loaded; panics with NVRTC's log when a kernel does not compile.
-fn compile_ptx(out: &Path, units: &[Unit], headers: &[(String, PathBuf, String)], arch: &str) -> Option<Ptx> {
+/// Compiles every product unit to `OUT_DIR/ptx/<stem>.ptx` (returned, for embedding) and every
+/// fixture to `OUT_DIR/ptx/fixtures/<stem>.ptx` (only to check that NVRTC accepts it). None
+/// (with one warning) when NVRTC cannot be loaded; panics with NVRTC's log when a kernel does
+/// not compile.
+fn compile_ptx(
+    out: &Path,
+    product: &[Unit],
+    fixtures: &[Unit],
+    headers: &[(String, PathBuf, String)],
+    arch: &str,
+) -> Option<Ptx> {
     let (nvrtc, notes) = Nvrtc::find();
     let Some(nvrtc) = nvrtc else {
         let tried = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
@@ -152,25 +182,29 @@ fn compile_ptx(out: &Path, units: &[Unit], headers: &[(String, PathBuf, String)]
         println!("cargo:warning={note}");
     }
     let version = nvrtc.version();
-    let dir = out.join("ptx");
-    std::fs::create_dir_all(&dir).expect("creating OUT_DIR/ptx");
     let options = [format!("--gpu-architecture={arch}"), "--std=c++17".to_string(), "-lineinfo".to_string()];
     let header_refs: Vec<(&str, &str)> = headers.iter().map(|(n, _, t)| (n.as_str(), t.as_str())).collect();
-    let mut files = Vec::with_capacity(units.len());
-    for unit in units {
-        let name = unit.path.file_name().and_then(|n| n.to_str()).expect("kernel file name");
-        let start = Instant::now();
-        let ptx = nvrtc
-            .compile(name, &unit.text, &header_refs, &options)
-            .unwrap_or_else(|log| panic!("NVRTC {version} failed to compile kernels/{name} for {arch}:\n{log}"));
-        // Not a `cargo:` line: kept in the build script's output file for whoever wants the
-        // timings and sizes (`cargo build -vv` shows it), invisible otherwise.
-        println!("nvrtc {version}: kernels/{name} -> {} bytes of PTX in {:?}", ptx.len(), start.elapsed());
-        let stem = unit.path.file_stem().and_then(|s| s.to_str()).expect("kernel file name");
-        let file = dir.join(format!("{stem}.ptx"));
-        std::fs::write(&file, ptx).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
-        files.push(file);
-    }
+    let compile_set = |units: &[Unit], label: &str, dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let mut files = Vec::with_capacity(units.len());
+        for unit in units {
+            let name = unit.path.file_name().and_then(|n| n.to_str()).expect("kernel file name");
+            let start = Instant::now();
+            let ptx = nvrtc
+                .compile(name, &unit.text, &header_refs, &options)
+                .unwrap_or_else(|log| panic!("NVRTC {version} failed to compile {label}/{name} for {arch}:\n{log}"));
+            // Not a `cargo:` line: kept in the build script's output file for whoever wants the
+            // timings and sizes (`cargo build -vv` shows it), invisible otherwise.
+            println!("nvrtc {version}: {label}/{name} -> {} bytes of PTX in {:?}", ptx.len(), start.elapsed());
+            let stem = unit.path.file_stem().and_then(|s| s.to_str()).expect("kernel file name");
+            let file = dir.join(format!("{stem}.ptx"));
+            std::fs::write(&file, ptx).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+            files.push(file);
+        }
+        files
+    };
+    let files = compile_set(product, "kernels", out.join("ptx"));
+    compile_set(fixtures, "kernels/emu/fixtures", out.join("ptx").join("fixtures"));
     Some(Ptx { version, files })
 }
 
@@ -424,13 +458,13 @@ fn compile(kernels_dir: &Path, wrappers: &[PathBuf]) -> bool {
         .is_some_and(|o| o.status.success());
     if !usable {
         println!(
-            "cargo:warning=no working host C++ compiler: kernels/*.cu are not compiled for emulation, \
-             the emulated-kernel tests will fail"
+            "cargo:warning=no working host C++ compiler: kernels/*.cu and kernels/emu/fixtures/*.cu are not compiled \
+             for emulation, the emulated-kernel tests will fail"
         );
         return false;
     }
     if let Err(e) = build.try_compile("gepa_emu_kernels") {
-        panic!("compiling kernels/*.cu for host emulation failed: {e}");
+        panic!("compiling kernels/*.cu and kernels/emu/fixtures/*.cu for host emulation failed: {e}");
     }
     true
 }
@@ -516,7 +550,7 @@ fn wrapper_cpp(src: &Path, kernels: &[String]) -> String {
 }
 
 fn kernels_rs(kernels: &[String]) -> String {
-    let mut s = String::from("// Generated by build.rs: the emulated kernels (kernels/*.cu compiled for the host).\n");
+    let mut s = String::from("// Generated by build.rs: the emulated kernels (kernels/*.cu, then kernels/emu/fixtures/*.cu, compiled for the host).\n");
     s.push_str("extern \"C\" {\n");
     for k in kernels {
         let _ = writeln!(

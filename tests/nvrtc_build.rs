@@ -151,3 +151,36 @@ fn embedded_ptx_defines_every_kernel_for_the_arch() {
         }
     }
 }
+
+/// The emulator's test fixtures (`kernels/emu/fixtures/*.cu`) are built for the emulator, and
+/// checked by NVRTC when the build had it, but are not among the kernels the CUDA backend loads.
+#[test]
+fn emulator_fixtures_are_emulated_but_not_embedded() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emu/fixtures");
+    let mut fixtures: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".cu"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.contains(&"reduce.cu".to_string()), "kernels/emu/fixtures has {fixtures:?}");
+    let emulated: Vec<&str> = gepa_dapo_grn::backend::emu::EmuDevice::new().kernel_names().collect();
+    for file in &fixtures {
+        assert!(ptx::sources().iter().all(|s| s.file != file.as_str()), "fixture {file} is embedded");
+        let kernels = scan(&std::fs::read_to_string(dir.join(file)).unwrap());
+        assert!(!kernels.is_empty(), "fixture {file}: no kernel found");
+        for k in &kernels {
+            assert!(ptx::source_of(k).is_none(), "fixture kernel {k} ({file}) is in the CUDA backend's table");
+            assert!(emulated.contains(&k.as_str()), "fixture kernel {k} ({file}) is not compiled for the emulator");
+        }
+        // NVRTC compiled it too (to keep it valid CUDA), next to the embedded PTX.
+        if ptx::nvrtc_version().is_some() {
+            let stem = file.strip_suffix(".cu").unwrap();
+            let out = Path::new(env!("OUT_DIR")).join("ptx/fixtures").join(format!("{stem}.ptx"));
+            let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+            for k in &kernels {
+                assert!(text.contains(&format!(".entry {k}(")), "{}: no `.entry {k}(`", out.display());
+            }
+        }
+    }
+}

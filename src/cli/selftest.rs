@@ -1,6 +1,9 @@
 //! `dapo selftest`: every parity case of [`crate::selftest`] on a GPU (or the kernel
 //! emulator), compared with the CPU oracle, printed as a table. Exit code 1 when a row fails,
 //! so a GPU host can be checked with one command before it trains.
+//!
+//! `dapo selftest --resources` instead prints every kernel's registers, shared memory, spills
+//! and sm_90 occupancy from `ptxas` ([`crate::backend::cuda::resources`]); no GPU needed.
 
 use super::device::{open_cuda, DeviceChoice};
 use crate::backend::cuda::{CudaBackend, CudaDevice};
@@ -16,10 +19,18 @@ pub struct SelftestArgs {
     /// Seed of the random inputs (the same seed gives the same inputs on every device).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Instead of the parity checks: assemble the embedded PTX with ptxas (found through $PTXAS,
+    /// then PATH) and print each kernel's registers, shared memory, spills and occupancy on
+    /// sm_90; exit code 1 when a kernel spills. Needs no GPU.
+    #[arg(long, conflicts_with_all = ["device", "seed"])]
+    resources: bool,
 }
 
 /// Runs `dapo selftest`.
 pub fn run(a: SelftestArgs) -> Result<()> {
+    if a.resources {
+        return resources();
+    }
     match a.device {
         DeviceChoice::Cpu => {
             Err(Error::Invalid("selftest compares a device against the CPU oracle; pick cuda or emu".into()))
@@ -63,5 +74,21 @@ fn check<D: crate::backend::device::Device>(k: &KernelBackend<D>, seed: u64) -> 
             k.device().describe(),
             failed.join(", ")
         )))
+    }
+}
+
+/// `dapo selftest --resources`: the table `kernels/README.md` carries ("Resources on sm_90").
+fn resources() -> Result<()> {
+    use crate::backend::cuda::resources::{Ptxas, Report, ResourcesError};
+    let invalid = |e: ResourcesError| Error::Invalid(format!("selftest --resources: {e}"));
+    let ptxas = Ptxas::find().map_err(invalid)?;
+    outln!("ptxas: {} ({})", ptxas.path.display(), ptxas.version);
+    let report = Report::make(&ptxas).map_err(invalid)?;
+    crate::cli::write_stdout(format_args!("{}", report.markdown()))?;
+    let problems = report.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("selftest --resources: {}", problems.join("; "))))
     }
 }

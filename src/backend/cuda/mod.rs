@@ -9,10 +9,13 @@
 //! no event tracking between streams is needed (it is switched off). Kernels come from the PTX
 //! `build.rs` embedded ([`ptx`]), or are compiled with NVRTC the first time a kernel of that
 //! file is used when the build had no NVRTC. [`CudaBackend`] is the op set on this device.
+//! [`resources`] reports what each kernel costs on an sm_90 GPU (registers, spills, occupancy)
+//! from `ptxas`, without a GPU.
 
 mod blas;
 mod modules;
 pub mod ptx;
+pub mod resources;
 
 pub use modules::compile_at_run_time;
 
