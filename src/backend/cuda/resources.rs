@@ -357,7 +357,7 @@ pub fn occupancy(limits: &SmLimits, registers: u32, static_shared: u32, block: u
 // ---- typical launches --------------------------------------------------------------------------
 
 /// How a kernel is typically launched: the block size and dynamic shared memory the launchers
-/// (`src/backend/kernels/`) choose at GPT-2 small's shapes, for the occupancy column.
+/// (`src/backend/kernel/<family>.rs`) choose at GPT-2 small's shapes, for the occupancy column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypicalLaunch {
     /// The kernel.
