@@ -34,15 +34,13 @@ use super::step_metrics::{is_wall_clock, mean_std, trl_metrics, LogWindow, StepI
 use crate::backend::Backend;
 use crate::checkpoint::trainer_state::{read_dapo_state, HfTrainerState, DAPO_STATE_FILE};
 use crate::checkpoint::{load_model, load_optimizer, save_model, EndTokens};
-use crate::data::{EpochSampler, TaskDataset};
+use crate::data::{EpochSampler, Task, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
 use crate::optim::AdamW;
 use crate::report::tensorboard::unix_time;
 use crate::report::Reporters;
-use crate::reward::{
-    score_checked, FeedbackMapping, GepaFeedback, Metrics, MixerState, RewardMixer, ScoreInput, Scorer,
-};
+use crate::reward::{FeedbackMapping, GepaFeedback, Metrics, MixerState, RewardMixer, Scorer};
 use crate::rl::advantage::group_advantages;
 use crate::rl::curriculum::Curriculum;
 use crate::rl::dynamic_sampling::filter_groups;
@@ -50,7 +48,8 @@ use crate::rl::kl_controller::KlController;
 use crate::rl::objective::{DapoObjective, LossNorm, ObjectiveMetrics};
 use crate::rl::overlong::OverlongShaping;
 use crate::rl::safety::{key_means, tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
-use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
+use crate::rollout::scored::{ScoredGeneration, EVAL_CHUNK};
+use crate::rollout::{Completion, FinishReason, RolloutKey, SamplingConfig};
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::{mix64, Rng};
 
@@ -471,16 +470,6 @@ impl<K: Backend> DapoTrainer<K> {
         Ok(sampler.take(n))
     }
 
-    /// The text a scorer sees: the completion without its end token (TRL decodes with
-    /// `skip_special_tokens`).
-    fn scored_text(&self, c: &Completion) -> Result<String> {
-        let body = match c.tokens.split_last() {
-            Some((last, rest)) if c.finish == FinishReason::StopToken && self.end_tokens.contains(last) => rest,
-            _ => &c.tokens[..],
-        };
-        self.tok.decode(body)
-    }
-
     /// Generates and scores G completions for each of `picks` (pool indices).
     fn rollout_round(
         &mut self,
@@ -491,36 +480,29 @@ impl<K: Backend> DapoTrainer<K> {
     ) -> Result<(Vec<Rollout>, f64, f64)> {
         let g = self.cfg.group_size;
         let mut prompts = Vec::with_capacity(picks.len() * g);
+        let mut tasks = Vec::with_capacity(picks.len() * g);
         for &p in picks {
             prompts.extend(std::iter::repeat(pool.ids[p].clone()).take(g));
+            tasks.extend(std::iter::repeat(&data.tasks[pool.task[p]]).take(g));
         }
-        let t0 = Instant::now();
-        let key = RolloutKey { seed: self.cfg.seed, step: self.step.wrapping_mul(1000).wrapping_add(round as u64) };
         let sampling = self.rollout_sampling();
-        let tok = &self.tok;
-        let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-        let completions = generate(&mut self.model, &prompts, &sampling, key, Some(&decode))?;
-        let rollout_s = t0.elapsed().as_secs_f64();
-
-        let t1 = Instant::now();
-        let texts: Vec<String> = completions.iter().map(|c| self.scored_text(c)).collect::<Result<_>>()?;
-        let inputs: Vec<ScoreInput<'_>> = completions
-            .iter()
-            .zip(&texts)
-            .map(|(c, text)| {
-                let task = &data.tasks[pool.task[picks[c.prompt_index / g]]];
-                ScoreInput { prompt: &task.prompt, completion: text, metadata: &task.record }
-            })
-            .collect();
-        let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
-        let mut out = Vec::with_capacity(completions.len());
-        for (((c, m), p), text) in completions.into_iter().zip(metrics).zip(prompts).zip(texts) {
+        // One chunk: every completion of the round draws with its own index under the key.
+        let generation = ScoredGeneration {
+            tok: &self.tok,
+            sampling: &sampling,
+            key: RolloutKey { seed: self.cfg.seed, step: self.step.wrapping_mul(1000).wrapping_add(round as u64) },
+            chunk: prompts.len(),
+        };
+        let scored = generation.run(&mut self.model, self.scorer.as_mut(), &prompts, &tasks)?;
+        let mut out = Vec::with_capacity(prompts.len());
+        let rounds = scored.completions.into_iter().zip(scored.metrics).zip(prompts).zip(scored.texts);
+        for (((c, m), p), text) in rounds {
             let t = pool.task[picks[c.prompt_index / g]];
             let completion_id = (c.prompt_index % g) as u64;
             let feedback = self.mapping.apply(&m, &data.tasks[t].task_id, t as u64, completion_id)?;
             out.push(Rollout { task: t, prompt_ids: p, completion: c, text, feedback, metrics: m });
         }
-        Ok((out, rollout_s, t1.elapsed().as_secs_f64()))
+        Ok((out, scored.generate_s, scored.score_s))
     }
 
     /// One RL step on `data`.
@@ -827,31 +809,22 @@ impl<K: Backend> DapoTrainer<K> {
         })
     }
 
-    /// Greedy completions of the first `n` usable tasks of `data`, scored.
+    /// Greedy completions of the first `n` usable tasks of `data`, scored as `dapo eval` scores
+    /// them: generated in chunks of [`EVAL_CHUNK`] prompts (a small KV cache on long held-out
+    /// sets) and scored in one call, so a scorer sees one batch per evaluation.
     pub fn evaluate(&mut self, data: &TaskDataset, n: usize) -> Result<EvalReport> {
         let pool = self.prepare(data)?;
         let n = n.min(pool.ids.len());
-        let cfg = SamplingConfig { temperature: 0.0, ..self.rollout_sampling() };
-        let tok = &self.tok;
-        let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-        // Generation in batches of 256 prompts keeps the KV cache small on long held-out
-        // sets; scoring is one batch, so a scorer sees one call per evaluation.
-        let mut completions = Vec::with_capacity(n);
-        for start in (0..n).step_by(256) {
-            let end = (start + 256).min(n);
-            let key = RolloutKey { seed: self.cfg.seed, step: u64::MAX };
-            completions.extend(generate(&mut self.model, &pool.ids[start..end], &cfg, key, Some(&decode))?);
-        }
-        let texts: Vec<String> = completions.iter().map(|c| self.scored_text(c)).collect::<Result<_>>()?;
-        let inputs: Vec<ScoreInput<'_>> = (0..n)
-            .zip(&texts)
-            .map(|(i, t)| {
-                let task = &data.tasks[pool.task[i]];
-                ScoreInput { prompt: &task.prompt, completion: t, metadata: &task.record }
-            })
-            .collect();
-        let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
-        let means = key_means(metrics.iter());
+        let sampling = SamplingConfig { temperature: 0.0, ..self.rollout_sampling() };
+        let tasks: Vec<&Task> = pool.task[..n].iter().map(|&t| &data.tasks[t]).collect();
+        let generation = ScoredGeneration {
+            tok: &self.tok,
+            sampling: &sampling,
+            key: RolloutKey { seed: self.cfg.seed, step: u64::MAX },
+            chunk: EVAL_CHUNK,
+        };
+        let scored = generation.run(&mut self.model, self.scorer.as_mut(), &pool.ids[..n], &tasks)?;
+        let means = key_means(scored.metrics.iter());
         Ok(EvalReport { n, accuracy: means.get("correctness").copied(), metrics: means })
     }
 
