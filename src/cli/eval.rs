@@ -12,16 +12,14 @@ use serde_json::json;
 
 use super::device::on_backend;
 use super::device::ComputeArgs;
-use super::generate::{completion_text, finish_name};
+use super::generate::finish_name;
 use super::model_arg::{check_model_dir, load_checkpoint};
 use crate::backend::Backend;
-use crate::data::TaskDataset;
+use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
-use crate::reward::{score_checked, ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, ScoreInput, Scorer};
-use crate::rollout::{generate, RolloutKey, SamplingConfig};
-
-/// Prompts per `generate` call: bounds the KV cache on long task files.
-const BATCH: usize = 256;
+use crate::reward::{ExternalScorer, FeedbackMapping, MathScorer, RewardMixer, Scorer};
+use crate::rollout::scored::{ScoredCompletions, ScoredGeneration, EVAL_CHUNK};
+use crate::rollout::{RolloutKey, SamplingConfig};
 
 /// Arguments of `dapo eval`.
 #[derive(clap::Args, Debug)]
@@ -96,7 +94,7 @@ fn eval_on<K: Backend>(
     let cfg = SamplingConfig {
         temperature: 0.0,
         max_new_tokens: a.max_new_tokens,
-        stop_token_ids: ends.clone(),
+        stop_token_ids: ends,
         ..SamplingConfig::default()
     };
     cfg.validate()?;
@@ -107,26 +105,14 @@ fn eval_on<K: Backend>(
         .map(|(i, t)| tok.encode(&t.prompt).map_err(|e| Error::Invalid(format!("task {i} ({:?}): {e}", t.prompt))))
         .collect::<Result<_>>()?;
 
+    let tasks: Vec<&Task> = data.tasks.iter().collect();
     let start = Instant::now();
-    let (mut completions, mut scored, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
-    for (b, chunk) in prompts.chunks(BATCH).enumerate() {
-        // Greedy decoding draws no random numbers; the key only satisfies the signature.
-        let cs = generate(&mut model, chunk, &cfg, RolloutKey { seed: 0, step: b as u64 }, None)?;
-        // The scorer sees the text exactly as in `dapo train` (without the end token), so the
-        // numbers match its held-out accuracy.
-        let texts: Vec<String> = cs.iter().map(|c| completion_text(&tok, c, &ends, &[])).collect::<Result<_>>()?;
-        let inputs: Vec<ScoreInput<'_>> = cs
-            .iter()
-            .zip(&texts)
-            .map(|(c, t)| {
-                let task = &data.tasks[b * BATCH + c.prompt_index];
-                ScoreInput { prompt: &task.prompt, completion: t, metadata: &task.record }
-            })
-            .collect();
-        metrics.extend(score_checked(scorer.as_mut(), &inputs)?);
-        scored.extend(texts.iter().cloned());
-        completions.extend(cs);
-    }
+    // Scored as `dapo train` scores its held-out split, so the numbers match its accuracy.
+    // Greedy decoding draws no random numbers; the key only satisfies the signature.
+    let generation =
+        ScoredGeneration { tok: &tok, sampling: &cfg, key: RolloutKey { seed: 0, step: 0 }, chunk: EVAL_CHUNK };
+    let ScoredCompletions { completions, texts: scored, metrics, .. } =
+        generation.run(&mut model, scorer.as_mut(), &prompts, &tasks)?;
     let secs = start.elapsed().as_secs_f64();
 
     let rewards = match mixer.as_mut() {

@@ -17,6 +17,7 @@ use crate::backend::Backend;
 use crate::checkpoint::EndTokens;
 use crate::data::TaskDataset;
 use crate::error::{Error, Result};
+use crate::rollout::scored::scored_text;
 use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -80,13 +81,10 @@ pub(super) fn finish_name(f: FinishReason) -> &'static str {
     }
 }
 
-/// The completion's text: the end token left out, and cut before the first stop string.
+/// The completion's text: as a scorer sees it ([`scored_text`]: the end token left out), and
+/// cut before the first stop string.
 pub(super) fn completion_text(tok: &Tokenizer, c: &Completion, ends: &[u32], stops: &[String]) -> Result<String> {
-    let ids = match (c.finish, c.tokens.split_last()) {
-        (FinishReason::StopToken, Some((last, rest))) if ends.contains(last) => rest,
-        _ => &c.tokens[..],
-    };
-    let mut text = tok.decode(ids)?;
+    let mut text = scored_text(tok, c, ends)?;
     if c.finish == FinishReason::StopString {
         if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
             text.truncate(cut);

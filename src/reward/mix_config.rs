@@ -75,6 +75,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::util::settings_file;
+pub use crate::util::settings_file::ConfigFormat;
 
 /// How values are normalised (see the module documentation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,23 +175,21 @@ impl MixerConfig {
         }
     }
 
-    /// Reads and validates a mixer file, choosing the format by extension.
+    /// Reads and validates a mixer file, choosing the format by extension
+    /// ([`crate::util::settings_file`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let format = ConfigFormat::from_path(path)?;
-        let text = crate::error::read_to_string(path)?;
-        MixerConfig::parse(&text, format, path)
+        MixerConfig::from_document(settings_file::read(path)?, path)
     }
 
     /// Parses and validates `text` in `format`; `source` names it in errors.
     pub fn parse(text: &str, format: ConfigFormat, source: impl AsRef<Path>) -> Result<Self> {
         let source = source.as_ref();
-        let bad = |e: String| Error::config(source, format!("not valid {}: {e}", format.name()));
-        let raw: Raw = match format {
-            ConfigFormat::Yaml => serde_norway::from_str(text).map_err(|e| bad(e.to_string()))?,
-            ConfigFormat::Json => serde_json::from_str(text).map_err(|e| bad(e.to_string()))?,
-            ConfigFormat::Toml => toml::from_str(text).map_err(|e| bad(e.to_string()))?,
-        };
+        MixerConfig::from_document(settings_file::parse(text, format, source)?, source)
+    }
+
+    /// A parsed document's config, validated; errors name `source`.
+    fn from_document(raw: Raw, source: &Path) -> Result<Self> {
         let config = from_raw(raw).map_err(|msg| Error::config(source, msg))?;
         config.validate(source)?;
         Ok(config)
@@ -255,42 +255,6 @@ fn check_clip((lo, hi): (f64, f64)) -> std::result::Result<(), String> {
         Err(format!("clip [{lo}, {hi}] has lo > hi"))
     } else {
         Ok(())
-    }
-}
-
-/// The file formats a mixer configuration can be written in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConfigFormat {
-    /// `.yaml` or `.yml`.
-    Yaml,
-    /// `.json`.
-    Json,
-    /// `.toml`.
-    Toml,
-}
-
-impl ConfigFormat {
-    /// The format named by `path`'s extension (case-insensitive); an error naming the file for
-    /// any other extension, rather than guessing.
-    pub fn from_path(path: &Path) -> Result<Self> {
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("yaml" | "yml") => Ok(ConfigFormat::Yaml),
-            Some("json") => Ok(ConfigFormat::Json),
-            Some("toml") => Ok(ConfigFormat::Toml),
-            _ => Err(Error::config(
-                path,
-                "unknown config file format: the extension must be .yaml, .yml, .json or .toml",
-            )),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            ConfigFormat::Yaml => "YAML",
-            ConfigFormat::Json => "JSON",
-            ConfigFormat::Toml => "TOML",
-        }
     }
 }
 
@@ -599,13 +563,5 @@ mod tests {
                 assert!(e.contains(n), "{text:?}: `{n}` not in: {e}");
             }
         }
-    }
-
-    #[test]
-    fn extensions_pick_the_format() {
-        assert_eq!(ConfigFormat::from_path(Path::new("m.YML")).unwrap(), ConfigFormat::Yaml);
-        assert_eq!(ConfigFormat::from_path(Path::new("m.toml")).unwrap(), ConfigFormat::Toml);
-        let e = ConfigFormat::from_path(Path::new("dir/m.ini")).unwrap_err().to_string();
-        assert!(e.contains("dir/m.ini") && e.contains(".yaml"), "{e}");
     }
 }

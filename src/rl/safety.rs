@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{read_to_string, Error, Result};
+use crate::error::{Error, Result};
 
 /// The prefix under which [`tag_means`] puts the batch mean of each GEPA tag, so rules can
 /// name tags and metrics in one map (`tags.format_penalty`).
@@ -104,22 +104,11 @@ pub struct SafetyConfig {
 }
 
 impl SafetyConfig {
-    /// Reads rules from a `.yaml`/`.yml`, `.toml` or `.json` file; errors name the file.
+    /// Reads rules from a `.yaml`/`.yml`, `.toml` or `.json` file
+    /// ([`crate::util::settings_file`]); errors name the file.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = read_to_string(path)?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let config: SafetyConfig = match ext.as_str() {
-            // YAML's own enum syntax is a tag (`!above 0.5`); the singleton-map adapter also
-            // accepts `{ above: 0.5 }`, the same shape as in JSON and TOML.
-            "yaml" | "yml" => {
-                serde_norway::with::singleton_map_recursive::deserialize(serde_norway::Deserializer::from_str(&text))
-                    .map_err(|e| Error::config(path, format!("invalid YAML: {e}")))
-            }
-            "toml" => toml::from_str(&text).map_err(|e| Error::config(path, format!("invalid TOML: {e}"))),
-            "json" => serde_json::from_str(&text).map_err(|e| Error::config(path, format!("invalid JSON: {e}"))),
-            _ => Err(Error::config(path, "unknown extension: want .yaml, .yml, .toml or .json")),
-        }?;
+        let config: SafetyConfig = crate::util::settings_file::read(path)?;
         config.validate().map_err(|e| Error::config(path, e.to_string()))?;
         Ok(config)
     }

@@ -1,6 +1,7 @@
 //! Batched generation with a KV cache: the rollouts of RL training.
 //!
-//! [`generate`] samples one completion per prompt (the trainer passes each prompt G times).
+//! [`generate`] samples one completion per prompt (the trainer passes each prompt G times);
+//! [`scored`] decodes and scores them, the one path of rollouts and evaluations.
 //! All prompts are prefilled in one pass, then each decode step feeds one token per
 //! unfinished sequence; a sequence leaves the batch as soon as it finishes, so finished
 //! sequences cost nothing. Every token's log-probability under the sampling policy is
@@ -12,6 +13,8 @@
 //! index and the key, never on the other sequences in the batch or the order in which they
 //! finish (up to floating-point differences in the logits themselves, which on the CPU can
 //! come from the matmul's blocking for a different number of rows).
+
+pub mod scored;
 
 use crate::backend::{Backend, SampleParams};
 use crate::error::{Error, Result};

@@ -11,57 +11,51 @@
 //! without the end token, as TRL decodes with `skip_special_tokens`) or the logged lengths; a
 //! completion that reached the length cap without one is "truncated". A step's sequences are
 //! shuffled and split into `mini_batches` optimizer steps of micro-batches whose losses are
-//! normalised as TRL's gradient accumulation normalises them ([`LossNorm`]).
+//! normalised as TRL's gradient accumulation normalises them
+//! ([`LossNorm`](crate::rl::objective::LossNorm)).
 //!
 //! Every random choice is keyed on (seed, step): the prompt order through seeded epochs, the
 //! minibatch shuffle through a generator seeded from both, rollouts through the counter RNG.
 //! Together with the checkpointed optimizer, mixer, KL controller, prompt cursor and curriculum
 //! state, a resumed run repeats the uninterrupted one exactly (bit for bit on the CPU backend
 //! with the same thread count).
+//!
+//! The trainer is one type over four files of `src/train/`: this one holds it, its step and
+//! run loops and the records they return; `rollouts.rs` the prompts, the step's rollouts
+//! (dynamic sampling included) and the held-out evaluation; `update.rs` the μ passes of
+//! optimizer steps over the step's [`Grid`](super::grid::Grid); `persist.rs` checkpoints,
+//! resume and the JSONL logs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::dapo_config::DapoConfig;
-use super::grid::{Grid, Seq};
-use super::sft::save_checkpoint;
-use super::step_metrics::{is_wall_clock, mean_std, trl_metrics, LogWindow, StepInputs};
+use super::grid::Seq;
+pub use super::persist::{read_state, COMPLETIONS_FILE, LOG_FILE, REFERENCE_DIR, STATE_FILE};
+pub use super::rollouts::PromptPool;
+use super::rollouts::{Rollout, StepRollouts};
+use super::step_metrics::{is_wall_clock, trl_metrics, LogWindow, StepInputs};
 use crate::backend::Backend;
-use crate::checkpoint::trainer_state::{read_dapo_state, HfTrainerState, DAPO_STATE_FILE};
-use crate::checkpoint::{load_model, load_optimizer, save_model, EndTokens};
+use crate::checkpoint::EndTokens;
 use crate::data::{EpochSampler, TaskDataset};
 use crate::error::{Error, Result};
 use crate::model::Gpt2;
 use crate::optim::AdamW;
 use crate::report::tensorboard::unix_time;
 use crate::report::Reporters;
-use crate::reward::{
-    score_checked, FeedbackMapping, GepaFeedback, Metrics, MixerState, RewardMixer, ScoreInput, Scorer,
-};
+use crate::reward::{FeedbackMapping, GepaFeedback, Metrics, RewardMixer, Scorer};
 use crate::rl::advantage::group_advantages;
 use crate::rl::curriculum::Curriculum;
-use crate::rl::dynamic_sampling::filter_groups;
 use crate::rl::kl_controller::KlController;
-use crate::rl::objective::{DapoObjective, LossNorm, ObjectiveMetrics};
-use crate::rl::overlong::OverlongShaping;
+use crate::rl::objective::DapoObjective;
 use crate::rl::safety::{key_means, tag_means, SafetyDecision, SafetyEvent, SafetyMonitor};
-use crate::rollout::{generate, Completion, FinishReason, RolloutKey, SamplingConfig};
+use crate::rollout::FinishReason;
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::{mix64, Rng};
-
-/// The log file inside the output directory.
-pub const LOG_FILE: &str = "dapo_log.jsonl";
-/// The completions log (`log_completions`), beside [`LOG_FILE`] in the output directory.
-pub const COMPLETIONS_FILE: &str = "completions.jsonl";
-/// The trainer state inside a checkpoint.
-pub const STATE_FILE: &str = DAPO_STATE_FILE;
-/// Where the frozen reference model is kept (when β > 0), for resuming.
-pub const REFERENCE_DIR: &str = "reference";
 
 /// A batch for [`DapoTrainer::train_step`]: S sequences the caller sampled and scored.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,19 +71,6 @@ pub struct DapoBatch {
     /// current policy's, computed before the update (TRL's on-policy case, ratio 1 on the
     /// first pass).
     pub logp_old: Option<Vec<Vec<f32>>>,
-}
-
-/// One scored completion of a step.
-#[derive(Clone, Debug)]
-struct Rollout {
-    /// The dataset task it answers.
-    task: usize,
-    prompt_ids: Vec<u32>,
-    completion: Completion,
-    /// The completion's text as the scorer saw it.
-    text: String,
-    feedback: GepaFeedback,
-    metrics: Metrics,
 }
 
 /// The `rl` part of a step's log record, aggregated over every optimizer step of the step
@@ -199,63 +180,38 @@ pub struct TrainReport {
     pub interrupted: bool,
 }
 
-/// A task file's prompts as the trainer uses them: encoded once, checked against the scorer,
-/// truncated to `max_prompt_length`, and without those that leave no room for a completion.
-#[derive(Clone, Debug)]
-pub struct PromptPool {
-    /// Encoded prompt of each usable task.
-    pub ids: Vec<Vec<u32>>,
-    /// The task index (into the dataset) of each usable prompt.
-    pub task: Vec<usize>,
-    /// Prompts left out because prompt + `max_new_tokens` exceeds the model's context.
-    pub dropped: usize,
-    /// Prompts cut to their last `max_prompt_length` tokens.
-    pub truncated: usize,
-    /// Which dataset this was built from (its address and length), for the step cache.
-    key: (usize, usize),
-}
-
-/// The KL controller's settings, saved beside its state: a resumed run whose settings differ
-/// starts a controller from the new settings instead of restoring the old one.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct KlSpec {
-    beta: f64,
-    target: Option<f64>,
-    horizon: f64,
-}
-
 /// The trainer. Owns the policy, the frozen reference (when β > 0 or adapted) and all RL state.
 pub struct DapoTrainer<K: Backend> {
-    cfg: DapoConfig,
-    model: Gpt2<K>,
-    reference: Option<Gpt2<K>>,
-    tok: Tokenizer,
-    scorer: Box<dyn Scorer>,
-    mapping: FeedbackMapping,
-    mixer: RewardMixer,
-    objective: DapoObjective<K>,
-    opt: AdamW<K>,
-    kl: KlController,
-    curriculum: Option<Curriculum>,
-    safety: Option<SafetyMonitor>,
-    end_tokens: Vec<u32>,
-    sampler: Option<EpochSampler>,
-    pool: Option<std::sync::Arc<PromptPool>>,
-    run_settings: Option<Value>,
+    pub(super) cfg: DapoConfig,
+    pub(super) model: Gpt2<K>,
+    pub(super) reference: Option<Gpt2<K>>,
+    pub(super) tok: Tokenizer,
+    pub(super) scorer: Box<dyn Scorer>,
+    pub(super) mapping: FeedbackMapping,
+    pub(super) mixer: RewardMixer,
+    pub(super) objective: DapoObjective<K>,
+    pub(super) opt: AdamW<K>,
+    pub(super) kl: KlController,
+    pub(super) curriculum: Option<Curriculum>,
+    pub(super) safety: Option<SafetyMonitor>,
+    pub(super) end_tokens: Vec<u32>,
+    pub(super) sampler: Option<EpochSampler>,
+    pub(super) pool: Option<std::sync::Arc<PromptPool>>,
+    pub(super) run_settings: Option<Value>,
     /// Whether the safety rules' metric names were checked against a real step's metrics.
-    safety_checked: bool,
+    pub(super) safety_checked: bool,
     /// Set when a step starts changing the model or the KL controller: a failure after it is
     /// not undone by restoring the step's inputs.
-    mid_update: bool,
-    last_kl: f64,
-    last_loss: f64,
-    last_grad_norm: f64,
+    pub(super) mid_update: bool,
+    pub(super) last_kl: f64,
+    pub(super) last_loss: f64,
+    pub(super) last_grad_norm: f64,
     /// Prompt + completion tokens of every completion trained on so far (TRL's `num_tokens`).
-    tokens_seen: u64,
+    pub(super) tokens_seen: u64,
     /// Every logging step's averaged metrics and every evaluation, with its `step`: the
     /// `log_history` of transformers' `trainer_state.json`.
-    log_history: Vec<Value>,
-    step: u64,
+    pub(super) log_history: Vec<Value>,
+    pub(super) step: u64,
 }
 
 impl<K: Backend> DapoTrainer<K> {
@@ -389,181 +345,11 @@ impl<K: Backend> DapoTrainer<K> {
         self.run_settings = Some(settings);
     }
 
-    /// The sampling settings of rollouts: the configured ones, stopping at the end tokens.
-    fn rollout_sampling(&self) -> SamplingConfig {
-        SamplingConfig { stop_token_ids: self.end_tokens.clone(), ..self.cfg.sampling.clone() }
-    }
-
-    /// Prepares `data`'s prompts ([`PromptPool`]): every task is checked against the scorer
-    /// and encoded, so a line missing what the scorer needs, or that the tokenizer cannot
-    /// encode, is an error naming `file:line` before any step. Errors when no prompt fits.
-    pub fn prepare(&self, data: &TaskDataset) -> Result<PromptPool> {
-        let n_positions = self.model.config().n_positions;
-        let room = n_positions.saturating_sub(self.cfg.sampling.max_new_tokens);
-        let mut pool = PromptPool {
-            ids: Vec::new(),
-            task: Vec::new(),
-            dropped: 0,
-            truncated: 0,
-            key: (data as *const TaskDataset as usize, data.len()),
-        };
-        for (i, task) in data.tasks.iter().enumerate() {
-            let at = || data.locate(i);
-            self.scorer.check_task(&task.record).map_err(|m| Error::Invalid(format!("{}: {m}", at())))?;
-            let mut ids =
-                self.tok.encode(&task.prompt).map_err(|e| Error::Invalid(format!("{}: prompt: {e}", at())))?;
-            if ids.is_empty() {
-                return Err(Error::Invalid(format!("{}: the prompt encodes to no tokens", at())));
-            }
-            if let Some(max) = self.cfg.max_prompt_length {
-                if ids.len() > max {
-                    ids.drain(..ids.len() - max);
-                    pool.truncated += 1;
-                }
-            }
-            if ids.len() > room {
-                pool.dropped += 1;
-                continue;
-            }
-            pool.ids.push(ids);
-            pool.task.push(i);
-        }
-        if pool.ids.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: none of its {} prompts leaves room for {} new tokens below the model's n_positions \
-                 {n_positions} (lower --max-new-tokens or set --max-prompt-length)",
-                data.source.display(),
-                data.len(),
-                self.cfg.sampling.max_new_tokens
-            )));
-        }
-        Ok(pool)
-    }
-
-    /// The prepared prompts of `data`, built on first use and kept while the same dataset is
-    /// passed (shared, so a step does not copy every encoded prompt).
-    fn pool_for(&mut self, data: &TaskDataset) -> Result<std::sync::Arc<PromptPool>> {
-        let key = (data as *const TaskDataset as usize, data.len());
-        match &self.pool {
-            Some(p) if p.key == key => Ok(p.clone()),
-            _ => {
-                let p = std::sync::Arc::new(self.prepare(data)?);
-                self.pool = Some(p.clone());
-                Ok(p)
-            }
-        }
-    }
-
-    /// Indices (into the pool) of a round's prompts: by curriculum weight when enabled (keyed
-    /// on (seed, step, round)), else the next ones of the seeded epoch stream.
-    fn sample_prompts(&mut self, data: &TaskDataset, pool: &PromptPool, round: usize) -> Result<Vec<usize>> {
-        let n = self.cfg.batch_size;
-        if let Some(c) = &self.curriculum {
-            let mut rng = Rng::new(mix_seed(self.cfg.seed, self.step, round as u64));
-            let ids: Vec<&str> = pool.task.iter().map(|&t| data.tasks[t].task_id.as_str()).collect();
-            return c.sample(&ids, n, &mut rng);
-        }
-        let fresh = || EpochSampler::new(pool.ids.len(), self.cfg.seed, self.cfg.shuffle_dataset);
-        let sampler = match &mut self.sampler {
-            Some(s) if s.n == pool.ids.len() => s,
-            slot => slot.insert(fresh()?),
-        };
-        Ok(sampler.take(n))
-    }
-
-    /// The text a scorer sees: the completion without its end token (TRL decodes with
-    /// `skip_special_tokens`).
-    fn scored_text(&self, c: &Completion) -> Result<String> {
-        let body = match c.tokens.split_last() {
-            Some((last, rest)) if c.finish == FinishReason::StopToken && self.end_tokens.contains(last) => rest,
-            _ => &c.tokens[..],
-        };
-        self.tok.decode(body)
-    }
-
-    /// Generates and scores G completions for each of `picks` (pool indices).
-    fn rollout_round(
-        &mut self,
-        data: &TaskDataset,
-        pool: &PromptPool,
-        picks: &[usize],
-        round: usize,
-    ) -> Result<(Vec<Rollout>, f64, f64)> {
-        let g = self.cfg.group_size;
-        let mut prompts = Vec::with_capacity(picks.len() * g);
-        for &p in picks {
-            prompts.extend(std::iter::repeat(pool.ids[p].clone()).take(g));
-        }
-        let t0 = Instant::now();
-        let key = RolloutKey { seed: self.cfg.seed, step: self.step.wrapping_mul(1000).wrapping_add(round as u64) };
-        let sampling = self.rollout_sampling();
-        let tok = &self.tok;
-        let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-        let completions = generate(&mut self.model, &prompts, &sampling, key, Some(&decode))?;
-        let rollout_s = t0.elapsed().as_secs_f64();
-
-        let t1 = Instant::now();
-        let texts: Vec<String> = completions.iter().map(|c| self.scored_text(c)).collect::<Result<_>>()?;
-        let inputs: Vec<ScoreInput<'_>> = completions
-            .iter()
-            .zip(&texts)
-            .map(|(c, text)| {
-                let task = &data.tasks[pool.task[picks[c.prompt_index / g]]];
-                ScoreInput { prompt: &task.prompt, completion: text, metadata: &task.record }
-            })
-            .collect();
-        let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
-        let mut out = Vec::with_capacity(completions.len());
-        for (((c, m), p), text) in completions.into_iter().zip(metrics).zip(prompts).zip(texts) {
-            let t = pool.task[picks[c.prompt_index / g]];
-            let completion_id = (c.prompt_index % g) as u64;
-            let feedback = self.mapping.apply(&m, &data.tasks[t].task_id, t as u64, completion_id)?;
-            out.push(Rollout { task: t, prompt_ids: p, completion: c, text, feedback, metrics: m });
-        }
-        Ok((out, rollout_s, t1.elapsed().as_secs_f64()))
-    }
-
     /// One RL step on `data`.
     pub fn step(&mut self, data: &TaskDataset) -> Result<StepRecord> {
-        let pool = self.pool_for(data)?;
         let g = self.cfg.group_size;
-        let (mut kept, mut rewards) = (Vec::<Rollout>::new(), Vec::<f64>::new());
-        let (mut rollout_s, mut score_s, mut dropped) = (0.0, 0.0, 0usize);
-        let (mut groups, mut zero_std_groups) = (0usize, 0usize);
-        for round in 0..self.cfg.max_sampling_rounds {
-            let picks = self.sample_prompts(data, &pool, round)?;
-            let (rolls, r_s, s_s) = self.rollout_round(data, &pool, &picks, round)?;
-            rollout_s += r_s;
-            score_s += s_s;
-            let feedback: Vec<GepaFeedback> = rolls.iter().map(|r| r.feedback.clone()).collect();
-            let (mut mixed, _) = self.mixer.mix(&feedback, &vec![g; picks.len()])?;
-            if let Some(buffer) = self.cfg.overlong_buffer_len {
-                let lens: Vec<usize> = rolls.iter().map(|r| r.completion.tokens.len()).collect();
-                OverlongShaping::new(self.cfg.sampling.max_new_tokens, buffer)?
-                    .with_penalty_factor(self.cfg.overlong_penalty_factor)?
-                    .apply(&mut mixed, &lens)?;
-            }
-            // TRL's `frac_reward_zero_std`: groups whose std is within 1e-8 of zero (its
-            // `torch.isclose(std, 0)`), counted over every group sampled.
-            groups += mixed.len() / g;
-            zero_std_groups += mixed.chunks(g).filter(|c| mean_std(c.iter().copied()).1.abs() <= 1e-8).count();
-            if !self.cfg.dynamic_sampling {
-                kept = rolls;
-                rewards = mixed;
-                break;
-            }
-            let filter = filter_groups(&mixed, &vec![g; picks.len()])?;
-            dropped += filter.dropped;
-            for &gi in &filter.kept {
-                if kept.len() < self.cfg.batch_size * g {
-                    kept.extend_from_slice(&rolls[gi * g..(gi + 1) * g]);
-                    rewards.extend_from_slice(&mixed[gi * g..(gi + 1) * g]);
-                }
-            }
-            if kept.len() >= self.cfg.batch_size * g {
-                break;
-            }
-        }
+        let StepRollouts { kept, rewards, rollout_s, score_s, dropped, groups, zero_std_groups } =
+            self.collect_rollouts(data)?;
         let adv = if kept.is_empty() {
             Vec::new()
         } else {
@@ -752,203 +538,6 @@ impl<K: Backend> DapoTrainer<K> {
         Ok((events, decision))
     }
 
-    /// The update over `seqs` (in order): reference and old log-probs where needed, then μ
-    /// passes of minibatch optimizer steps. Returns the metrics and the reference pass's
-    /// seconds.
-    fn update(&mut self, seqs: &[Seq], lr: f32, beta: f64) -> Result<(RlMetrics, f64)> {
-        let mut grid = Grid::build(seqs, self.cfg.mask_truncated, self.model.config().n_positions)?;
-        self.objective.set_beta(beta as f32)?;
-        let micro = self.cfg.micro_batch(grid.s);
-        if !grid.has_logp_old {
-            // TRL computes the old log-probs with the policy before the first update.
-            grid.logp_old = token_logprobs(&mut self.model, &mut self.objective, &grid, micro)?;
-        }
-        let mut reference_s = 0.0;
-        let ref_logp = match self.reference.as_mut() {
-            Some(reference) if beta != 0.0 => {
-                let t = Instant::now();
-                let lp = token_logprobs(reference, &mut self.objective, &grid, micro)?;
-                // Freed, so the frozen copy's activations do not sit beside the update's.
-                reference.release_activations();
-                reference_s = t.elapsed().as_secs_f64();
-                Some(lp)
-            }
-            _ => None,
-        };
-
-        // TRL's normalisers: a minibatch is `per` sequences in `n_parts` accumulated
-        // micro-batches; the token-mean losses divide by the step's tokens / mini_batches
-        // (its `num_items_in_batch` scaled to one accumulation window).
-        let per = grid.s.div_ceil(self.cfg.mini_batches);
-        let token_norm = grid.tokens(0..grid.s).max(1.0) / self.cfg.mini_batches as f32;
-        let mut acc = MetricsSum::default();
-        for _ in 0..self.cfg.num_iterations {
-            for start in (0..grid.s).step_by(per) {
-                let mini = start..(start + per).min(grid.s);
-                self.model.zero_grad();
-                let pieces = chunks(mini.clone(), micro);
-                let norm = LossNorm { sequences: mini.len() as f32, tokens: token_norm, accum: pieces.len() as f32 };
-                let mut step_loss = (0.0f32, 0.0f32);
-                for r in pieces {
-                    // A micro-batch with no token in the loss (all truncated and masked) adds
-                    // nothing to any loss type; TRL's clamped normalisers give it exactly 0.
-                    if grid.tokens(r.clone()) == 0.0 {
-                        continue;
-                    }
-                    let m = self.backward_part(&grid, r, ref_logp.as_deref(), norm)?;
-                    step_loss.0 += m.loss;
-                    step_loss.1 += m.policy_loss;
-                    acc.add_part(&m);
-                }
-                let max_norm = (self.cfg.max_grad_norm > 0.0).then_some(self.cfg.max_grad_norm);
-                let info = self.opt.step(&mut self.model, lr, max_norm)?;
-                acc.add_step(step_loss, info.grad_norm);
-            }
-        }
-        Ok((acc.finish(lr, beta, self.cfg.num_iterations), reference_s))
-    }
-
-    /// Forward and backward of sequences `seqs`, adding to the gradients.
-    fn backward_part(
-        &mut self,
-        grid: &Grid,
-        seqs: std::ops::Range<usize>,
-        ref_logp: Option<&[f32]>,
-        norm: LossNorm,
-    ) -> Result<ObjectiveMetrics> {
-        let sub = grid.slice(seqs, ref_logp);
-        let k = self.model.backend().clone();
-        let (t, c, v) = (grid.t, self.model.config().n_embd, self.model.config().vocab_size);
-        let bufs = sub.upload(&k);
-        let objective = &mut self.objective;
-        self.model.forward_backward_with(&sub.ids, sub.s, t, |h| {
-            let batch = bufs.batch(h.hidden, h.wte, sub.s, t, c, v, norm);
-            objective.forward_backward(h.backend, &batch, h.dhidden, h.dwte)
-        })
-    }
-
-    /// Greedy completions of the first `n` usable tasks of `data`, scored.
-    pub fn evaluate(&mut self, data: &TaskDataset, n: usize) -> Result<EvalReport> {
-        let pool = self.prepare(data)?;
-        let n = n.min(pool.ids.len());
-        let cfg = SamplingConfig { temperature: 0.0, ..self.rollout_sampling() };
-        let tok = &self.tok;
-        let decode = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-        // Generation in batches of 256 prompts keeps the KV cache small on long held-out
-        // sets; scoring is one batch, so a scorer sees one call per evaluation.
-        let mut completions = Vec::with_capacity(n);
-        for start in (0..n).step_by(256) {
-            let end = (start + 256).min(n);
-            let key = RolloutKey { seed: self.cfg.seed, step: u64::MAX };
-            completions.extend(generate(&mut self.model, &pool.ids[start..end], &cfg, key, Some(&decode))?);
-        }
-        let texts: Vec<String> = completions.iter().map(|c| self.scored_text(c)).collect::<Result<_>>()?;
-        let inputs: Vec<ScoreInput<'_>> = (0..n)
-            .zip(&texts)
-            .map(|(i, t)| {
-                let task = &data.tasks[pool.task[i]];
-                ScoreInput { prompt: &task.prompt, completion: t, metadata: &task.record }
-            })
-            .collect();
-        let metrics = score_checked(self.scorer.as_mut(), &inputs)?;
-        let means = key_means(metrics.iter());
-        Ok(EvalReport { n, accuracy: means.get("correctness").copied(), metrics: means })
-    }
-
-    /// Writes `checkpoint-<step>` under the output directory: the HF model directory plus
-    /// tokenizer, optimizer state and trainer state (with the run's settings), swapped into
-    /// place atomically.
-    pub fn save(&self) -> Result<PathBuf> {
-        let dir = self.cfg.output_dir.join(format!("checkpoint-{}", self.step));
-        let state = json!({
-            "step": self.step,
-            "kl": self.kl,
-            "kl_spec": kl_spec(&self.cfg),
-            "mixer": self.mixer.state(),
-            "curriculum": self.curriculum,
-            "sampler": self.sampler,
-            "last_kl": self.last_kl,
-            "last_loss": self.last_loss,
-            "last_grad_norm": self.last_grad_norm,
-            "tokens_seen": self.tokens_seen,
-            "log_history": self.log_history,
-            "config": self.cfg,
-            "settings": self.run_settings,
-        });
-        let hf = HfTrainerState {
-            global_step: self.step,
-            max_steps: self.cfg.steps,
-            logging_steps: self.cfg.logging_steps,
-            eval_steps: self.cfg.eval_every,
-            save_steps: self.cfg.save_every,
-            train_batch_size: (self.cfg.batch_size * self.cfg.group_size) as u64,
-            num_input_tokens_seen: self.tokens_seen,
-            log_history: self.log_history.clone(),
-        };
-        save_checkpoint(&dir, &self.model, &self.tok, &self.opt, &hf, &state)?;
-        Ok(dir)
-    }
-
-    /// Saves the frozen reference (when there is one) under the output directory, once.
-    pub fn save_reference(&self) -> Result<()> {
-        if let Some(r) = &self.reference {
-            let dir = self.cfg.output_dir.join(REFERENCE_DIR);
-            if !dir.join("model.safetensors").exists() {
-                save_model(&dir, r, Some(&self.tok))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Continues from a checkpoint written by [`DapoTrainer::save`]: weights, optimizer, step,
-    /// mixer, prompt cursor and curriculum state; the KL controller's state when its settings
-    /// are unchanged (else a fresh one from the current settings); the reference from the
-    /// output directory when β > 0.
-    pub fn resume(&mut self, dir: &Path) -> Result<()> {
-        let k = self.model.backend().clone();
-        let model = load_model(dir, k.clone())?;
-        if model.config() != self.model.config() {
-            return Err(Error::Invalid(format!("{}: the checkpoint's config differs from the model's", dir.display())));
-        }
-        self.model = model;
-        self.opt = AdamW::new(&self.model, self.cfg.adamw);
-        load_optimizer(&dir.join(crate::checkpoint::optimizer_state::OPTIMIZER_FILE), &self.model, &mut self.opt)?;
-        let path = dir.join(STATE_FILE);
-        let state = read_state(dir)?;
-        let field = |name: &str| state.get(name).cloned().unwrap_or(Value::Null);
-        let parse = |name: &str| -> Result<Value> {
-            state.get(name).cloned().ok_or_else(|| Error::config(&path, format!("missing `{name}`")))
-        };
-        let bad = |e: serde_json::Error| Error::config(&path, e.to_string());
-        self.step = serde_json::from_value(parse("step")?).map_err(bad)?;
-        let saved_spec: Option<KlSpec> = serde_json::from_value(field("kl_spec")).map_err(bad)?;
-        if saved_spec.map_or(true, |s| s == kl_spec(&self.cfg)) {
-            self.kl = serde_json::from_value(parse("kl")?).map_err(bad)?;
-        }
-        let mixer: MixerState = serde_json::from_value(parse("mixer")?).map_err(bad)?;
-        self.mixer.set_state(mixer);
-        self.curriculum = serde_json::from_value(parse("curriculum")?).map_err(bad)?;
-        self.sampler = serde_json::from_value(field("sampler")).map_err(bad)?;
-        self.cut_log(self.step)?;
-        self.last_kl = serde_json::from_value(parse("last_kl")?).map_err(bad)?;
-        self.last_loss = serde_json::from_value(field("last_loss")).unwrap_or(0.0);
-        self.last_grad_norm = serde_json::from_value(field("last_grad_norm")).unwrap_or(0.0);
-        self.tokens_seen = serde_json::from_value(field("tokens_seen")).unwrap_or(0);
-        self.log_history = serde_json::from_value(field("log_history")).unwrap_or_default();
-        if self.reference.is_some() {
-            let rdir = self.cfg.output_dir.join(REFERENCE_DIR);
-            if !rdir.join(crate::checkpoint::model_dir::WEIGHTS_FILE).exists() {
-                return Err(Error::Invalid(format!(
-                    "resuming with beta > 0 needs the frozen reference model the run saved in {}, which is not \
-                     there (did the run start with beta = 0?)",
-                    rdir.display()
-                )));
-            }
-            self.reference = Some(load_model(&rdir, k)?);
-        }
-        Ok(())
-    }
-
     /// Runs from the current step to `config().steps`: a log record per step, an evaluation
     /// every `eval_every` steps (and before the first and after the last step when `eval` is
     /// given), a checkpoint every `save_every` steps and at the end. When `stop` becomes true
@@ -1061,96 +650,12 @@ impl<K: Backend> DapoTrainer<K> {
         self.save_final()?;
         Ok(report)
     }
-
-    /// Writes the policy (weights, config, tokenizer files; no optimizer) to
-    /// `OUTPUT_DIR/final/`, atomically: the model to use once a run has finished.
-    pub fn save_final(&self) -> Result<PathBuf> {
-        let dir = self.cfg.output_dir.join(crate::checkpoint::run_dir::FINAL_DIR);
-        save_model(&dir, &self.model, Some(&self.tok))?;
-        Ok(dir)
-    }
-
-    /// After a failure outside an update (a scorer that crashed, a full disk, a broken log):
-    /// checkpoints the last completed step when no checkpoint holds it yet, and returns the
-    /// error saying where the work is.
-    fn keep_completed_work(&mut self, e: Error, saved: u64, report: &mut TrainReport) -> Error {
-        if self.step == saved {
-            return e;
-        }
-        match self.save() {
-            Ok(dir) => {
-                let note = format!("{e}\n(step {} was checkpointed to {} before stopping)", self.step, dir.display());
-                report.checkpoints.push(dir);
-                Error::Invalid(note)
-            }
-            Err(save) => Error::Invalid(format!("{e}\n(and checkpointing step {} failed too: {save})", self.step)),
-        }
-    }
-
-    /// Cuts the output directory's log back to the records of steps up to `step` (and drops
-    /// a torn last line), so the run resumed from checkpoint `step` writes the same log as a
-    /// run that was never interrupted.
-    fn cut_log(&self, step: u64) -> Result<()> {
-        [LOG_FILE, COMPLETIONS_FILE].iter().try_for_each(|f| self.cut_file(f, step))
-    }
-
-    /// [`DapoTrainer::cut_log`] for one JSONL file of the output directory.
-    fn cut_file(&self, file: &str, step: u64) -> Result<()> {
-        let path = self.cfg.output_dir.join(file);
-        if !path.exists() {
-            return Ok(());
-        }
-        let text = crate::error::read_to_string(&path)?;
-        let mut kept = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let record: Option<Value> = line.strip_suffix('\n').and_then(|l| serde_json::from_str(l).ok());
-            match record.and_then(|r| r.get("step").and_then(Value::as_u64)) {
-                Some(s) if s <= step => kept.push_str(line),
-                // A record of a later step, or a torn one: the interrupted run's, not this one's.
-                _ => break,
-            }
-        }
-        if kept.len() != text.len() {
-            crate::checkpoint::tensors::write_atomically(&path, kept.as_bytes())?;
-        }
-        Ok(())
-    }
-
-    /// Appends `record` to the output directory's JSONL log, as one write of the whole line
-    /// (so a crash leaves at most the last line torn, which [`DapoTrainer::resume`] cuts).
-    pub fn log(&self, record: &impl Serialize) -> Result<()> {
-        if !self.cfg.report_to.jsonl {
-            return Ok(());
-        }
-        self.log_to(LOG_FILE, record)
-    }
-
-    /// [`DapoTrainer::log`] into `file` of the output directory.
-    fn log_to(&self, file: &str, record: &impl Serialize) -> Result<()> {
-        let path = self.cfg.output_dir.join(file);
-        std::fs::create_dir_all(&self.cfg.output_dir).map_err(|e| Error::io(&self.cfg.output_dir, e))?;
-        let mut f =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        let mut line = serde_json::to_string(record).expect("log records serialise");
-        line.push('\n');
-        if crate::util::failpoint::armed("log.torn_record") {
-            let _ = f.write_all(&line.as_bytes()[..line.len() / 2]);
-            eprintln!("{}: aborting in the middle of a log record", crate::util::failpoint::ENV);
-            std::process::abort();
-        }
-        f.write_all(line.as_bytes()).map_err(|e| Error::io(&path, e))
-    }
 }
 
 /// What safety rules can watch besides `rewards.<key>` and `tags.<key>`: the step's mean
 /// reward, and the previous update's KL, loss and gradient norm (in this order in
 /// `check_safety`).
 pub const STEP_METRICS: &[&str] = &["reward_mean", "kl", "loss", "grad_norm"];
-
-/// A checkpoint's dapo state (`dapo_state.json`; see [`read_dapo_state`]).
-pub fn read_state(dir: &Path) -> Result<Value> {
-    read_dapo_state(dir)
-}
 
 /// Refuses settings whose smallest possible step cannot fit in the backend's memory: the
 /// gradients, AdamW's moments and the reference beside the loaded weights, and the larger of
@@ -1173,10 +678,6 @@ fn check_memory<K: Backend>(model: &Gpt2<K>, cfg: &DapoConfig, with_reference: b
     )
 }
 
-fn kl_spec(cfg: &DapoConfig) -> KlSpec {
-    KlSpec { beta: f64::from(cfg.objective.beta), target: cfg.kl_target, horizon: cfg.kl_horizon }
-}
-
 fn kl_controller(cfg: &DapoConfig) -> Result<KlController> {
     let beta = f64::from(cfg.objective.beta);
     match cfg.kl_target {
@@ -1185,64 +686,8 @@ fn kl_controller(cfg: &DapoConfig) -> Result<KlController> {
     }
 }
 
-/// Sums of the objective's metrics over a step's passes. Per-token metrics are averaged over
-/// micro-batches, each micro-batch's token mean counting once, as TRL's logger averages the
-/// values its loss appends per micro-batch.
-#[derive(Default)]
-struct MetricsSum {
-    loss: f64,
-    policy_loss: f64,
-    grad_norm: f64,
-    steps: usize,
-    parts: usize,
-    tokens: f64,
-    kl: f64,
-    entropy: f64,
-    clip_low: f64,
-    clip_high: f64,
-    clip_dual: f64,
-}
-
-impl MetricsSum {
-    fn add_part(&mut self, m: &ObjectiveMetrics) {
-        self.parts += 1;
-        self.tokens += f64::from(m.tokens);
-        self.kl += f64::from(m.kl);
-        self.entropy += f64::from(m.entropy);
-        self.clip_low += f64::from(m.clip_frac_low);
-        self.clip_high += f64::from(m.clip_frac_high);
-        self.clip_dual += f64::from(m.clip_frac_dual);
-    }
-
-    fn add_step(&mut self, (loss, policy): (f32, f32), grad_norm: f32) {
-        self.loss += f64::from(loss);
-        self.policy_loss += f64::from(policy);
-        self.grad_norm += f64::from(grad_norm);
-        self.steps += 1;
-    }
-
-    fn finish(&self, lr: f32, beta: f64, passes: usize) -> RlMetrics {
-        let per_step = |x: f64| (x / self.steps.max(1) as f64) as f32;
-        let per_part = |x: f64| (x / self.parts.max(1) as f64) as f32;
-        RlMetrics {
-            loss: per_step(self.loss),
-            policy_loss: per_step(self.policy_loss),
-            kl: per_part(self.kl),
-            kl_coef: beta,
-            entropy: per_part(self.entropy),
-            clip_frac_low: per_part(self.clip_low),
-            clip_frac_high: per_part(self.clip_high),
-            clip_frac_dual: per_part(self.clip_dual),
-            lr,
-            grad_norm: per_step(self.grad_norm),
-            optimizer_steps: self.steps,
-            tokens: (self.tokens / passes.max(1) as f64) as f32,
-        }
-    }
-}
-
 /// A seed from (seed, step, round), mixed so nearby steps are unrelated.
-fn mix_seed(seed: u64, step: u64, round: u64) -> u64 {
+pub(super) fn mix_seed(seed: u64, step: u64, round: u64) -> u64 {
     mix64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
@@ -1250,31 +695,4 @@ fn mix_seed(seed: u64, step: u64, round: u64) -> u64 {
 fn mean_metric<'a>(ms: impl Iterator<Item = &'a Metrics>, key: &str) -> Option<f64> {
     let vals: Vec<f64> = ms.filter_map(|m| m.get(key).copied()).collect();
     (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
-}
-
-/// `r` cut into consecutive ranges of at most `size` (micro-batches of sequences).
-fn chunks(r: std::ops::Range<usize>, size: usize) -> Vec<std::ops::Range<usize>> {
-    r.clone().step_by(size.max(1)).map(|a| a..(a + size).min(r.end)).collect()
-}
-
-/// Log-probs of every grid position's target under `model` (the reference, or the policy for
-/// the old log-probs), (S, T), computed in the update's micro-batches of `micro` sequences so
-/// these passes never hold more activations than the update does.
-fn token_logprobs<K: Backend>(
-    model: &mut Gpt2<K>,
-    objective: &mut DapoObjective<K>,
-    grid: &Grid,
-    micro: usize,
-) -> Result<Vec<f32>> {
-    let (c, v) = (model.config().n_embd, model.config().vocab_size);
-    let mut out = Vec::with_capacity(grid.s * grid.t);
-    for seqs in chunks(0..grid.s, micro) {
-        let sub = grid.slice(seqs, None);
-        let n = sub.s * grid.t;
-        out.extend(model.forward_hidden(&sub.ids, sub.s, grid.t, |h| {
-            let targets = h.backend.upload_ids(&sub.targets);
-            objective.token_logprobs(h.backend, h.hidden, h.wte, &targets, n, c, v).map(|(lp, _)| lp)
-        })??);
-    }
-    Ok(out)
 }

@@ -16,7 +16,6 @@ use serde_json::{Map, Value};
 
 use super::dapo_config::DapoConfig;
 use crate::error::{Error, Result};
-use crate::reward::ConfigFormat;
 
 /// Where a run's model, data and rewards come from: the part of `dapo train`'s settings that
 /// the library trainer does not see. Saved with every checkpoint so `--resume` needs no flags.
@@ -148,20 +147,10 @@ pub fn read_settings(path: &Path) -> Result<(Value, Vec<String>)> {
     translate_trl_names(v).map_err(|m| Error::config(path, m))
 }
 
-/// A TOML, YAML or JSON file as a JSON tree, by extension; the one reader of settings files.
+/// A TOML, YAML or JSON file as a JSON tree, by extension, read by
+/// [`crate::util::settings_file`]; a file whose top level is not a table is an error naming it.
 pub fn read_tree(path: &Path) -> Result<Value> {
-    let text = crate::error::read_to_string(path)?;
-    // A byte-order mark is not part of the document (editors on Windows write one).
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let v: Value = match ConfigFormat::from_path(path)? {
-        ConfigFormat::Toml => toml::from_str(text).map_err(|e| Error::config(path, format!("invalid TOML: {e}")))?,
-        ConfigFormat::Yaml => {
-            serde_norway::from_str(text).map_err(|e| Error::config(path, format!("invalid YAML: {e}")))?
-        }
-        ConfigFormat::Json => {
-            serde_json::from_str(text).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))?
-        }
-    };
+    let v: Value = crate::util::settings_file::read(path)?;
     match v {
         Value::Object(_) => Ok(v),
         // An empty YAML document.
