@@ -5,18 +5,27 @@
 //!
 //! The layers, top to bottom (each calls only the ones below it):
 //! - [`cli`]: the `dapo` command line.
-//! - [`train`]: the DAPO and SFT training loops.
+//! - [`train`]: the DAPO trainer and the SFT loop, their settings, checkpoints and logs.
+//! - [`rollout`]: batched KV-cache generation, and the one generate → decode → score path of
+//!   the trainer's rollouts, its evaluation and `dapo eval`.
 //! - [`report`]: metric writers (TensorBoard event files, a CSV table) and charts of training
 //!   logs.
-//! - [`reward`]: GEPA feedback, scorers, reward mixing.
-//! - [`rl`]: advantages, the DAPO objective, controllers.
+//! - [`rl`]: advantages, the DAPO objective, controllers, and a group trainer for any policy.
+//! - [`reward`]: GEPA feedback, scorers (built-in, external commands, judge models), reward
+//!   mixing.
 //! - [`data`]: datasets and batching.
-//! - [`model`]: GPT-2 written once against the [`backend::Backend`] op set.
-//! - [`checkpoint`]: Hugging Face model directories (config.json + model.safetensors).
+//! - [`checkpoint`]: Hugging Face model directories (config.json + model.safetensors), optimizer
+//!   and trainer state.
+//! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule.
+//! - [`model`]: GPT-2 (with an optional GRN before the lm_head) written once against the
+//!   [`backend::Backend`] op set.
 //! - [`tokenizer`]: `tokenizer.json` through the `tokenizers` crate, and a built-in
 //!   character-level tokenizer.
-//! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule.
-//! - [`backend`]: the op set; [`backend::cpu`] is the f32 numerical oracle.
+//! - [`backend`]: the op set; [`backend::cpu`] is the f32 numerical oracle, and the same ops
+//!   run as CUDA kernels on a GPU, or through the kernel emulator on the host.
+//!
+//! Beside them, [`util`] holds helpers every layer may use (seeded RNGs, memory checks, the
+//! settings-file reader, failpoints) and [`error`] the library's error type.
 
 pub mod backend;
 pub mod checkpoint;

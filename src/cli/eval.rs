@@ -38,7 +38,8 @@ pub struct EvalArgs {
     /// Evaluate only the first N tasks (default: all).
     #[arg(long)]
     limit: Option<usize>,
-    /// Most tokens generated per completion; decoding also stops at <|endoftext|>.
+    /// Most tokens generated per completion; decoding also stops at the model's end tokens
+    /// (its eos ids, else <|endoftext|>).
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
     /// Also report the mean mixed reward under these mixer weights (YAML, JSON or TOML); the
@@ -47,7 +48,7 @@ pub struct EvalArgs {
     reward_mixer: Option<PathBuf>,
     /// An external scorer: a command that reads JSONL requests on stdin and prints one JSON
     /// reward dict per completion (docs/external_scorer.md). It sees each completion as in
-    /// `dapo train`, a final <|endoftext|> included. Default: the built-in math scorer.
+    /// `dapo train`, without the end token it stopped at. Default: the built-in math scorer.
     #[arg(long)]
     scorer_cmd: Option<String>,
     #[command(flatten)]

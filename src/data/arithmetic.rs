@@ -1,5 +1,5 @@
 //! The built-in toy task: two-digit addition, written as JSONL prompt/answer pairs so the
-//! default `dapo sft` run (and later the RL default) needs no downloaded data.
+//! default `dapo sft` and `dapo train` runs need no downloaded data.
 
 use crate::error::{Error, Result};
 use crate::util::rng::Rng;

@@ -1,9 +1,15 @@
 //! A group-relative trainer for any [`Policy`] and [`RewardModel`]: collect G actions per
 //! state, mix their reward vectors, compute group advantages, then μ epochs of clipped
 //! updates with an entropy bonus (the `grpo-model-agnostic` seed, with DAPO's decoupled clip).
+//!
+//! The loss is the DAPO objective's own ([`DapoObjective::policy_loss`] on the CPU oracle):
+//! each action is a one-token sequence, so the objective's token-level ratio, clip and token
+//! mean over the batch are exactly the per-action clipped surrogate averaged over actions.
 
 use super::advantage::{group_advantages, AdvantageConfig};
+use super::objective::{DapoObjective, HostPolicyInputs, ObjectiveConfig};
 use super::policy::{Policy, RewardModel};
+use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::reward::feedback::GepaFeedback;
 use crate::reward::mixer::RewardMixer;
@@ -69,6 +75,10 @@ pub struct GroupTrainer {
     /// Turns each action's reward vector into a scalar.
     pub mixer: RewardMixer,
     rng: Rng,
+    /// The DAPO objective with this trainer's clip range and entropy bonus.
+    objective: DapoObjective<CpuBackend>,
+    /// Where the objective's loss runs: one thread, as a batch of actions is small.
+    cpu: CpuBackend,
 }
 
 impl GroupTrainer {
@@ -81,8 +91,14 @@ impl GroupTrainer {
             return Err(Error::Invalid("clip ranges must be >= 0 and the learning rate finite".into()));
         }
         config.advantage.validate()?;
+        let objective = DapoObjective::new(ObjectiveConfig {
+            eps_low: config.eps_low as f32,
+            eps_high: config.eps_high as f32,
+            entropy_coef: config.entropy_coef as f32,
+            ..ObjectiveConfig::default()
+        })?;
         let rng = Rng::new(config.seed);
-        Ok(GroupTrainer { config, mixer, rng })
+        Ok(GroupTrainer { config, mixer, rng, objective, cpu: CpuBackend::new(Some(1)) })
     }
 
     /// One training step on `states`.
@@ -137,35 +153,84 @@ impl GroupTrainer {
             clip_frac_high: 0.0,
             actions: pairs.len(),
         };
-        let (lo, hi) = (1.0 - self.config.eps_low, 1.0 + self.config.eps_high);
+        let advantages: Vec<f32> = adv.iter().map(|&a| a as f32).collect();
+        let logp_old: Vec<f32> = logp_old.iter().map(|&lp| lp as f32).collect();
+        let mask = vec![1.0f32; pairs.len()];
         for _ in 0..self.config.epochs {
             let eval = policy.evaluate(&pairs)?;
-            let mut dlogp = vec![0.0; pairs.len()];
-            let (mut loss, mut ent, mut low, mut high) = (0.0, 0.0, 0, 0);
-            for (i, &(lp, h)) in eval.iter().enumerate() {
-                let ratio = (lp - logp_old[i]).exp();
-                let a = adv[i];
-                let clipped = ratio.clamp(lo, hi);
-                // −min(ρA, clip(ρ)A): the gradient flows only when the unclipped term is the
-                // smaller one, i.e. when clipping does not bind in the direction A pushes.
-                let (un, cl) = (ratio * a, clipped * a);
-                loss -= un.min(cl) / n;
-                if un <= cl {
-                    dlogp[i] = -a * ratio / n;
-                }
-                low += (ratio < lo && a < 0.0) as usize;
-                high += (ratio > hi && a > 0.0) as usize;
-                ent += h / n;
-            }
-            loss -= self.config.entropy_coef * ent;
-            let dent = vec![-self.config.entropy_coef / n; pairs.len()];
+            let logp: Vec<f32> = eval.iter().map(|&(lp, _)| lp as f32).collect();
+            let entropy: Vec<f32> = eval.iter().map(|&(_, h)| h as f32).collect();
+            let inputs = HostPolicyInputs {
+                l: 1,
+                logp: &logp,
+                logp_old: &logp_old,
+                entropy: &entropy,
+                mask: &mask,
+                advantages: &advantages,
+            };
+            let out = self.objective.policy_loss(&self.cpu, inputs)?;
+            let dlogp: Vec<f64> = out.dlogp.iter().map(|&d| f64::from(d)).collect();
+            let dent: Vec<f64> = out.dentropy.iter().map(|&d| f64::from(d)).collect();
             policy.backward(&pairs, &dlogp, &dent)?;
             policy.step(self.config.lr)?;
-            m.loss = loss;
-            m.entropy = ent;
-            m.clip_frac_low = low as f64 / n;
-            m.clip_frac_high = high as f64 / n;
+            m.loss = f64::from(out.metrics.loss);
+            m.entropy = f64::from(out.metrics.entropy);
+            m.clip_frac_low = f64::from(out.metrics.clip_frac_low);
+            m.clip_frac_high = f64::from(out.metrics.clip_frac_high);
         }
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The objective's loss on one-token sequences is the per-action clipped surrogate
+    /// −mean(min(ρA, clip(ρ, 1−ε_low, 1+ε_high)·A)) − c·mean(H), with d/d logp = −ρA/n where
+    /// the unclipped term is the smaller and d/dH = −c/n.
+    #[test]
+    fn the_objective_on_one_token_sequences_is_the_per_action_surrogate() {
+        let t = GroupTrainer::new(
+            GroupConfig { eps_low: 0.2, eps_high: 0.28, entropy_coef: 0.05, ..GroupConfig::default() },
+            RewardMixer::from_weights([("reward", 1.0)]).unwrap(),
+        )
+        .unwrap();
+        let mut objective = t.objective;
+        let mut rng = Rng::new(9);
+        let n = 64;
+        let logp_old: Vec<f32> = (0..n).map(|_| -1.0 - rng.uniform()).collect();
+        // Ratios from about 0.5 to 1.6: some clipped below, some above, most inside.
+        let logp: Vec<f32> = logp_old.iter().map(|&lp| lp + 0.5 * rng.normal()).collect();
+        let adv: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let entropy: Vec<f32> = (0..n).map(|_| 1.0 + rng.uniform()).collect();
+        let mask = vec![1.0f32; n];
+        let x = HostPolicyInputs {
+            l: 1,
+            logp: &logp,
+            logp_old: &logp_old,
+            entropy: &entropy,
+            mask: &mask,
+            advantages: &adv,
+        };
+        let out = objective.policy_loss(&t.cpu, x).unwrap();
+        let (mut loss, mut low, mut high) = (0.0f64, 0.0, 0.0);
+        for i in 0..n {
+            let (r, a) = (f64::from((logp[i] - logp_old[i]).exp()), f64::from(adv[i]));
+            let (un, cl) = (r * a, r.clamp(0.8, 1.28) * a);
+            loss -= un.min(cl) / n as f64;
+            let want = if un <= cl { -a * r / n as f64 } else { 0.0 };
+            assert!((f64::from(out.dlogp[i]) - want).abs() < 1e-6, "{i}: {} vs {want}", out.dlogp[i]);
+            assert!((f64::from(out.dentropy[i]) + 0.05 / n as f64).abs() < 1e-7);
+            low += f64::from(u8::from(r < 0.8 && a < 0.0)) / n as f64;
+            high += f64::from(u8::from(r > 1.28 && a > 0.0)) / n as f64;
+        }
+        let mean_h = entropy.iter().map(|&h| f64::from(h)).sum::<f64>() / n as f64;
+        loss -= 0.05 * mean_h;
+        assert!((f64::from(out.metrics.loss) - loss).abs() < 1e-5, "{} vs {loss}", out.metrics.loss);
+        assert!((f64::from(out.metrics.entropy) - mean_h).abs() < 1e-5);
+        assert!(low > 0.0 && high > 0.0, "the case clips both ways: {low} {high}");
+        assert!((f64::from(out.metrics.clip_frac_low) - low).abs() < 1e-6);
+        assert!((f64::from(out.metrics.clip_frac_high) - high).abs() < 1e-6);
     }
 }

@@ -378,7 +378,7 @@ impl<B: Backend> DapoObjective<B> {
         if let Some(norm) = &batch.norm {
             norm.validate()?;
         }
-        let params = self.params(batch);
+        let params = self.params(batch.s, batch.l, batch.norm);
         let inv_t = 1.0 / self.cfg.temperature;
         let rows_per = self.cfg.chunk_rows.min(n);
         let top_q = self.cfg.top_entropy_quantile;
@@ -398,16 +398,9 @@ impl<B: Backend> DapoObjective<B> {
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
 
-        // TRL's `get_high_entropy_mask(entropies, mask, 1 − q)`: the threshold is the (1 − q)
-        // quantile of this call's masked entropies (a non-finite entropy makes it NaN, and the
-        // policy loss reports that entropy).
-        let entropy_threshold = (top_q < 1.0).then(|| {
-            let (h, m) = (k.download(&ws.entropy), k.download(mask));
-            let mut masked: Vec<f32> =
-                h.iter().zip(&m).filter(|(_, &m)| m != 0.0 && m.is_finite() && m >= 0.0).map(|(&h, _)| h).collect();
-            // No masked token: no token passes (TRL returns an all-false mask).
-            linear_quantile(&mut masked, 1.0 - f64::from(top_q)).unwrap_or(f32::INFINITY)
-        });
+        // The `top_entropy_quantile` mask's threshold, over this call's masked entropies.
+        let entropy_threshold =
+            (top_q < 1.0).then(|| entropy_quantile(&k.download(&ws.entropy), &k.download(mask), top_q));
         let params = PolicyLossParams { entropy_threshold, ..params };
 
         // 2. The loss, its metrics, and d loss / d logp, d loss / d entropy.
@@ -461,14 +454,61 @@ impl<B: Backend> DapoObjective<B> {
         Ok((k.download(&ws.logp), k.download(&ws.entropy)))
     }
 
-    /// The op's constants for `b` (without the entropy threshold, which needs the entropies).
-    fn params(&self, b: &ObjectiveBatch<'_, B>) -> PolicyLossParams {
+    /// Step 2 of [`DapoObjective::forward_backward`] on its own: the policy loss of log-probs
+    /// and entropies the caller computed, for a policy that is not a language model (the
+    /// model-agnostic [`crate::rl::group_trainer::GroupTrainer`]), so that it trains with this
+    /// objective's surrogate, aggregation and entropy bonus instead of a restatement of them.
+    /// The batch is this call alone (no [`LossNorm`]) and has no reference log-probs, so β
+    /// must be 0. Shapes are checked, values are not: a non-finite input gives non-finite
+    /// results.
+    pub fn policy_loss(&mut self, k: &B, x: HostPolicyInputs<'_>) -> Result<HostPolicyLoss> {
+        let (s, l) = (x.advantages.len(), x.l);
+        if s == 0 || l == 0 {
+            return Err(Error::Invalid(format!("policy_loss: empty shape S={s} L={l}")));
+        }
+        let lens = [("logp", x.logp.len()), ("logp_old", x.logp_old.len()), ("entropy", x.entropy.len())];
+        for (name, got) in lens.into_iter().chain([("mask", x.mask.len())]) {
+            if got != s * l {
+                return Err(Error::Invalid(format!("policy_loss: {name} has {got} values, expected S·L = {}", s * l)));
+            }
+        }
+        if self.cfg.beta != 0.0 {
+            return Err(Error::Invalid(format!(
+                "policy_loss: beta is {} but host inputs carry no reference log-probs",
+                self.cfg.beta
+            )));
+        }
+        let top_q = self.cfg.top_entropy_quantile;
+        let entropy_threshold = (top_q < 1.0).then(|| entropy_quantile(x.entropy, x.mask, top_q));
+        let params = PolicyLossParams { entropy_threshold, ..self.params(s, l, None) };
+        let (logp, logp_old, entropy) = (k.upload(x.logp), k.upload(x.logp_old), k.upload(x.entropy));
+        let (mask, advantages) = (k.upload(x.mask), k.upload(x.advantages));
+        let (mut dlogp, mut dentropy, mut metrics) = (k.alloc(s * l), k.alloc(s * l), k.alloc(pm::LEN));
+        let inputs = PolicyLossInputs {
+            logp: &logp,
+            logp_old: &logp_old,
+            logp_ref: None,
+            advantages: &advantages,
+            entropy: &entropy,
+            mask: &mask,
+        };
+        k.policy_loss(&mut dlogp, &mut dentropy, &mut metrics, inputs, params);
+        Ok(HostPolicyLoss {
+            dlogp: k.download(&dlogp),
+            dentropy: k.download(&dentropy),
+            metrics: ObjectiveMetrics::from_buf(&k.download(&metrics), entropy_threshold),
+        })
+    }
+
+    /// The op's constants for S sequences of L tokens normalised by `norm` (without the
+    /// entropy threshold, which needs the entropies).
+    fn params(&self, s: usize, l: usize, norm: Option<LossNorm>) -> PolicyLossParams {
         let cfg = &self.cfg;
         // The op's "this call alone" values: S, its own tokens, no accumulation.
-        let norm = b.norm.unwrap_or(LossNorm { sequences: 0.0, tokens: 0.0, accum: 1.0 });
+        let norm = norm.unwrap_or(LossNorm { sequences: 0.0, tokens: 0.0, accum: 1.0 });
         PolicyLossParams {
-            s: b.s,
-            l: b.l,
+            s,
+            l,
             loss_type: cfg.loss_type,
             level: cfg.importance_sampling_level,
             eps_low: cfg.eps_low,
@@ -486,12 +526,51 @@ impl<B: Backend> DapoObjective<B> {
             vespo_lambda_pos: cfg.vespo_lambda_pos,
             vespo_k_neg: cfg.vespo_k_neg,
             vespo_lambda_neg: cfg.vespo_lambda_neg,
-            max_completion_length: cfg.max_completion_length.unwrap_or(b.l),
+            max_completion_length: cfg.max_completion_length.unwrap_or(l),
             seq_norm: norm.sequences,
             token_norm: norm.tokens,
             accum: norm.accum,
         }
     }
+}
+
+/// TRL's `get_high_entropy_mask(entropies, mask, 1 − q)` threshold: the (1 − q) quantile of
+/// the masked entropies `h` (a non-finite entropy makes it NaN, and the policy loss reports
+/// that entropy).
+fn entropy_quantile(h: &[f32], m: &[f32], top_q: f32) -> f32 {
+    let mut masked: Vec<f32> =
+        h.iter().zip(m).filter(|(_, &m)| m != 0.0 && m.is_finite() && m >= 0.0).map(|(&h, _)| h).collect();
+    // No masked token: no token passes (TRL returns an all-false mask).
+    linear_quantile(&mut masked, 1.0 - f64::from(top_q)).unwrap_or(f32::INFINITY)
+}
+
+/// The inputs of [`DapoObjective::policy_loss`]: a caller's own log-probs and entropies as host
+/// values, S sequences of L tokens, row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct HostPolicyInputs<'a> {
+    /// Tokens per sequence (L).
+    pub l: usize,
+    /// The current policy's log-probs of the sampled tokens (S·L).
+    pub logp: &'a [f32],
+    /// Log-probs under the policy that sampled them (S·L).
+    pub logp_old: &'a [f32],
+    /// The current policy's entropy at each position (S·L).
+    pub entropy: &'a [f32],
+    /// 1 for tokens that count, 0 for padding (S·L).
+    pub mask: &'a [f32],
+    /// One advantage per sequence (S).
+    pub advantages: &'a [f32],
+}
+
+/// What [`DapoObjective::policy_loss`] computes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostPolicyLoss {
+    /// d loss / d logp (S·L).
+    pub dlogp: Vec<f32>,
+    /// d loss / d entropy (S·L): the entropy bonus's gradient.
+    pub dentropy: Vec<f32>,
+    /// The loss and its metrics.
+    pub metrics: ObjectiveMetrics,
 }
 
 /// The `p`-quantile (0 ≤ p ≤ 1) of `values` with linear interpolation between the two nearest

@@ -4,8 +4,9 @@
 //!
 //! Settings files and flags reach it through [`crate::train::settings`], which also accepts
 //! TRL's `GRPOConfig` names; this module only defines the fields and what makes them valid.
-//! The sampling temperature and the completion length live in [`SamplingConfig`] alone: the
-//! objective reads them from there ([`DapoConfig::objective_config`]).
+//! The sampling temperature and the completion-length cap are set once, in [`SamplingConfig`]:
+//! [`DapoConfig::objective_config`] copies them into the objective (temperature 1 when
+//! sampling is greedy), whose own fields for them are not read from a settings file.
 
 use std::path::{Path, PathBuf};
 
@@ -62,8 +63,9 @@ pub struct DapoConfig {
     /// Horizon of the adaptive KL controller, in sequences: each step moves β by at most
     /// ±20 %·(sequences in the step)/horizon (verl's default 10,000).
     pub kl_horizon: f64,
-    /// How completions are sampled: temperature (also the objective's), top-k/top-p, the
-    /// completion length cap (also dr_grpo's and the overlong penalty's length), stop tokens.
+    /// How completions are sampled: temperature (also the objective's, which is 1 when this
+    /// is 0, greedy), top-k/top-p, the completion length cap (also dr_grpo's and the overlong
+    /// penalty's length), stop tokens (beside the model's end tokens) and stop strings.
     pub sampling: SamplingConfig,
     /// Group-relative advantage normalisation (TRL: `scale_rewards`).
     pub advantage: AdvantageConfig,

@@ -138,8 +138,8 @@ fn add_step(run: &mut RunLog, step: u64, record: &Map<String, Value>) {
             }
         }
     }
-    // Today's logs: per-key means over the step's completions (`gepa[i].rewards.<key>`),
-    // unless the map already has per-key rewards (then they are the same numbers).
+    // Logs from before the map held per-key rewards: the means over the step's completions
+    // (`gepa[i].rewards.<key>`); a map that has them wins (they are the same numbers).
     if let Some(Value::Array(gepa)) = record.get("gepa") {
         for (field, prefix) in [("rewards", "rewards/"), ("tags", "tags/")] {
             if !values.keys().any(|k| k.starts_with(prefix)) {
