@@ -10,6 +10,8 @@
 //!   the trainer's rollouts, its evaluation and `dapo eval`.
 //! - [`report`]: metric writers (TensorBoard event files, a CSV table) and charts of training
 //!   logs.
+//! - [`selftest`]: the parity cases of every op family, a kernel device against the CPU oracle
+//!   (`dapo selftest` and the tests).
 //! - [`rl`]: advantages, the DAPO objective, controllers, and a group trainer for any policy.
 //! - [`reward`]: GEPA feedback, scorers (built-in, external commands, judge models), reward
 //!   mixing.
@@ -21,8 +23,9 @@
 //!   [`backend::Backend`] op set.
 //! - [`tokenizer`]: `tokenizer.json` through the `tokenizers` crate, and a built-in
 //!   character-level tokenizer.
-//! - [`backend`]: the op set; [`backend::cpu`] is the f32 numerical oracle, and the same ops
-//!   run as CUDA kernels on a GPU, or through the kernel emulator on the host.
+//! - [`backend`]: the op set, one trait per op family; [`backend::cpu`] is the f32 numerical
+//!   oracle, and [`backend::kernel`] runs the same ops as CUDA kernels on a GPU, or through the
+//!   kernel emulator on the host (`docs/architecture.md`).
 //!
 //! Beside them, [`util`] holds helpers every layer may use (seeded RNGs, memory checks, the
 //! settings-file reader, failpoints) and [`error`] the library's error type.
