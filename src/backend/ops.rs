@@ -290,7 +290,7 @@ pub trait LogprobOps: MemoryOps {
     /// Fused log-softmax gather + entropy over one chunk of logits (rows, V), with
     /// z = logits · inv_temperature:
     /// `logp[row0+r] = z[r][targets[row0+r]] − logsumexp(z[r])` and
-    /// `entropy[row0+r] = −Σ_j p_j log p_j`, p = softmax(z[r]). A target id ≥ V yields NaN
+    /// `entropy[row0+r] = −Σ_j p_j log p_j`, p = softmax(`z[r]`). A target id ≥ V yields NaN
     /// in `logp` (reported, not a panic, so a device kernel behaves the same).
     fn logprob_entropy_forward(
         &self,

@@ -88,7 +88,7 @@ fn check_layout(file: &TensorFile, cfg: &Gpt2Config) -> Result<()> {
 }
 
 /// Reads every parameter of `cfg` from a safetensors file, in
-/// [`param_specs`](crate::model::params::param_specs) order, converted to f32. The file must
+/// [`param_specs`] order, converted to f32. The file must
 /// hold exactly the config's layers (see `check_layout`), each tensor in its shape.
 pub fn load_params(path: &Path, cfg: &Gpt2Config) -> Result<Vec<Vec<f32>>> {
     let file = TensorFile::open(path)?;

@@ -66,7 +66,7 @@ pub fn mean_weights(mask: &[bool]) -> Vec<f32> {
 
 impl<K: Backend> Gpt2<K> {
     /// A model holding `host` parameters, one `Vec` per entry of
-    /// [`param_specs`](super::params::param_specs), in that order.
+    /// [`param_specs`], in that order.
     pub fn from_host(backend: K, config: Gpt2Config, host: &[Vec<f32>]) -> Result<Self> {
         config.validate().map_err(Error::Invalid)?;
         let specs = param_specs(&config);
@@ -604,7 +604,7 @@ fn two_mut<T>(xs: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
 }
 
 /// KV-cache generation: a prefill of the prompts, then one decode step per new token. The
-/// passes run the same per-layer ops as [`Gpt2::forward`], with [`Backend::attention_cached`]
+/// passes run the same per-layer ops as [`Gpt2::forward`], with [`AttentionOps::attention_cached`]
 /// in place of the training attention, and keep nothing for a backward pass.
 impl<K: Backend> Gpt2<K> {
     /// An empty KV cache for `b` sequences of up to `t_max` positions (at most n_positions).
@@ -710,7 +710,7 @@ impl<K: Backend> Gpt2<K> {
     }
 
     /// Draws one token from each row of the last step's logits where they live (row r with
-    /// the counter `counters[r]` = [sequence, position]); see [`Backend::sample`]. Panics if
+    /// the counter `counters[r]` = [sequence, position]); see [`SamplingOps::sample`]. Panics if
     /// no step ran or `counters` has more rows than that step's logits.
     pub fn sample_in_cache(
         &self,

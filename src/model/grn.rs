@@ -107,7 +107,7 @@ pub enum Head {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrnForm {
-    /// Position t's statistic runs over the prefix s ≤ t ([`causal`]): the only form allowed
+    /// Position t's statistic runs over the prefix s ≤ t (`crate::backend::cpu::grn`'s causal form): the only form allowed
     /// in front of the policy head, where position t must not see later tokens and decoding
     /// one token at a time must reproduce the full pass.
     Causal,

@@ -10,7 +10,7 @@
 //!   (transformers' head has none, so a `score.bias` is rejected rather than ignored).
 //! * `tokenizer.json`.
 //! * Optionally a GRN on the score head's input: `grn` in `config.json` with `enabled` and
-//!   `apply_to_value`, and `value_grn.gamma` / `value_grn.beta` (each [n_embd]) in
+//!   `apply_to_value`, and `value_grn.gamma` / `value_grn.beta` (each `[n_embd]`) in
 //!   `model.safetensors`. The head reads a whole text, so this GRN is the sequence-wide form:
 //!   its statistic runs over the text's tokens up to the scored position (padding excluded).
 //!

@@ -11,12 +11,12 @@
 //! a trainer split a minibatch into micro-batches exactly as TRL's gradient accumulation does.
 //!
 //! The computation, with every step a [`Backend`] op (so it runs unchanged on a device):
-//! 1. for each chunk of rows: logits = hidden[chunk] · Wᵀ; fused log-softmax gather +
+//! 1. for each chunk of rows: `logits = hidden[chunk] · Wᵀ`; fused log-softmax gather +
 //!    entropy → logp, H for those rows; with `top_entropy_quantile` < 1 the entropies go to
 //!    the host once for the threshold (a quantile over the batch's tokens);
 //! 2. the policy loss over all S·L tokens → loss, metrics, d loss/d logp, d loss/d H;
 //! 3. for each chunk again: recompute the logits, overwrite them with d loss/d logits (fused
-//!    backward), then dW += dlogitsᵀ · hidden[chunk] and dhidden[chunk] = dlogits · W.
+//!    backward), then `dW += dlogitsᵀ · hidden[chunk]` and `dhidden[chunk] = dlogits · W`.
 //!
 //! Memory: chunk·(V + 2C) + 4N + 16 values of workspace ([`workspace_bytes`]), independent of
 //! N·V. Time: four (chunk, V, C) matmuls per chunk, the logits being computed twice.

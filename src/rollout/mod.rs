@@ -58,7 +58,7 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
-    /// The settings [`Backend::sample`] draws with under `key`.
+    /// The settings [`SamplingOps::sample`](crate::backend::SamplingOps::sample) draws with under `key`.
     pub fn params(&self, key: RolloutKey) -> SampleParams {
         SampleParams {
             temperature: self.temperature,

@@ -106,7 +106,7 @@ pub fn grn_causal_forward(
 /// Causal GRN backward: overwrites `dx (B,T,C)` and accumulates `dgamma`, `dbeta (C)` given
 /// `dy (B,T,C)`, the forward's `x` and its stored `g`, `mean`.
 ///
-/// Per sequence, with D_t = mean_t + eps, u[t,c] = γ_c·dy[t,c]·x[t,c] (= ∂L/∂N[t,c]):
+/// Per sequence, with D_t = mean_t + eps, `u[t,c] = γ_c·dy[t,c]·x[t,c]` (= `∂L/∂N[t,c]`):
 ///
 /// ```text
 /// dβ_c   += Σ_t dy[t,c]
@@ -116,7 +116,7 @@ pub fn grn_causal_forward(
 /// dx[s,c] = (1 + γ_c·N[s,c])·dy[s,c] + x[s,c]·R[s,c]
 /// ```
 ///
-/// Where G[t,c] = 0 the prefix of channel c is all zeros and its terms vanish; they are taken
+/// Where `G[t,c]` = 0 the prefix of channel c is all zeros and its terms vanish; they are taken
 /// as 0 (PyTorch's choice for the norm of a zero vector). Where R is 0 (γ = 0) dx is exactly
 /// a·dy, so zero-init GRN passes gradients through bit for bit. Reductions are f64; the
 /// parameter gradients are summed over sequences in order.

@@ -8,7 +8,7 @@
 //! out-of-bounds accesses, …) is listed in `kernels/README.md` and at the top of
 //! `kernels/emu/emulate.h`.
 //!
-//! Buffers are host memory; their addresses ([`DevPtr::host`]) play the device pointers.
+//! Buffers are host memory; their addresses ([`DevPtr::host`](crate::backend::launch::DevPtr::host)) play the device pointers.
 
 mod memory;
 
@@ -141,7 +141,7 @@ impl EmuDevice {
     /// Runs `f` over `cfg` with `args`, returning when every block has finished.
     ///
     /// # Safety
-    /// As for `cuLaunchKernel`: every [`DevPtr`] argument must point at memory that is valid,
+    /// As for `cuLaunchKernel`: every [`DevPtr`](crate::backend::launch::DevPtr) argument must point at memory that is valid,
     /// for the whole launch, for every access the kernel makes with that configuration and
     /// those arguments (reads, and writes through non-`const` parameters), and nothing else
     /// may access that memory during the launch. Argument count and sizes are checked; their
