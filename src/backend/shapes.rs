@@ -232,18 +232,33 @@ pub struct Masked<P> {
 }
 
 // The groups are plain bundles of handles: copyable whenever the handle is (shared
-// references, slices, device pointers), never for `&mut`.
-macro_rules! copy_when_handle_is {
-    ($($t:ident),*) => {$(
+// references, slices, device pointers), never for `&mut`; and `map` turns one kind of handle
+// into another (`&mut Vec<f32>` into `&mut [f32]`, a buffer into its device pointer).
+macro_rules! handle_group {
+    ($($t:ident { $($f:ident),+ }),* $(,)?) => {$(
         impl<P: Copy> Clone for $t<P> {
             fn clone(&self) -> Self {
                 *self
             }
         }
         impl<P: Copy> Copy for $t<P> {}
+        impl<P> $t<P> {
+            /// The same group with `f` applied to every handle.
+            pub fn map<Q>(self, mut f: impl FnMut(P) -> Q) -> $t<Q> {
+                $t { $($f: f(self.$f)),+ }
+            }
+        }
     )*};
 }
-copy_when_handle_is!(LnStats, Affine, KvBufs, GrnParams, GrnCausalStats, GrnSeqStats, Masked);
+handle_group!(
+    LnStats { mean, rstd },
+    Affine { w, b },
+    KvBufs { k, v },
+    GrnParams { gamma, beta },
+    GrnCausalStats { g, mean },
+    GrnSeqStats { g, mean, n },
+    Masked { x, mask },
+);
 
 /// The shape of a GRN call: B sequences of T positions and C channels, and the `eps` added
 /// to the mean norm (see [`crate::backend::cpu::grn`]).

@@ -220,7 +220,7 @@ impl AttentionOps for CpuBackend {
                 && seq.iter().zip(pos).all(|(&s, &p)| (s as usize) < b && (p as usize) < t_max),
             "attention_cached: buffer sizes, sequences or positions do not match R={rows} T_max={t_max} NH={nh} C={c}"
         );
-        let cache = KvBufs { k: k_cache.as_mut_slice(), v: v_cache.as_mut_slice() };
+        let cache = KvBufs { k: k_cache, v: v_cache }.map(Vec::as_mut_slice);
         self.run(|| attention_cached(out, cache, qkv, seq, pos, (t_max, nh, c)));
     }
 }

@@ -174,15 +174,7 @@ pub fn grn_causal_backward(
             }
         }
     });
-    for j in 0..c {
-        let (mut sg, mut sb) = (0.0f64, 0.0f64);
-        for pb in partial.chunks(2 * c) {
-            sg += pb[j];
-            sb += pb[c + j];
-        }
-        dgamma[j] += sg as f32;
-        dbeta[j] += sb as f32;
-    }
+    add_param_partials(dgamma, dbeta, &partial, c);
 }
 
 /// Causal GRN over R rows of a KV-cached pass: row r is the next position of cache sequence
@@ -396,6 +388,13 @@ pub fn grn_sequence_backward(
             s[j] *= nb[j] as f64;
         }
     });
+    add_param_partials(dgamma, dbeta, &partial, c);
+}
+
+/// Adds the per-sequence parameter partials `partial (B, 2C)` (dγ terms, then dβ terms) into
+/// `dgamma`, `dbeta`, summed over sequences in order: both backwards end with it, and the fixed
+/// order keeps the result independent of the thread count.
+fn add_param_partials(dgamma: &mut [f32], dbeta: &mut [f32], partial: &[f64], c: usize) {
     for j in 0..c {
         let (mut sg, mut sb) = (0.0f64, 0.0f64);
         for pb in partial.chunks(2 * c) {
@@ -407,10 +406,6 @@ pub fn grn_sequence_backward(
     }
 }
 
-fn slices(p: GrnParams<&Vec<f32>>) -> GrnParams<&[f32]> {
-    GrnParams { gamma: p.gamma, beta: p.beta }
-}
-
 impl GrnOps for CpuBackend {
     fn grn_causal_forward(
         &self,
@@ -420,8 +415,8 @@ impl GrnOps for CpuBackend {
         p: GrnParams<&Vec<f32>>,
         s: GrnShape,
     ) {
-        let stats = GrnCausalStats { g: stats.g.as_mut_slice(), mean: stats.mean.as_mut_slice() };
-        self.run(|| grn_causal_forward(out, stats, x, slices(p), s));
+        let stats = stats.map(Vec::as_mut_slice);
+        self.run(|| grn_causal_forward(out, stats, x, p.map(Vec::as_slice), s));
     }
     fn grn_causal_backward(
         &self,
@@ -433,8 +428,8 @@ impl GrnOps for CpuBackend {
         stats: GrnCausalStats<&Vec<f32>>,
         s: GrnShape,
     ) {
-        let dp = GrnParams { gamma: dp.gamma.as_mut_slice(), beta: dp.beta.as_mut_slice() };
-        let stats = GrnCausalStats { g: stats.g.as_slice(), mean: stats.mean.as_slice() };
+        let dp = dp.map(Vec::as_mut_slice);
+        let stats = stats.map(Vec::as_slice);
         self.run(|| grn_causal_backward(dx, dp, dy, x, gamma, stats, s));
     }
     fn grn_causal_step(
@@ -446,7 +441,7 @@ impl GrnOps for CpuBackend {
         p: GrnParams<&Vec<f32>>,
         s: GrnStepShape,
     ) {
-        grn_causal_step(out, sumsq, x, seq, slices(p), s);
+        grn_causal_step(out, sumsq, x, seq, p.map(Vec::as_slice), s);
     }
     fn grn_sequence_forward(
         &self,
@@ -456,10 +451,9 @@ impl GrnOps for CpuBackend {
         p: GrnParams<&Vec<f32>>,
         s: GrnShape,
     ) {
-        let stats =
-            GrnSeqStats { g: stats.g.as_mut_slice(), mean: stats.mean.as_mut_slice(), n: stats.n.as_mut_slice() };
-        let input = Masked { x: input.x.as_slice(), mask: input.mask.as_slice() };
-        self.run(|| grn_sequence_forward(out, stats, input, slices(p), s));
+        let stats = stats.map(Vec::as_mut_slice);
+        let input = input.map(Vec::as_slice);
+        self.run(|| grn_sequence_forward(out, stats, input, p.map(Vec::as_slice), s));
     }
     fn grn_sequence_backward(
         &self,
@@ -471,9 +465,9 @@ impl GrnOps for CpuBackend {
         stats: GrnSeqStats<&Vec<f32>>,
         s: GrnShape,
     ) {
-        let dp = GrnParams { gamma: dp.gamma.as_mut_slice(), beta: dp.beta.as_mut_slice() };
-        let input = Masked { x: input.x.as_slice(), mask: input.mask.as_slice() };
-        let stats = GrnSeqStats { g: stats.g.as_slice(), mean: stats.mean.as_slice(), n: stats.n.as_slice() };
+        let dp = dp.map(Vec::as_mut_slice);
+        let input = input.map(Vec::as_slice);
+        let stats = stats.map(Vec::as_slice);
         self.run(|| grn_sequence_backward(dx, dp, dy, input, gamma, stats, s));
     }
 }

@@ -95,7 +95,7 @@ impl LayerNormOps for CpuBackend {
         let LayerNormShape { n, c, eps } = s;
         let LnStats { mean, rstd } = stats;
         assert!(
-            [out.len(), inp.len(), mean.len() * c, rstd.len() * c, p.w.len() * n, p.b.len() * n] == [n * c; 6],
+            [out.len(), inp.len(), mean.len(), rstd.len(), p.w.len(), p.b.len()] == [n * c, n * c, n, n, c, c],
             "layernorm_forward: buffer sizes do not match N={n} C={c}"
         );
         self.run(|| layernorm_forward(out, mean, rstd, inp, p.w, p.b, c, eps));
@@ -112,11 +112,11 @@ impl LayerNormOps for CpuBackend {
     ) {
         let LayerNormShape { n, c, .. } = s;
         assert!(
-            [dinp.len(), dout.len(), inp.len(), stats.mean.len() * c, stats.rstd.len() * c] == [n * c; 5]
-                && [dp.w.len(), dp.b.len(), w.len()] == [c; 3],
+            [dinp.len(), dout.len(), inp.len(), stats.mean.len(), stats.rstd.len(), dp.w.len(), dp.b.len(), w.len()]
+                == [n * c, n * c, n * c, n, n, c, c, c],
             "layernorm_backward: buffer sizes do not match N={n} C={c}"
         );
-        let stats = LnStats { mean: stats.mean.as_slice(), rstd: stats.rstd.as_slice() };
+        let stats = stats.map(Vec::as_slice);
         self.run(|| layernorm_backward(dinp, dp.w, dp.b, dout, inp, w, stats, c));
     }
 }

@@ -119,12 +119,11 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
     ) {
         let (n, c) = (s.n, s.c);
         let shapes = format!("N={n}, C={c}");
-        let LnStats { mean, rstd } = stats;
-        let sizes = [out.len, mean.len, rstd.len, inp.len, p.w.len, p.b.len];
+        let sizes = [out.len, stats.mean.len, stats.rstd.len, inp.len, p.w.len, p.b.len];
         assert_eq!(sizes, [n * c, n, n, n * c, c, c], "layernorm_forward ({shapes}): buffer sizes");
         let o = self.ptr_mut(out);
-        let st = LnStats { mean: self.ptr_mut(mean), rstd: self.ptr_mut(rstd) };
-        let (x, pp) = (self.ptr(inp), Affine { w: self.ptr(p.w), b: self.ptr(p.b) });
+        let st = stats.map(|b| self.ptr_mut(b));
+        let (x, pp) = (self.ptr(inp), p.map(|b| self.ptr(b)));
         // SAFETY: every buffer holds the extent the launcher asks for (checked above); the
         // outputs are distinct allocations (three &mut), not the inputs.
         let res = unsafe { layernorm_forward(&*self.dev, o, st, x, pp, s) };
@@ -154,9 +153,9 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
         }
         let mut workspace = self.buf("layernorm_backward", layernorm_backward_workspace(n, c));
         let outs = [self.ptr_mut(dinp), self.ptr_mut(&mut workspace)];
-        let dpp = Affine { w: self.ptr_mut(dp.w), b: self.ptr_mut(dp.b) };
+        let dpp = dp.map(|b| self.ptr_mut(b));
         let ins = [self.ptr(dout), self.ptr(inp), self.ptr(w)];
-        let st = LnStats { mean: self.ptr(stats.mean), rstd: self.ptr(stats.rstd) };
+        let st = stats.map(|b| self.ptr(b));
         // SAFETY: sizes checked above, the workspace holds layernorm_backward_workspace(N, C)
         // f32; the four written buffers are distinct allocations, not the inputs.
         let res = unsafe { layernorm_backward(&*self.dev, outs, dpp, ins, st, (n, c)) };
