@@ -25,6 +25,19 @@ use crate::error::Result;
 use kernels::kernel_bench;
 use model::{model_bench, Workloads};
 
+/// A GPT-2 workload of `dapo bench`, for `--only`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Forward+backward and forward alone (the CPU's comparison with PyTorch).
+    FwdBwd,
+    /// The training step (forward, backward, AdamW) with tokens/s, MFU and peak memory.
+    Train,
+    /// Rollout decoding.
+    Decode,
+    /// One RL step.
+    RlStep,
+}
+
 /// Arguments of `dapo bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -55,6 +68,14 @@ pub struct BenchArgs {
     /// ~15 s and ~2.5 GB for gpt2 on 2 cores).
     #[arg(long)]
     skip_rl: bool,
+    /// Run only these GPT-2 workloads (comma-separated), each alone in its process, e.g. for
+    /// its peak RSS (`bench/compare_cpu.sh`). Default: all of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Decode by sampling at temperature 1 (top-k 0, top-p 1) instead of greedily (the CPU's
+    /// default; a GPU always samples).
+    #[arg(long)]
+    decode_sample: bool,
     /// GPU: skip the GPT-2 workloads and print only the kernel table.
     #[arg(long)]
     kernels_only: bool,

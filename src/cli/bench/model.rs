@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{median, BenchArgs};
+use super::{median, BenchArgs, Part};
 use crate::backend::Backend;
 use crate::data::{Task, TaskDataset};
 use crate::error::{Error, Result};
@@ -41,9 +41,16 @@ pub(super) struct Workloads {
     iters: usize,
     decode_iters: usize,
     warmup: usize,
+    /// The workloads to run (`--only`); empty: all of them.
+    only: Vec<Part>,
 }
 
 impl Workloads {
+    /// Whether `--only` leaves workload `p` in.
+    fn runs(&self, p: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&p)
+    }
+
     pub(super) fn cpu(a: &BenchArgs) -> Self {
         Workloads {
             model: a.model.clone(),
@@ -52,7 +59,7 @@ impl Workloads {
             t: a.seq_len.unwrap_or(256),
             fwd_bwd: true,
             decode: (8, 16, 32),
-            decode_greedy: true,
+            decode_greedy: !a.decode_sample,
             rl: (4, 4, 16, 16),
             // One untimed step first: the first step allocates every buffer and warms the
             // caches (9.1 s cold against ~5.5 s warm at 124M), and TRL's step is timed warm.
@@ -62,6 +69,7 @@ impl Workloads {
             iters: a.iters.unwrap_or(5).max(1),
             decode_iters: a.iters.unwrap_or(2).max(1),
             warmup: 2,
+            only: a.only.clone(),
         }
         .or_small(a.small)
     }
@@ -82,6 +90,7 @@ impl Workloads {
             iters: a.iters.unwrap_or(5).max(1),
             decode_iters: a.iters.unwrap_or(2).max(1),
             warmup: 2,
+            only: a.only.clone(),
         }
         .or_small(a.small)
     }
@@ -103,6 +112,7 @@ impl Workloads {
             iters: 1,
             decode_iters: 1,
             warmup: 1,
+            only: Vec::new(),
         }
     }
 
@@ -112,6 +122,7 @@ impl Workloads {
                 peak_flops: self.peak_flops,
                 iters: self.iters,
                 decode_iters: self.decode_iters,
+                only: self.only,
                 ..Self::small()
             }
         } else {
@@ -164,12 +175,7 @@ pub(super) fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Res
             "--batch-size or --seq-len",
         )?;
     }
-    let mut model = Gpt2::random(k.clone(), cfg.clone(), 1)?;
-    let mut rng = Rng::new(2);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
-    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
-    let weights = vec![1.0 / (b * t) as f32; b * t];
-    let n = model.num_params();
+    let n = crate::model::memory::param_count(&cfg) as usize;
     outln!(
         "dapo  {}  model={} ({:.1}M params, V={})  backend={}",
         env!("CARGO_PKG_VERSION"),
@@ -178,6 +184,17 @@ pub(super) fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Res
         cfg.vocab_size,
         k.name()
     );
+    if !(w.fwd_bwd && w.runs(Part::FwdBwd) || w.runs(Part::Train) || w.runs(Part::Decode)) {
+        // `--only rl-step`: the step builds its own model, so the process's peak memory is the
+        // step's alone.
+        return if skip_rl { Ok(()) } else { rl_step_bench(k, cfg, w) };
+    }
+    let mut model = Gpt2::random(k.clone(), cfg.clone(), 1)?;
+    debug_assert_eq!(model.num_params(), n);
+    let mut rng = Rng::new(2);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+    let weights = vec![1.0 / (b * t) as f32; b * t];
     let (iters, warmup) = (w.iters, w.warmup);
     let mut opt = AdamW::new(&model, AdamWConfig::default());
     let mut time = |what: Pass, model: &mut Gpt2<K>| -> Result<f64> {
@@ -200,30 +217,34 @@ pub(super) fn model_bench<K: Backend>(k: K, w: &Workloads, skip_rl: bool) -> Res
         }
         Ok(median(secs))
     };
-    if w.fwd_bwd {
+    if w.fwd_bwd && w.runs(Part::FwdBwd) {
         let fb = time(Pass::ForwardBackward, &mut model)?;
         outln!("dapo   fwd+bwd  B={b} T={t}  median_s={fb:.3}  tokens/s={:.1}", (b * t) as f64 / fb);
         let f = time(Pass::Forward, &mut model)?;
         outln!("dapo   fwd      B={b} T={t}  median_s={f:.3}  tokens/s={:.1}", (b * t) as f64 / f);
     }
-    k.reset_peak_memory();
-    let step = time(Pass::TrainStep, &mut model)?;
-    let tps = (b * t) as f64 / step;
-    // llm.c's estimate: 6 FLOPs per parameter per token (forward 2, backward 4) plus the
-    // attention scores and their use, 6·layers·T·C per token (bench/torch_gpt2_gpu.py uses the
-    // same formula).
-    let flops_per_token = 6.0 * n as f64 + 6.0 * (cfg.n_layer * t * cfg.n_embd) as f64;
-    let mfu = w.peak_flops.map_or_else(|| "n/a".into(), |p| format!("{:.1}%", 100.0 * flops_per_token * tps / p));
-    outln!(
-        "dapo   train    B={b} T={t}  median_ms={:.2}  tokens/s={tps:.0}  MFU={mfu}  peak_MiB={}",
-        1e3 * step,
-        peak_mib(&k)
-    );
+    if w.runs(Part::Train) {
+        k.reset_peak_memory();
+        let step = time(Pass::TrainStep, &mut model)?;
+        let tps = (b * t) as f64 / step;
+        // llm.c's estimate: 6 FLOPs per parameter per token (forward 2, backward 4) plus the
+        // attention scores and their use, 6·layers·T·C per token (bench/torch_gpt2_gpu.py uses
+        // the same formula).
+        let flops_per_token = 6.0 * n as f64 + 6.0 * (cfg.n_layer * t * cfg.n_embd) as f64;
+        let mfu = w.peak_flops.map_or_else(|| "n/a".into(), |p| format!("{:.1}%", 100.0 * flops_per_token * tps / p));
+        outln!(
+            "dapo   train    B={b} T={t}  median_ms={:.2}  tokens/s={tps:.0}  MFU={mfu}  peak_MiB={}",
+            1e3 * step,
+            peak_mib(&k)
+        );
+    }
     drop(opt);
-    decode_bench(&mut model, w)?;
+    if w.runs(Part::Decode) {
+        decode_bench(&mut model, w)?;
+    }
     // The step builds its own policy, reference and optimizer state: free this one first.
     drop(model);
-    if !skip_rl {
+    if !skip_rl && w.runs(Part::RlStep) {
         rl_step_bench(k, cfg, w)?;
     }
     Ok(())
