@@ -1,5 +1,7 @@
-//! Matrix products, and the bias gradient of a linear layer. Products go through the `gemm` crate, which picks SIMD kernels for the host CPU and
-//! splits large products across rayon's pool. Each output element is reduced by one thread
+//! Matrix products, and the bias gradient of a linear layer. Products with a few rows (decode
+//! steps) take the streaming kernels of [`super::skinny`]; the rest go through the `gemm`
+//! crate, which picks SIMD kernels for the host CPU and splits large products across rayon's
+//! pool. Each output element is reduced by one thread
 //! in a fixed order, so results do not depend on scheduling.
 
 use super::CpuBackend;
@@ -29,6 +31,9 @@ pub fn matmul(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, g: Ge
         if !read_dst {
             out.fill(0.0);
         }
+        return;
+    }
+    if super::skinny::matmul(out, a, b, g, read_dst) {
         return;
     }
     // Strides: element (i, j) of a row-major (r, c) matrix is at i·c + j; a transposed
@@ -62,6 +67,53 @@ pub fn matmul(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, g: Ge
             par,
         );
     }
+}
+
+/// A matrix operand of [`product`] in memory: element (i, j) at `ptr + i·rs + j·cs`, so a
+/// head's slice of a wider row (row stride 3C) or a transpose (swapped strides) needs no copy.
+#[derive(Clone, Copy)]
+pub(super) struct View {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// `dst (m,n) = a (m,k) · b (k,n)` (`+ dst` when `accumulate`), `dst` row-major with row
+/// stride `dst_rs`, on the calling thread: for ops that parallelise over independent products
+/// themselves (attention's (batch, head) pairs).
+///
+/// # Safety
+/// `a`, `b` and `dst` must be valid for every element their strides reach over (m,k), (k,n)
+/// and (m,n), and `dst` must not overlap `a` or `b`.
+pub(super) unsafe fn product(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: View,
+    b: View,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        a.ptr,
+        a.cs,
+        a.rs,
+        b.ptr,
+        b.cs,
+        b.rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 /// `dbias (cols) += Σ_rows dout (rows, cols)`, summed in row order per column stripe.

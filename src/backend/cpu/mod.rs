@@ -19,6 +19,8 @@ pub(crate) mod matmul;
 mod optim;
 mod policy_loss;
 pub mod sampling;
+mod simd;
+mod skinny;
 
 pub(crate) use policy_loss::vespo_phi;
 
@@ -47,11 +49,19 @@ impl CpuBackend {
     /// A backend with its own pool of `threads` workers (default: all cores).
     pub fn new(threads: Option<usize>) -> Self {
         let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("dapo-cpu-{i}"))
-            .build()
-            .expect("building a rayon pool only fails if threads cannot be spawned");
+        let builder = || rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("dapo-cpu-{i}"));
+        // The thread that makes the backend (the CLI's main thread, a test's thread) joins the
+        // pool as worker 0, so each op runs on it directly instead of being handed to a pool
+        // thread and waited for: two thread wake-ups per op, which at tiny model sizes cost as
+        // much as the op. Only with 2+ threads: ops called from another thread then still
+        // have a spawned worker to run on while the owner thread is busy elsewhere. A thread
+        // can be in one pool only; a second backend made on it gets a pool of its own threads.
+        let pool = if n > 1 {
+            builder().use_current_thread().build().or_else(|_| builder().build())
+        } else {
+            builder().build()
+        };
+        let pool = pool.expect("building a rayon pool only fails if threads cannot be spawned");
         CpuBackend { pool: Arc::new(pool) }
     }
 
