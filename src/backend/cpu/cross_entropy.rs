@@ -3,6 +3,7 @@
 //! stored on their own.
 
 use super::fastmath::exp;
+use super::simd::avx2_dispatch;
 use super::CpuBackend;
 use crate::backend::ops::CrossEntropyOps;
 use crate::backend::shapes::CrossEntropyShape;
@@ -12,8 +13,14 @@ use rayon::prelude::*;
 /// `logits[i] ← w[i]·(softmax(logits[i]) − onehot(targets[i]))`.
 fn cross_entropy(logits: &mut [f32], losses: &mut [f32], targets: &[u32], weights: &[f32], v: usize, backward: bool) {
     logits.par_chunks_mut(v).zip(losses.par_iter_mut()).enumerate().for_each(|(i, (row, loss))| {
-        let tgt = targets[i] as usize;
-        let w = weights[i];
+        *loss = row_loss(row, targets[i] as usize, weights[i], backward);
+    });
+}
+
+avx2_dispatch! {
+    /// One row of [`cross_entropy`]: returns its weighted loss, and with `backward` writes its
+    /// gradient over it.
+    fn row_loss(row: &mut [f32], tgt: usize, w: f32, backward: bool) -> f32 {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         // Sixteen partial sums keep the loop vectorisable (and its order fixed).
         let mut acc = [0.0f32; 16];
@@ -25,7 +32,7 @@ fn cross_entropy(logits: &mut [f32], losses: &mut [f32], targets: &[u32], weight
         }
         let sum: f32 = acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| exp(x - max)).sum::<f32>();
         let lse = max + sum.ln();
-        *loss = w * (lse - row[tgt]);
+        let loss = w * (lse - row[tgt]);
         if backward {
             let inv = 1.0 / sum;
             for x in row.iter_mut() {
@@ -33,7 +40,8 @@ fn cross_entropy(logits: &mut [f32], losses: &mut [f32], targets: &[u32], weight
             }
             row[tgt] -= w;
         }
-    });
+        loss
+    }
 }
 
 impl CrossEntropyOps for CpuBackend {

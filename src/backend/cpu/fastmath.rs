@@ -38,6 +38,7 @@ pub fn tanh(x: f32) -> f32 {
 
 /// Σ a·b with 16 independent partial sums: a strict left-to-right float sum cannot be
 /// vectorised, this can (and its order is still fixed, so results stay reproducible).
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const L: usize = 16;
     let mut acc = [0.0f32; L];

@@ -9,6 +9,7 @@
 //!   so dx_j = τ⁻¹·(dlogp·(δ_jt − p_j) − dH·p_j·(log p_j + H)).
 
 use super::fastmath::exp;
+use super::simd::avx2_dispatch;
 use super::CpuBackend;
 use crate::backend::ops::{check_logprob_chunk, LogprobOps};
 use crate::backend::shapes::LogprobChunk;
@@ -17,31 +18,33 @@ use rayon::prelude::*;
 /// Lanes of the partial sums: a fixed order (reproducible) that still vectorises.
 const LANES: usize = 16;
 
-/// (m, ln s, H) of one row of z = inv_t·x.
-fn row_stats(row: &[f32], inv_t: f32) -> (f32, f32, f32) {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x * inv_t));
-    let mut s = [0.0f32; LANES];
-    let mut u = [0.0f32; LANES];
-    let mut it = row.chunks_exact(LANES);
-    for c in &mut it {
-        for i in 0..LANES {
-            let d = c[i] * inv_t - m;
-            let e = exp(d);
-            s[i] += e;
-            u[i] += e * d;
+avx2_dispatch! {
+    /// (m, ln s, H) of one row of z = inv_t·x.
+    fn row_stats(row: &[f32], inv_t: f32) -> (f32, f32, f32) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x * inv_t));
+        let mut s = [0.0f32; LANES];
+        let mut u = [0.0f32; LANES];
+        let mut it = row.chunks_exact(LANES);
+        for c in &mut it {
+            for i in 0..LANES {
+                let d = c[i] * inv_t - m;
+                let e = exp(d);
+                s[i] += e;
+                u[i] += e * d;
+            }
         }
+        let (mut st, mut ut) = (0.0f32, 0.0f32);
+        for &x in it.remainder() {
+            let d = x * inv_t - m;
+            let e = exp(d);
+            st += e;
+            ut += e * d;
+        }
+        let s: f32 = s.iter().sum::<f32>() + st;
+        let u: f32 = u.iter().sum::<f32>() + ut;
+        let ln_s = s.ln();
+        (m, ln_s, ln_s - u / s)
     }
-    let (mut st, mut ut) = (0.0f32, 0.0f32);
-    for &x in it.remainder() {
-        let d = x * inv_t - m;
-        let e = exp(d);
-        st += e;
-        ut += e * d;
-    }
-    let s: f32 = s.iter().sum::<f32>() + st;
-    let u: f32 = u.iter().sum::<f32>() + ut;
-    let ln_s = s.ln();
-    (m, ln_s, ln_s - u / s)
 }
 
 /// Forward: `logp[row0+r]` and `entropy[row0+r]` for each row r of the chunk.
@@ -79,6 +82,14 @@ fn backward(logits: &mut [f32], targets: &[u32], dlogp: &[f32], dentropy: &[f32]
             row.fill(0.0);
             return;
         }
+        row_backward(row, t, (gl, gh), inv_t);
+    });
+}
+
+avx2_dispatch! {
+    /// One row of [`backward`] with target `t` < V and upstream gradients (dlogp, dH).
+    fn row_backward(row: &mut [f32], t: usize, grads: (f32, f32), inv_t: f32) {
+        let (gl, gh) = grads;
         let (m, ln_s, ent) = row_stats(row, inv_t);
         // dx_j = τ⁻¹·p_j·(−dlogp − dH·(log p_j + H)), then + τ⁻¹·dlogp at the target.
         let a = -gl - gh * ent;
@@ -87,7 +98,7 @@ fn backward(logits: &mut [f32], targets: &[u32], dlogp: &[f32], dentropy: &[f32]
             *x = inv_t * exp(logp_j) * (a - gh * logp_j);
         }
         row[t] += inv_t * gl;
-    });
+    }
 }
 
 impl LogprobOps for CpuBackend {
