@@ -130,8 +130,8 @@ impl EmuBackend {
 /// A buffer of `len` 32-bit values (f32 or u32) in device memory, in an allocation of `cap`
 /// ≥ `len` words ([`MemoryOps::resize`] moves `len` within it). Ops see `len` only.
 pub struct DeviceBuf<D: Device> {
-    /// `None` only inside [`MemoryOps::resize`], between freeing an outgrown allocation and
-    /// making its replacement (so the two never sit side by side).
+    /// `None` only inside [`MemoryOps::resize`], between freeing an outgrown empty allocation
+    /// and making its replacement (so the two never sit side by side).
     mem: Option<D::Mem>,
     len: usize,
     cap: usize,
@@ -307,18 +307,26 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
 
     fn resize(&self, buf: &mut DeviceBuf<D>, len: usize) {
         if len > buf.cap {
-            // Outgrown: a new allocation, zero-filled like the values past the old length
-            // below. The old one is freed first, so the two never sit side by side.
-            drop(buf.mem.take());
-            self.meter.now.fetch_sub(DeviceBuf::<D>::bytes(buf.cap), Ordering::Relaxed);
-            let mem = self.ok("resize", format_args!("{} to {len} values", buf.len), self.dev.alloc(len));
-            self.meter.add(DeviceBuf::<D>::bytes(len));
-            (buf.mem, buf.len, buf.cap) = (Some(mem), len, len);
+            // Outgrown: a new, zero-filled allocation. With values to keep, they are copied
+            // over before the old allocation is freed; without, it is freed first, so the two
+            // never sit side by side (a pass's logits emptied by a reshape, then regrown).
+            let keep = buf.len;
+            if keep == 0 {
+                drop(buf.mem.take());
+                self.meter.now.fetch_sub(DeviceBuf::<D>::bytes(buf.cap), Ordering::Relaxed);
+                let mem = self.ok("resize", format_args!("0 to {len} values"), self.dev.alloc(len));
+                self.meter.add(DeviceBuf::<D>::bytes(len));
+                (buf.mem, buf.len, buf.cap) = (Some(mem), len, len);
+            } else {
+                let mut grown = self.buf("resize", len);
+                self.copy_range(&mut grown, 0, buf, 0, keep);
+                *buf = grown;
+            }
         } else {
             if len > buf.len {
                 let old = buf.len;
                 let r = self.dev.zero(buf.mem_mut(), old, len - old);
-                self.ok("resize", format_args!("{} to {len} values", buf.len), r);
+                self.ok("resize", format_args!("{old} to {len} values"), r);
             }
             buf.len = len;
         }
@@ -328,7 +336,14 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
         self.resize(ids, len);
     }
 
-    fn copy_ids_range(&self, dst: &mut DeviceBuf<D>, dst_offset: usize, src: &DeviceBuf<D>, src_offset: usize, len: usize) {
+    fn copy_ids_range(
+        &self,
+        dst: &mut DeviceBuf<D>,
+        dst_offset: usize,
+        src: &DeviceBuf<D>,
+        src_offset: usize,
+        len: usize,
+    ) {
         self.copy_range(dst, dst_offset, src, src_offset, len);
     }
 
@@ -386,5 +401,53 @@ mod tests {
         assert_eq!(k.memory().unwrap().peak, m.now);
         drop((b, e));
         assert_eq!(k.memory().unwrap().now, m0.now);
+    }
+
+    #[test]
+    fn resize_allocates_only_past_capacity_and_keeps_values() {
+        let k = EmuBackend::emulated();
+        let m0 = k.memory().unwrap();
+        let used = |k: &EmuBackend| {
+            let m = k.memory().unwrap();
+            (m.allocations - m0.allocations, m.now - m0.now, m.peak - m0.now)
+        };
+        let mut b = k.upload(&[1.0, 2.0, 3.0, 4.0]);
+        k.resize(&mut b, 2);
+        assert_eq!((k.len(&b), b.capacity()), (2, 4));
+        assert_eq!(k.download(&b), [1.0, 2.0]);
+        // Regrown within capacity: the values past the old length are zero, not stale.
+        k.resize(&mut b, 3);
+        assert_eq!(k.download(&b), [1.0, 2.0, 0.0]);
+        assert_eq!(used(&k), (1, 16, 16), "the meter counts the capacity");
+        // Past capacity: one allocation, the values kept, the old allocation freed.
+        k.resize(&mut b, 6);
+        assert_eq!(k.download(&b), [1.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(used(&k), (2, 24, 40));
+        // An empty buffer regrown is freed before its replacement is made.
+        k.reset_peak_memory();
+        k.resize(&mut b, 0);
+        k.resize(&mut b, 8);
+        assert_eq!(k.download(&b), [0.0; 8]);
+        assert_eq!(used(&k), (3, 32, 32));
+        drop(b);
+        assert_eq!(used(&k).1, 0);
+    }
+
+    #[test]
+    fn op_workspaces_are_lent_from_a_pool_zeroed() {
+        let k = EmuBackend::emulated();
+        let a0 = k.memory().unwrap().allocations;
+        {
+            let mut s = k.scratch("test", 10);
+            k.write(&mut s, &[7.0; 10]);
+        }
+        // The smallest free workspace that fits is lent again, zeroed, at the asked length.
+        let s = k.scratch("test", 4);
+        assert_eq!(k.download(&s), [0.0; 4]);
+        // Two at once need two; a larger one replaces the outgrown free one.
+        let t = k.scratch("test", 3);
+        drop((s, t));
+        let _u = k.scratch("test", 20);
+        assert_eq!(k.memory().unwrap().allocations - a0, 3);
     }
 }
