@@ -123,3 +123,19 @@ fn decode_steps_after_the_first_allocate_nothing() {
     }
     assert!(steps >= 4);
 }
+
+#[test]
+fn reserved_activations_serve_every_smaller_shape_without_allocating() {
+    let (mut model, _) = model();
+    let k = model.backend().clone();
+    model.reserve(4, 16, false).unwrap();
+    let before = memory(&k);
+    // The largest shape, a short micro-batch and a shorter sequence: all within the reservation.
+    for (b, t) in [(4, 16), (3, 16), (2, 7), (4, 9)] {
+        let ids: Vec<u32> = (0..b * t).map(|i| (i % 50) as u32).collect();
+        model.forward_hidden(&ids, b, t, |_| ()).unwrap();
+    }
+    let after = memory(&k);
+    assert_eq!(after.allocations, before.allocations, "forward passes within the reservation allocated");
+    assert_eq!(after.peak, before.peak);
+}
