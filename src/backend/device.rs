@@ -48,8 +48,8 @@ pub trait Device: Launcher + Send + Sync + 'static {
         words: usize,
     ) -> Result<(), Self::Error>;
 
-    /// Sets the first `words` words to zero.
-    fn zero(&self, mem: &mut Self::Mem, words: usize) -> Result<(), Self::Error>;
+    /// Sets words `offset .. offset + words` to zero.
+    fn zero(&self, mem: &mut Self::Mem, offset: usize, words: usize) -> Result<(), Self::Error>;
 
     /// `out = op(a)·op(b) (+ bias) (+ out)` on f32 data, row-major, as [`Gemm`] describes. The
     /// caller has checked the buffer sizes.

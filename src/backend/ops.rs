@@ -29,13 +29,18 @@ use super::shapes::{
     GrnShape, GrnStepShape, KvBufs, LayerNormShape, LnStats, LogprobChunk, Masked, RowsC,
 };
 
-/// What [`MemoryOps::memory`] reports, in bytes.
+/// What [`MemoryOps::memory`] reports: bytes held, and how many allocations were made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryUse {
-    /// Held by live buffers now.
+    /// Bytes held by live buffers now (their capacity: see [`MemoryOps::resize`]).
     pub now: usize,
-    /// The most held at once since the last reset.
+    /// The most bytes held at once since the last reset.
     pub peak: usize,
+    /// Device allocations made since the backend was created (uploads, [`MemoryOps::alloc`],
+    /// a [`MemoryOps::resize`] past a buffer's capacity, the ops' own workspaces the first time
+    /// they are needed). Never reset: the difference across a step is that step's count, 0
+    /// once every buffer has reached its largest shape.
+    pub allocations: u64,
 }
 
 /// Buffers: where they live, how host data gets in and out. `Buf` holds f32 values, `Ids`
@@ -64,6 +69,17 @@ pub trait MemoryOps {
     fn write_ids(&self, buf: &mut Self::Ids, ids: &[u32]);
     /// Number of ids in an id buffer.
     fn ids_len(&self, ids: &Self::Ids) -> usize;
+    /// Sets the buffer's length to `len` values, keeping its first `min(len, old length)`
+    /// values and zero-filling any past the old length. Allocates only when `len` exceeds the
+    /// buffer's capacity (the most it ever held, on a device; a `Vec`'s capacity on the CPU):
+    /// buffers sized once for the largest shape serve every smaller one, and every op's size
+    /// check sees the new length. Shrinking frees nothing.
+    fn resize(&self, buf: &mut Self::Buf, len: usize);
+    /// [`MemoryOps::resize`] for an id buffer.
+    fn resize_ids(&self, ids: &mut Self::Ids, len: usize);
+    /// [`MemoryOps::copy_range`] for id buffers: moves a micro-batch's ids out of a
+    /// whole-batch buffer without a round trip through the host.
+    fn copy_ids_range(&self, dst: &mut Self::Ids, dst_offset: usize, src: &Self::Ids, src_offset: usize, len: usize);
     /// Sets every value to zero.
     fn zero(&self, buf: &mut Self::Buf);
     /// `dst = src` (same length).

@@ -1,5 +1,7 @@
-//! Activation and activation-gradient buffers, sized once for a (B, T) and reused every step
-//! so the hot path does not allocate.
+//! Activation and activation-gradient buffers, sized once for the largest (B, T) and reused
+//! for every smaller shape ([`MemoryOps::resize`] within capacity), so the hot path does not
+//! allocate: llm.c's discipline, with the short last micro-batch and a step's varying sequence
+//! length served by the same buffers.
 
 use super::config::Gpt2Config;
 use crate::backend::Backend;
@@ -58,7 +60,8 @@ pub struct GrnActs<K: Backend> {
     pub mean: K::Buf,
 }
 
-/// Every activation of one forward pass at a fixed (B, T).
+/// Every activation of one forward pass at one (B, T); [`Activations::reshape`] moves them to
+/// another without allocating when it is no larger than the largest seen.
 pub struct Activations<K: Backend> {
     /// B.
     pub b: usize,
@@ -82,9 +85,9 @@ pub struct Activations<K: Backend> {
     pub lnf_rstd: K::Buf,
     /// The policy GRN's activations, when the model has one.
     pub grn: Option<GrnActs<K>>,
-    /// Logits (B,T,V); overwritten by their gradient in the fused loss. Allocated on the first
-    /// full forward pass ([`Activations::ensure_logits`]): passes that stop at the hidden state
-    /// (the RL objective computes logits in row chunks) never need the (B,T,V) buffer.
+    /// Logits (B,T,V); overwritten by their gradient in the fused loss. Sized by a full forward
+    /// pass ([`Activations::ensure_logits`]), empty otherwise: passes that stop at the hidden
+    /// state (the RL objective computes logits in row chunks) never need the (B,T,V) buffer.
     pub logits: K::Buf,
     /// Per-token weighted losses (B·T).
     pub losses: K::Buf,
@@ -141,20 +144,70 @@ impl<K: Backend> Activations<K> {
         }
     }
 
+    /// Moves every buffer to (B, T): no allocation unless B·T exceeds the largest B·T these
+    /// buffers held (then only the buffers that grow are reallocated). The logits become empty
+    /// until the next [`Activations::ensure_logits`]; their capacity stays. Values are
+    /// overwritten by the next pass (the ids by the caller).
+    pub fn reshape(&mut self, k: &K, cfg: &Gpt2Config, b: usize, t: usize) {
+        if (self.b, self.t) == (b, t) {
+            return;
+        }
+        let (n, c, nh) = (b * t, cfg.n_embd, cfg.n_head);
+        for x in &mut self.blocks {
+            for (buf, len) in [
+                (&mut x.ln1, n * c),
+                (&mut x.ln1_mean, n),
+                (&mut x.ln1_rstd, n),
+                (&mut x.qkv, n * 3 * c),
+                (&mut x.atty, n * c),
+                (&mut x.lse, b * nh * t),
+                (&mut x.res2, n * c),
+                (&mut x.ln2, n * c),
+                (&mut x.ln2_mean, n),
+                (&mut x.ln2_rstd, n),
+                (&mut x.fch, n * 4 * c),
+                (&mut x.fch_gelu, n * 4 * c),
+                (&mut x.res3, n * c),
+            ] {
+                k.resize(buf, len);
+            }
+        }
+        k.resize_ids(&mut self.ids, n);
+        k.resize_ids(&mut self.targets, n);
+        for (buf, len) in [
+            (&mut self.weights, n),
+            (&mut self.encoded, n * c),
+            (&mut self.lnf, n * c),
+            (&mut self.lnf_mean, n),
+            (&mut self.lnf_rstd, n),
+            (&mut self.logits, 0),
+            (&mut self.losses, n),
+        ] {
+            k.resize(buf, len);
+        }
+        if let Some(g) = self.grn.as_mut() {
+            k.resize(&mut g.out, n * c);
+            k.resize(&mut g.g, n * c);
+            k.resize(&mut g.mean, n);
+        }
+        (self.b, self.t) = (b, t);
+        if let Some(s) = self.grad.as_mut() {
+            s.resize(k, n, c, self.grn.is_some());
+        }
+    }
+
     /// The lm_head's input (B,T,C): the policy GRN's output, or ln_f's without a GRN.
     pub fn head_input(&self) -> &K::Buf {
         head_input(&self.grn, &self.lnf)
     }
 
-    /// Allocates the (B,T,V) logits buffer if it is not there yet.
+    /// Sizes the (B,T,V) logits buffer (allocating only past its capacity).
     pub fn ensure_logits(&mut self, k: &K, cfg: &Gpt2Config) {
-        let want = self.b * self.t * cfg.vocab_size;
-        if k.len(&self.logits) != want {
-            self.logits = k.alloc(want);
-        }
+        k.resize(&mut self.logits, self.b * self.t * cfg.vocab_size);
     }
 
-    /// Allocates the backward buffers if they are not there yet.
+    /// Allocates the backward buffers the first time a pass needs them; they follow every
+    /// later [`Activations::reshape`].
     pub fn ensure_grad(&mut self, k: &K, cfg: &Gpt2Config) {
         if self.grad.is_none() {
             let (n, c) = (self.b * self.t, cfg.n_embd);
@@ -166,5 +219,16 @@ impl<K: Backend> Activations<K> {
                 dgrn: k.alloc(if self.grn.is_some() { n * c } else { 0 }),
             });
         }
+    }
+}
+
+impl<K: Backend> GradScratch<K> {
+    /// Moves the buffers to N = B·T rows of C channels.
+    fn resize(&mut self, k: &K, n: usize, c: usize, grn: bool) {
+        k.resize(&mut self.dres, n * c);
+        k.resize(&mut self.dbtc, n * c);
+        k.resize(&mut self.dqkv, n * 3 * c);
+        k.resize(&mut self.d4c, n * 4 * c);
+        k.resize(&mut self.dgrn, if grn { n * c } else { 0 });
     }
 }

@@ -22,6 +22,16 @@ pub struct Gpt2<K: Backend> {
     params: Vec<K::Buf>,
     grads: Option<Vec<K::Buf>>,
     acts: Option<Activations<K>>,
+    /// A KV cache kept between generate calls ([`Gpt2::take_kv_cache`]), so rollouts reuse
+    /// its buffers instead of allocating a cache per call.
+    spare_cache: Option<KvCache<K>>,
+}
+
+/// Token ids for a pass: host ids (checked, then written into the activations), or a range of
+/// a device buffer the caller has checked (copied on the device: no upload, no allocation).
+enum TokenIds<'a, K: Backend> {
+    Host(&'a [u32]),
+    Device { ids: &'a K::Ids, offset: usize },
 }
 
 /// What a custom head sees after [`Gpt2::forward_hidden`]: the hidden state and the tied
@@ -85,7 +95,7 @@ impl<K: Backend> Gpt2<K> {
             }
         }
         let params = host.iter().map(|h| backend.upload(h)).collect();
-        Ok(Gpt2 { backend, config, specs, params, grads: None, acts: None })
+        Ok(Gpt2 { backend, config, specs, params, grads: None, acts: None, spare_cache: None })
     }
 
     /// A copy of the weights on the same backend, copied where they live (device to device on
@@ -108,6 +118,7 @@ impl<K: Backend> Gpt2<K> {
             params,
             grads: None,
             acts: None,
+            spare_cache: None,
         }
     }
 
@@ -115,6 +126,32 @@ impl<K: Backend> Gpt2<K> {
     /// one): for a model that only runs forward passes now and then, like a frozen reference.
     pub fn release_activations(&mut self) {
         self.acts = None;
+    }
+
+    /// Swaps the kept activations with `other`'s when both models have the same architecture
+    /// (else does nothing and returns false). The DAPO trainer lends the policy's buffers,
+    /// already sized for the update's micro-batches, to the frozen reference for its pass and
+    /// takes them back after it, so the two never hold activations side by side and neither
+    /// allocates once they have reached the step's largest shape.
+    pub fn swap_activations(&mut self, other: &mut Gpt2<K>) -> bool {
+        let same = self.config == other.config;
+        if same {
+            std::mem::swap(&mut self.acts, &mut other.acts);
+        }
+        same
+    }
+
+    /// Sizes the activations (and, when `backward`, the backward buffers) for the largest
+    /// (B, T) a run will use, so that no later pass of that size or smaller allocates:
+    /// llm.c's allocate-once. Optional: passes grow the buffers on demand and never shrink them.
+    pub fn reserve(&mut self, b: usize, t: usize, backward: bool) -> Result<()> {
+        self.check_shape(b, t)?;
+        let mut acts = self.acts_for(b, t);
+        if backward {
+            acts.ensure_grad(&self.backend, &self.config);
+        }
+        self.acts = Some(acts);
+        Ok(())
     }
 
     /// A freshly initialised model (GPT-2's initialisation, seeded).
@@ -149,7 +186,7 @@ impl<K: Backend> Gpt2<K> {
         for _ in self.specs.len()..specs.len() {
             self.params.push(self.backend.alloc(c));
         }
-        (self.config, self.specs, self.grads, self.acts) = (config, specs, None, None);
+        (self.config, self.specs, self.grads, self.acts, self.spare_cache) = (config, specs, None, None, None);
         Ok(true)
     }
 
@@ -247,12 +284,9 @@ impl<K: Backend> Gpt2<K> {
         }
     }
 
-    fn check_ids(&self, what: &str, ids: &[u32], b: usize, t: usize) -> Result<()> {
+    fn check_shape(&self, b: usize, t: usize) -> Result<()> {
         if b == 0 || t == 0 {
             return Err(Error::Invalid(format!("empty batch: B={b}, T={t}")));
-        }
-        if ids.len() != b * t {
-            return Err(Error::Invalid(format!("{what}: got {} token ids, expected B·T = {b}·{t}", ids.len())));
         }
         if t > self.config.n_positions {
             return Err(Error::Invalid(format!(
@@ -260,6 +294,17 @@ impl<K: Backend> Gpt2<K> {
                 self.config.n_positions
             )));
         }
+        Ok(())
+    }
+
+    fn check_ids(&self, what: &str, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        if b == 0 || t == 0 {
+            return Err(Error::Invalid(format!("empty batch: B={b}, T={t}")));
+        }
+        if ids.len() != b * t {
+            return Err(Error::Invalid(format!("{what}: got {} token ids, expected B·T = {b}·{t}", ids.len())));
+        }
+        self.check_shape(b, t)?;
         if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
             return Err(Error::Invalid(format!(
                 "{what}: token id {id} at position {i} is out of range for vocab_size {}",
@@ -271,7 +316,7 @@ impl<K: Backend> Gpt2<K> {
 
     /// Runs the forward pass to logits for `ids (B,T)`; read them with [`logits`](Self::logits).
     pub fn forward(&mut self, ids: &[u32], b: usize, t: usize) -> Result<()> {
-        let mut acts = self.take_acts(ids, b, t)?;
+        let mut acts = self.take_acts(TokenIds::Host(ids), b, t)?;
         acts.ensure_logits(&self.backend, &self.config);
         self.forward_body(&mut acts);
         self.lm_head(&mut acts);
@@ -280,14 +325,39 @@ impl<K: Backend> Gpt2<K> {
     }
 
     /// The activations for (B,T) with `ids` written in, taken out of `self` for a pass.
-    fn take_acts(&mut self, ids: &[u32], b: usize, t: usize) -> Result<Activations<K>> {
-        self.check_ids("input", ids, b, t)?;
-        if !self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
-            self.acts = Some(Activations::new(&self.backend, &self.config, b, t));
+    fn take_acts(&mut self, ids: TokenIds<'_, K>, b: usize, t: usize) -> Result<Activations<K>> {
+        let k = &self.backend;
+        match ids {
+            TokenIds::Host(ids) => self.check_ids("input", ids, b, t)?,
+            TokenIds::Device { ids, offset } => {
+                self.check_shape(b, t)?;
+                if offset + b * t > k.ids_len(ids) {
+                    return Err(Error::Invalid(format!(
+                        "input: ids {offset}..{} of a buffer of {}",
+                        offset + b * t,
+                        k.ids_len(ids)
+                    )));
+                }
+            }
         }
-        let mut acts = self.acts.take().expect("allocated above");
-        self.backend.write_ids(&mut acts.ids, ids);
+        let mut acts = self.acts_for(b, t);
+        let k = &self.backend;
+        match ids {
+            TokenIds::Host(ids) => k.write_ids(&mut acts.ids, ids),
+            TokenIds::Device { ids, offset } => k.copy_ids_range(&mut acts.ids, 0, ids, offset, b * t),
+        }
         Ok(acts)
+    }
+
+    /// The kept activations moved to (B,T) (made on first use), taken out of `self`.
+    fn acts_for(&mut self, b: usize, t: usize) -> Activations<K> {
+        match self.acts.take() {
+            Some(mut a) => {
+                a.reshape(&self.backend, &self.config, b, t);
+                a
+            }
+            None => Activations::new(&self.backend, &self.config, b, t),
+        }
     }
 
     /// The forward pass up to the final layer norm, then `head(view)`: for heads that compute
@@ -296,6 +366,29 @@ impl<K: Backend> Gpt2<K> {
     pub fn forward_hidden<R>(
         &mut self,
         ids: &[u32],
+        b: usize,
+        t: usize,
+        head: impl FnOnce(HiddenView<'_, K>) -> R,
+    ) -> Result<R> {
+        self.forward_hidden_impl(TokenIds::Host(ids), b, t, head)
+    }
+
+    /// [`Gpt2::forward_hidden`] on ids `offset .. offset + B·T` of a device buffer, copied
+    /// where they live. The ids are not checked against the vocabulary (the embedding would
+    /// read out of bounds): the caller checked them on the host before uploading them.
+    pub(crate) fn forward_hidden_on_device<R>(
+        &mut self,
+        (ids, offset): (&K::Ids, usize),
+        b: usize,
+        t: usize,
+        head: impl FnOnce(HiddenView<'_, K>) -> R,
+    ) -> Result<R> {
+        self.forward_hidden_impl(TokenIds::Device { ids, offset }, b, t, head)
+    }
+
+    fn forward_hidden_impl<R>(
+        &mut self,
+        ids: TokenIds<'_, K>,
         b: usize,
         t: usize,
         head: impl FnOnce(HiddenView<'_, K>) -> R,
@@ -320,6 +413,28 @@ impl<K: Backend> Gpt2<K> {
     pub fn forward_backward_with<R>(
         &mut self,
         ids: &[u32],
+        b: usize,
+        t: usize,
+        head: impl FnOnce(HeadGrad<'_, K>) -> Result<R>,
+    ) -> Result<R> {
+        self.forward_backward_impl(TokenIds::Host(ids), b, t, head)
+    }
+
+    /// [`Gpt2::forward_backward_with`] on ids `offset .. offset + B·T` of a device buffer, as
+    /// [`Gpt2::forward_hidden_on_device`] takes them (checked by the caller).
+    pub(crate) fn forward_backward_on_device<R>(
+        &mut self,
+        (ids, offset): (&K::Ids, usize),
+        b: usize,
+        t: usize,
+        head: impl FnOnce(HeadGrad<'_, K>) -> Result<R>,
+    ) -> Result<R> {
+        self.forward_backward_impl(TokenIds::Device { ids, offset }, b, t, head)
+    }
+
+    fn forward_backward_impl<R>(
+        &mut self,
+        ids: TokenIds<'_, K>,
         b: usize,
         t: usize,
         head: impl FnOnce(HeadGrad<'_, K>) -> Result<R>,
@@ -610,6 +725,11 @@ impl<K: Backend> Gpt2<K> {
     /// An empty KV cache for `b` sequences of up to `t_max` positions (at most n_positions).
     /// It holds 2 · n_layer · B · T_max · C values.
     pub fn kv_cache(&self, b: usize, t_max: usize) -> Result<KvCache<K>> {
+        self.check_kv_shape(b, t_max)?;
+        Ok(KvCache::new(&self.backend, &self.config, b, t_max))
+    }
+
+    fn check_kv_shape(&self, b: usize, t_max: usize) -> Result<()> {
         if b == 0 || t_max == 0 {
             return Err(Error::Invalid(format!("empty KV cache: B={b}, T_max={t_max}")));
         }
@@ -619,7 +739,29 @@ impl<K: Backend> Gpt2<K> {
                 self.config.n_positions
             )));
         }
-        Ok(KvCache::new(&self.backend, &self.config, b, t_max))
+        Ok(())
+    }
+
+    /// [`Gpt2::kv_cache`], made from the cache last handed back with
+    /// [`Gpt2::keep_kv_cache`] when there is one: its buffers move to (B, T_max) and allocate
+    /// only past their capacity, and its row scratch (sized by the largest prefill) serves
+    /// the new prefill and decode steps. Rollouts take a cache per generate call and keep it
+    /// after, so a run allocates its cache once.
+    pub fn take_kv_cache(&mut self, b: usize, t_max: usize) -> Result<KvCache<K>> {
+        match self.spare_cache.take() {
+            Some(mut cache) => {
+                self.check_kv_shape(b, t_max)?;
+                cache.reshape(&self.backend, &self.config, b, t_max);
+                Ok(cache)
+            }
+            None => self.kv_cache(b, t_max),
+        }
+    }
+
+    /// Keeps `cache` for the next [`Gpt2::take_kv_cache`]. Its device memory stays held
+    /// between generate calls (2 · n_layer · B · T_max · C values plus the row scratch).
+    pub fn keep_kv_cache(&mut self, cache: KvCache<K>) {
+        self.spare_cache = Some(cache);
     }
 
     /// Runs every prompt through the model, filling sequence i of the cache with prompt i

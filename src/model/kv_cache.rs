@@ -63,14 +63,31 @@ impl<K: Backend> KvCache<K> {
     }
 
     /// The buffers for a pass of `rows` rows that returns logits for `out_rows` of them,
-    /// reallocated only when either count changes (a decode step's row count drops only when
-    /// a sequence finishes).
+    /// resized within the capacity of the most rows seen: a prefill's packed prompt tokens
+    /// size them, and every decode step (one row per unfinished sequence) reuses them without
+    /// allocating.
     pub(crate) fn scratch(&mut self, k: &K, cfg: &Gpt2Config, rows: usize, out_rows: usize) -> &mut RowScratch<K> {
-        let fits = self.scratch.as_ref().is_some_and(|s| s.rows == rows && s.out_rows == out_rows);
-        if !fits {
-            self.scratch = Some(RowScratch::new(k, cfg, rows, out_rows));
+        match self.scratch.as_mut() {
+            Some(s) => s.resize(k, cfg, rows, out_rows),
+            None => self.scratch = Some(RowScratch::new(k, cfg, rows, out_rows)),
         }
         self.scratch.as_mut().expect("allocated above")
+    }
+
+    /// Empties the cache for B sequences of up to T_max positions, reusing its buffers (an
+    /// allocation only past their capacity). Stale keys and values are never read: a
+    /// position is attended to only after a prefill or decode step has stored it.
+    pub(crate) fn reshape(&mut self, k: &K, cfg: &Gpt2Config, b: usize, t_max: usize) {
+        let per_layer = b * t_max * cfg.n_embd;
+        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+            k.resize(buf, per_layer);
+        }
+        if let Some(sums) = self.grn_sumsq.as_mut() {
+            k.resize(sums, b * cfg.n_embd);
+        }
+        (self.b, self.t_max) = (b, t_max);
+        self.lens.clear();
+        self.lens.resize(b, 0);
     }
 }
 
@@ -112,6 +129,35 @@ pub(crate) struct RowScratch<K: Backend> {
 }
 
 impl<K: Backend> RowScratch<K> {
+    /// Moves every buffer to `rows` rows (`out_rows` of logits), within capacity when they
+    /// are no more than the most seen.
+    fn resize(&mut self, k: &K, cfg: &Gpt2Config, rows: usize, out_rows: usize) {
+        if (self.rows, self.out_rows) == (rows, out_rows) {
+            return;
+        }
+        let (r, c) = (rows, cfg.n_embd);
+        for ids in [&mut self.ids, &mut self.seq, &mut self.pos] {
+            k.resize_ids(ids, r);
+        }
+        let grn = if super::params::policy_grn(cfg).is_some() { r * c } else { 0 };
+        for (buf, len) in [
+            (&mut self.x, r * c),
+            (&mut self.ln, r * c),
+            (&mut self.mean, r),
+            (&mut self.rstd, r),
+            (&mut self.qkv, r * 3 * c),
+            (&mut self.atty, r * c),
+            (&mut self.fch, r * 4 * c),
+            (&mut self.fch_gelu, r * 4 * c),
+            (&mut self.grn, grn),
+            (&mut self.sel, out_rows * c),
+            (&mut self.logits, out_rows * cfg.vocab_size),
+        ] {
+            k.resize(buf, len);
+        }
+        (self.rows, self.out_rows) = (rows, out_rows);
+    }
+
     fn new(k: &K, cfg: &Gpt2Config, rows: usize, out_rows: usize) -> Self {
         let (r, c) = (rows, cfg.n_embd);
         RowScratch {

@@ -19,7 +19,11 @@
 //!    backward), then `dW += dlogitsᵀ · hidden[chunk]` and `dhidden[chunk] = dlogits · W`.
 //!
 //! Memory: chunk·(V + 2C) + 4N + 16 values of workspace ([`workspace_bytes`]), independent of
-//! N·V. Time: four (chunk, V, C) matmuls per chunk, the logits being computed twice.
+//! N·V, kept between calls and resized within its capacity (no allocation once it has seen
+//! the largest N). Time: three (chunk, V, C) matmuls per chunk (Liger's count) plus one to
+//! recompute the logits of every chunk but the first: step 1 visits the chunks last to first,
+//! so the first chunk's logits are still in the workspace when step 3 starts with it. With a
+//! single chunk (N ≤ chunk_rows) that is three matmuls in all.
 
 use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::{Error, Result};
@@ -301,8 +305,8 @@ pub fn workspace_bytes(chunk_rows: usize, n: usize, c: usize, v: usize) -> usize
     4 * workspace_values(chunk_rows, n, c, v)
 }
 
+/// The objective's buffers, sized for the largest (chunk, N) seen and resized within that.
 struct Workspace<B: Backend> {
-    key: (usize, usize, usize, usize),
     hc: B::Buf,
     dhc: B::Buf,
     logits: B::Buf,
@@ -339,24 +343,33 @@ impl<B: Backend> DapoObjective<B> {
         Ok(())
     }
 
+    /// The workspace for N rows of C channels and V logits: chunk·C hidden and d hidden rows,
+    /// chunk·V logits, N log-probs, entropies and their gradients. Made once, then resized
+    /// (allocating only past the largest shape seen).
     fn workspace(&mut self, k: &B, n: usize, c: usize, v: usize) -> &mut Workspace<B> {
         let rows = self.cfg.chunk_rows.min(n);
-        let key = (rows, n, c, v);
-        if self.ws.as_ref().map(|w| w.key) != Some(key) {
-            self.ws = None; // free the old workspace before allocating the new one
-            self.ws = Some(Workspace {
-                key,
-                hc: k.alloc(rows * c),
-                dhc: k.alloc(rows * c),
-                logits: k.alloc(rows * v),
-                logp: k.alloc(n),
-                entropy: k.alloc(n),
-                dlogp: k.alloc(n),
-                dentropy: k.alloc(n),
-                metrics: k.alloc(pm::LEN),
-            });
+        let ws = self.ws.get_or_insert_with(|| Workspace {
+            hc: k.alloc(rows * c),
+            dhc: k.alloc(rows * c),
+            logits: k.alloc(rows * v),
+            logp: k.alloc(n),
+            entropy: k.alloc(n),
+            dlogp: k.alloc(n),
+            dentropy: k.alloc(n),
+            metrics: k.alloc(pm::LEN),
+        });
+        for (buf, len) in [
+            (&mut ws.hc, rows * c),
+            (&mut ws.dhc, rows * c),
+            (&mut ws.logits, rows * v),
+            (&mut ws.logp, n),
+            (&mut ws.entropy, n),
+            (&mut ws.dlogp, n),
+            (&mut ws.dentropy, n),
+        ] {
+            k.resize(buf, len);
         }
-        self.ws.as_mut().expect("just set")
+        ws
     }
 
     /// The loss and its gradients for one batch: **overwrites** `grad_hidden` (N, C) and
@@ -392,8 +405,10 @@ impl<B: Backend> DapoObjective<B> {
         k.policy_loss(&mut ws.dlogp, &mut ws.dentropy, &mut ws.metrics, pre, pre_params);
         check_metrics(&k.download(&ws.metrics), params, false)?;
 
-        // 1. logp and entropy of every row, chunk by chunk.
-        for row0 in (0..n).step_by(rows_per) {
+        // 1. logp and entropy of every row, chunk by chunk, last chunk first: the rows are
+        //    independent, and the first chunk's logits (and hidden rows) are then still in the
+        //    workspace for step 3, which saves recomputing them.
+        for row0 in (0..n).step_by(rows_per).rev() {
             let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
@@ -409,9 +424,15 @@ impl<B: Backend> DapoObjective<B> {
         let metrics = k.download(&ws.metrics);
         check_metrics(&metrics, params, true)?;
 
-        // 3. Back through the fused log-softmax and the lm_head product, chunk by chunk.
+        // 3. Back through the fused log-softmax and the lm_head product, chunk by chunk. Chunk 0
+        //    was the last one step 1 computed, and nothing since has written ws.hc or
+        //    ws.logits: its logits are reused (the same product, so the same values).
         for row0 in (0..n).step_by(rows_per) {
-            let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
+            let ch = if row0 == 0 {
+                LogprobChunk { row0, rows: rows_per, v, inv_temperature: inv_t }
+            } else {
+                load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t)
+            };
             k.logprob_entropy_backward(&mut ws.logits, targets, &ws.dlogp, &ws.dentropy, ch);
             // Rows past ch.rows (a short last chunk) hold zero logits of zero hidden rows:
             // they add nothing to dW, and their dhidden rows are not copied out.
@@ -452,6 +473,42 @@ impl<B: Backend> DapoObjective<B> {
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
         Ok((k.download(&ws.logp), k.download(&ws.entropy)))
+    }
+
+    /// [`DapoObjective::token_logprobs`] kept on the backend: the N log-probs go to values
+    /// `offset .. offset + N` of `out` (a whole batch's buffer filled micro-batch by
+    /// micro-batch), and nothing is downloaded (the entropies, which the caller does not use,
+    /// stay in the workspace).
+    pub fn token_logprobs_into(
+        &mut self,
+        k: &B,
+        (hidden, weight, targets): (&B::Buf, &B::Buf, &B::Ids),
+        (n, c, v): (usize, usize, usize),
+        out: &mut B::Buf,
+        offset: usize,
+    ) -> Result<()> {
+        if n == 0 || c == 0 || v == 0 {
+            return Err(Error::Invalid(format!("token_logprobs: empty shape N={n} C={c} V={v}")));
+        }
+        for (name, got, want) in
+            [("hidden", k.len(hidden), n * c), ("weight", k.len(weight), v * c), ("targets", k.ids_len(targets), n)]
+        {
+            if got != want {
+                return Err(Error::Invalid(format!("token_logprobs: {name} has {got} values, expected {want}")));
+            }
+        }
+        if offset + n > k.len(out) {
+            return Err(Error::Invalid(format!("token_logprobs: rows {offset}..{} of {}", offset + n, k.len(out))));
+        }
+        let inv_t = 1.0 / self.cfg.temperature;
+        let rows_per = self.cfg.chunk_rows.min(n);
+        let ws = self.workspace(k, n, c, v);
+        for row0 in (0..n).step_by(rows_per) {
+            let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
+            k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
+        }
+        k.copy_range(out, offset, &ws.logp, 0, n);
+        Ok(())
     }
 
     /// Step 2 of [`DapoObjective::forward_backward`] on its own: the policy loss of log-probs

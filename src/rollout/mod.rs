@@ -176,8 +176,25 @@ pub fn generate<K: Backend>(
         &format!("generating {} sequences of up to {t_max} positions", prompts.len()),
         "the number of prompts × samples or the new-token limit",
     )?;
-    let mut cache = model.kv_cache(prompts.len(), t_max)?;
-    model.prefill_in_cache(&mut cache, prompts)?;
+    // The model's kept cache (when a generate call left one) is reused, so rollouts allocate
+    // their cache once per run, not per call.
+    let mut cache = model.take_kv_cache(prompts.len(), t_max)?;
+    let out = decode_all(model, &mut cache, prompts, cfg, key, decode);
+    model.keep_kv_cache(cache);
+    out
+}
+
+/// Prefill and decode loop of [`generate`], on a cache of B = `prompts.len()` sequences.
+fn decode_all<K: Backend>(
+    model: &mut Gpt2<K>,
+    cache: &mut crate::model::KvCache<K>,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    key: RolloutKey,
+    decode: Option<Decode<'_>>,
+) -> Result<Vec<Completion>> {
+    let n_positions = model.config().n_positions;
+    model.prefill_in_cache(cache, prompts)?;
     let params = cfg.params(key);
 
     let mut out: Vec<Completion> = (0..prompts.len())
@@ -188,7 +205,7 @@ pub fn generate<K: Backend>(
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     while !active.is_empty() {
         let counters: Vec<[u32; 2]> = active.iter().map(|&i| [i as u32, out[i].tokens.len() as u32]).collect();
-        let drawn = model.sample_in_cache(&cache, &counters, params);
+        let drawn = model.sample_in_cache(cache, &counters, params);
         let (mut next, mut fed) = (Vec::with_capacity(active.len()), Vec::with_capacity(active.len()));
         for (&i, s) in active.iter().zip(drawn) {
             let c = &mut out[i];
@@ -216,7 +233,7 @@ pub fn generate<K: Backend>(
             }
         }
         if !next.is_empty() {
-            model.decode_in_cache(&mut cache, &next, &fed)?;
+            model.decode_in_cache(cache, &next, &fed)?;
         }
         active = next;
     }

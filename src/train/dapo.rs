@@ -190,6 +190,8 @@ pub struct DapoTrainer<K: Backend> {
     pub(super) mapping: FeedbackMapping,
     pub(super) mixer: RewardMixer,
     pub(super) objective: DapoObjective<K>,
+    /// The update's device buffers, kept from step to step ([`super::grid::GridBufs`]).
+    pub(super) grid_bufs: Option<super::grid::GridBufs<K>>,
     pub(super) opt: AdamW<K>,
     pub(super) kl: KlController,
     pub(super) curriculum: Option<Curriculum>,
@@ -275,6 +277,7 @@ impl<K: Backend> DapoTrainer<K> {
             mapping,
             mixer,
             objective,
+            grid_bufs: None,
             opt,
             kl,
             curriculum,
@@ -307,6 +310,15 @@ impl<K: Backend> DapoTrainer<K> {
     /// Whether a frozen reference model is held (β > 0 or adapted).
     pub fn has_reference(&self) -> bool {
         self.reference.is_some()
+    }
+
+    /// Device memory of the policy's backend, which the reference, the optimizer and the
+    /// update's buffers share: bytes held now, the peak, and the device allocations made so
+    /// far (`None` on the CPU backend, which does not meter its `Vec`s). Read it before and
+    /// after [`DapoTrainer::step`]: the difference in `allocations` is the step's count, 0
+    /// once the run's largest shapes have been seen.
+    pub fn memory(&self) -> Option<crate::backend::MemoryUse> {
+        crate::backend::MemoryOps::memory(self.model.backend())
     }
 
     /// Steps taken so far.

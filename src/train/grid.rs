@@ -111,71 +111,132 @@ impl Grid {
         self.mask[r.start * self.t..r.end * self.t].iter().sum()
     }
 
-    /// Sequences `r` as host slices, with `logp_ref` (the whole grid's) cut to match.
-    pub fn slice(&self, r: std::ops::Range<usize>, logp_ref: Option<&[f32]>) -> SubGrid {
-        let span = r.start * self.t..r.end * self.t;
-        SubGrid {
-            s: r.len(),
-            ids: self.ids[span.clone()].to_vec(),
-            targets: self.targets[span.clone()].to_vec(),
-            mask: self.mask[span.clone()].to_vec(),
-            logp_old: self.logp_old[span.clone()].to_vec(),
-            logp_ref: logp_ref.map(|x| x[span].to_vec()),
-            adv: self.adv[r].to_vec(),
+    /// Errors unless every token id is below `vocab_size`: the grid's ids go to the device
+    /// once and feed the embedding unchecked from there.
+    pub fn check_ids(&self, vocab_size: usize) -> Result<()> {
+        match self.ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab_size) {
+            Some((i, id)) => Err(Error::Invalid(format!(
+                "sequence {}: token id {id} at position {} is out of range for vocab_size {vocab_size}",
+                i / self.t,
+                i % self.t
+            ))),
+            None => Ok(()),
         }
     }
 }
 
-/// One micro-batch of a [`Grid`], with the reference log-probs when β > 0.
-pub struct SubGrid {
-    /// Sequences.
-    pub s: usize,
-    /// Token ids (s, T).
-    pub ids: Vec<u32>,
+/// One step's [`Grid`] on the backend, and one micro-batch's inputs: the buffers of the
+/// update, kept by the trainer from step to step and resized within their capacity, so an
+/// update uploads its grid once and allocates nothing once it has seen its largest shapes.
+/// The old and reference log-probs are written here by forward passes on the device, never
+/// downloaded.
+pub struct GridBufs<K: Backend> {
+    /// Token ids (S, T).
+    pub ids: K::Ids,
+    /// Next-token targets (S, T).
+    pub targets: K::Ids,
+    /// Loss mask (S, T).
+    pub mask: K::Buf,
+    /// Sampling-policy log-probs (S, T).
+    pub logp_old: K::Buf,
+    /// Reference log-probs (S, T), when the step has a KL term.
+    pub logp_ref: K::Buf,
+    /// Advantages (S).
+    pub adv: K::Buf,
+    /// One micro-batch's slice of each, (s, T) and (s): what the objective reads.
+    pub micro: MicroBufs<K>,
+}
+
+/// The objective's per-token inputs for one micro-batch of s sequences, copied on the device
+/// out of [`GridBufs`] into buffers sized for the largest micro-batch.
+pub struct MicroBufs<K: Backend> {
     /// Targets (s, T).
-    pub targets: Vec<u32>,
+    pub targets: K::Ids,
     /// Loss mask (s, T).
-    pub mask: Vec<f32>,
+    pub mask: K::Buf,
     /// Old log-probs (s, T).
-    pub logp_old: Vec<f32>,
+    pub logp_old: K::Buf,
     /// Reference log-probs (s, T).
-    pub logp_ref: Option<Vec<f32>>,
+    pub logp_ref: K::Buf,
     /// Advantages (s).
-    pub adv: Vec<f32>,
+    pub adv: K::Buf,
 }
 
-/// A [`SubGrid`] on the backend.
-pub struct SubGridBufs<K: Backend> {
-    targets: K::Ids,
-    mask: K::Buf,
-    logp_old: K::Buf,
-    logp_ref: Option<K::Buf>,
-    adv: K::Buf,
-}
-
-impl SubGrid {
-    /// Uploads the per-token inputs of the objective.
-    pub fn upload<K: Backend>(&self, k: &K) -> SubGridBufs<K> {
-        SubGridBufs {
-            targets: k.upload_ids(&self.targets),
-            mask: k.upload(&self.mask),
-            logp_old: k.upload(&self.logp_old),
-            logp_ref: self.logp_ref.as_ref().map(|x| k.upload(x)),
-            adv: k.upload(&self.adv),
+impl<K: Backend> GridBufs<K> {
+    /// Empty buffers; the first [`GridBufs::load`] sizes them.
+    pub fn new(k: &K) -> Self {
+        GridBufs {
+            ids: k.upload_ids(&[]),
+            targets: k.upload_ids(&[]),
+            mask: k.alloc(0),
+            logp_old: k.alloc(0),
+            logp_ref: k.alloc(0),
+            adv: k.alloc(0),
+            micro: MicroBufs {
+                targets: k.upload_ids(&[]),
+                mask: k.alloc(0),
+                logp_old: k.alloc(0),
+                logp_ref: k.alloc(0),
+                adv: k.alloc(0),
+            },
         }
+    }
+
+    /// Writes `grid` in (one host-to-device copy per field; `logp_old` only when the sequences
+    /// brought it, else a policy pass fills it). `logp_ref` is sized for the reference pass.
+    pub fn load(&mut self, k: &K, grid: &Grid) {
+        let n = grid.s * grid.t;
+        k.resize_ids(&mut self.ids, n);
+        k.write_ids(&mut self.ids, &grid.ids);
+        k.resize_ids(&mut self.targets, n);
+        k.write_ids(&mut self.targets, &grid.targets);
+        for (buf, host) in [(&mut self.mask, &grid.mask), (&mut self.adv, &grid.adv)] {
+            k.resize(buf, host.len());
+            k.write(buf, host);
+        }
+        k.resize(&mut self.logp_old, n);
+        if grid.has_logp_old {
+            k.write(&mut self.logp_old, &grid.logp_old);
+        }
+        k.resize(&mut self.logp_ref, n);
+    }
+
+    /// Copies sequences `r` of the grid's targets (T per sequence) into `micro.targets`, for a
+    /// log-prob pass.
+    pub fn micro_targets(&mut self, k: &K, r: std::ops::Range<usize>, t: usize) {
+        let n = r.len() * t;
+        k.resize_ids(&mut self.micro.targets, n);
+        k.copy_ids_range(&mut self.micro.targets, 0, &self.targets, r.start * t, n);
+    }
+
+    /// Copies sequences `r` of every objective input into [`GridBufs::micro`] (device to
+    /// device), `logp_ref` only `with_ref`.
+    pub fn load_micro(&mut self, k: &K, r: std::ops::Range<usize>, t: usize, with_ref: bool) {
+        self.micro_targets(k, r.clone(), t);
+        let (n, at) = (r.len() * t, r.start * t);
+        let m = &mut self.micro;
+        let mut pairs = vec![(&mut m.mask, &self.mask), (&mut m.logp_old, &self.logp_old)];
+        if with_ref {
+            pairs.push((&mut m.logp_ref, &self.logp_ref));
+        }
+        for (dst, src) in pairs {
+            k.resize(dst, n);
+            k.copy_range(dst, 0, src, at, n);
+        }
+        k.resize(&mut m.adv, r.len());
+        k.copy_range(&mut m.adv, 0, &self.adv, r.start, r.len());
     }
 }
 
-impl<K: Backend> SubGridBufs<K> {
-    /// The objective's batch over `hidden` (s·T, C) and the lm_head `weight` (V, C).
+impl<K: Backend> MicroBufs<K> {
+    /// The objective's batch over `hidden` (s·T, C) and the lm_head `weight` (V, C), as
+    /// [`GridBufs::load_micro`] left it.
     pub fn batch<'a>(
         &'a self,
         hidden: &'a K::Buf,
         weight: &'a K::Buf,
-        s: usize,
-        l: usize,
-        c: usize,
-        v: usize,
+        with_ref: bool,
+        (s, l, c, v): (usize, usize, usize, usize),
         norm: LossNorm,
     ) -> ObjectiveBatch<'a, K> {
         ObjectiveBatch {
@@ -185,7 +246,7 @@ impl<K: Backend> SubGridBufs<K> {
             mask: &self.mask,
             advantages: &self.adv,
             logp_old: &self.logp_old,
-            logp_ref: self.logp_ref.as_ref(),
+            logp_ref: with_ref.then_some(&self.logp_ref),
             s,
             l,
             c,

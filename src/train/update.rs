@@ -2,11 +2,17 @@
 //! (when the sequences did not bring them) and the reference's, then `num_iterations` passes
 //! of `mini_batches` optimizer steps, each accumulating micro-batches whose losses are
 //! normalised as TRL's gradient accumulation normalises them ([`LossNorm`]).
+//!
+//! The grid goes to the device once per update, into buffers the trainer keeps
+//! ([`GridBufs`]); each micro-batch's inputs are device-to-device copies out of them, the old
+//! and reference log-probs are computed into them and never downloaded, and the reference
+//! borrows the policy's activations for its pass. Once the buffers have seen a run's largest
+//! step, an update allocates nothing on the device.
 
 use std::time::Instant;
 
 use super::dapo::{DapoTrainer, RlMetrics};
-use super::grid::{Grid, Seq};
+use super::grid::{Grid, GridBufs, Seq};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::Gpt2;
@@ -17,24 +23,35 @@ impl<K: Backend> DapoTrainer<K> {
     /// passes of minibatch optimizer steps. Returns the metrics and the reference pass's
     /// seconds.
     pub(super) fn update(&mut self, seqs: &[Seq], lr: f32, beta: f64) -> Result<(RlMetrics, f64)> {
-        let mut grid = Grid::build(seqs, self.cfg.mask_truncated, self.model.config().n_positions)?;
+        let grid = Grid::build(seqs, self.cfg.mask_truncated, self.model.config().n_positions)?;
+        grid.check_ids(self.model.config().vocab_size)?;
         self.objective.set_beta(beta as f32)?;
         let micro = self.cfg.micro_batch(grid.s);
+        let k = self.model.backend().clone();
+        let bufs = self.grid_bufs.get_or_insert_with(|| GridBufs::new(&k));
+        bufs.load(&k, &grid);
         if !grid.has_logp_old {
             // TRL computes the old log-probs with the policy before the first update.
-            grid.logp_old = token_logprobs(&mut self.model, &mut self.objective, &grid, micro)?;
+            token_logprobs(&mut self.model, &mut self.objective, bufs, (grid.s, grid.t), micro, false)?;
         }
         let mut reference_s = 0.0;
-        let ref_logp = match self.reference.as_mut() {
+        let with_ref = match self.reference.as_mut() {
             Some(reference) if beta != 0.0 => {
                 let t = Instant::now();
-                let lp = token_logprobs(reference, &mut self.objective, &grid, micro)?;
-                // Freed, so the frozen copy's activations do not sit beside the update's.
-                reference.release_activations();
+                // The reference runs on the policy's activations (sized for these micro-batches
+                // already) and hands them back, so the two never hold activations side by side.
+                if !reference.swap_activations(&mut self.model) {
+                    self.model.release_activations();
+                }
+                let r = token_logprobs(reference, &mut self.objective, bufs, (grid.s, grid.t), micro, true);
+                if !reference.swap_activations(&mut self.model) {
+                    reference.release_activations();
+                }
+                r?;
                 reference_s = t.elapsed().as_secs_f64();
-                Some(lp)
+                true
             }
-            _ => None,
+            _ => false,
         };
 
         // TRL's normalisers: a minibatch is `per` sequences in `n_parts` accumulated
@@ -56,7 +73,7 @@ impl<K: Backend> DapoTrainer<K> {
                     if grid.tokens(r.clone()) == 0.0 {
                         continue;
                     }
-                    let m = self.backward_part(&grid, r, ref_logp.as_deref(), norm)?;
+                    let m = self.backward_part(&grid, r, with_ref, norm)?;
                     step_loss.0 += m.loss;
                     step_loss.1 += m.policy_loss;
                     acc.add_part(&m);
@@ -69,21 +86,21 @@ impl<K: Backend> DapoTrainer<K> {
         Ok((acc.finish(lr, beta, self.cfg.num_iterations), reference_s))
     }
 
-    /// Forward and backward of sequences `seqs`, adding to the gradients.
+    /// Forward and backward of sequences `seqs` of the loaded grid, adding to the gradients.
     fn backward_part(
         &mut self,
         grid: &Grid,
         seqs: std::ops::Range<usize>,
-        ref_logp: Option<&[f32]>,
+        with_ref: bool,
         norm: LossNorm,
     ) -> Result<ObjectiveMetrics> {
-        let sub = grid.slice(seqs, ref_logp);
         let k = self.model.backend().clone();
-        let (t, c, v) = (grid.t, self.model.config().n_embd, self.model.config().vocab_size);
-        let bufs = sub.upload(&k);
-        let objective = &mut self.objective;
-        self.model.forward_backward_with(&sub.ids, sub.s, t, |h| {
-            let batch = bufs.batch(h.hidden, h.wte, sub.s, t, c, v, norm);
+        let (s, t, c, v) = (seqs.len(), grid.t, self.model.config().n_embd, self.model.config().vocab_size);
+        let bufs = self.grid_bufs.as_mut().expect("loaded by update");
+        bufs.load_micro(&k, seqs.clone(), t, with_ref);
+        let (objective, bufs) = (&mut self.objective, &*bufs);
+        self.model.forward_backward_on_device((&bufs.ids, seqs.start * t), s, t, |h| {
+            let batch = bufs.micro.batch(h.hidden, h.wte, with_ref, (s, t, c, v), norm);
             objective.forward_backward(h.backend, &batch, h.dhidden, h.dwte)
         })
     }
@@ -151,23 +168,28 @@ fn chunks(r: std::ops::Range<usize>, size: usize) -> Vec<std::ops::Range<usize>>
 }
 
 /// Log-probs of every grid position's target under `model` (the reference, or the policy for
-/// the old log-probs), (S, T), computed in the update's micro-batches of `micro` sequences so
-/// these passes never hold more activations than the update does.
+/// the old log-probs), (S, T), written into `bufs.logp_ref` (`reference`) or `bufs.logp_old`
+/// on the device, computed in the update's micro-batches of `micro` sequences so these passes
+/// never hold more activations than the update does.
 fn token_logprobs<K: Backend>(
     model: &mut Gpt2<K>,
     objective: &mut DapoObjective<K>,
-    grid: &Grid,
+    bufs: &mut GridBufs<K>,
+    (s, t): (usize, usize),
     micro: usize,
-) -> Result<Vec<f32>> {
+    reference: bool,
+) -> Result<()> {
     let (c, v) = (model.config().n_embd, model.config().vocab_size);
-    let mut out = Vec::with_capacity(grid.s * grid.t);
-    for seqs in chunks(0..grid.s, micro) {
-        let sub = grid.slice(seqs, None);
-        let n = sub.s * grid.t;
-        out.extend(model.forward_hidden(&sub.ids, sub.s, grid.t, |h| {
-            let targets = h.backend.upload_ids(&sub.targets);
-            objective.token_logprobs(h.backend, h.hidden, h.wte, &targets, n, c, v).map(|(lp, _)| lp)
-        })??);
+    let k = model.backend().clone();
+    for seqs in chunks(0..s, micro) {
+        let n = seqs.len() * t;
+        bufs.micro_targets(&k, seqs.clone(), t);
+        let GridBufs { ids, micro, logp_old, logp_ref, .. } = &mut *bufs;
+        let out = if reference { logp_ref } else { logp_old };
+        model.forward_hidden_on_device((ids, seqs.start * t), seqs.len(), t, |h| {
+            let inputs = (h.hidden, h.wte, &micro.targets);
+            objective.token_logprobs_into(h.backend, inputs, (n, c, v), out, seqs.start * t)
+        })??;
     }
-    Ok(out)
+    Ok(())
 }

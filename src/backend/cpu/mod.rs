@@ -107,6 +107,22 @@ impl MemoryOps for CpuBackend {
     fn ids_len(&self, ids: &Vec<u32>) -> usize {
         ids.len()
     }
+    fn resize(&self, buf: &mut Vec<f32>, len: usize) {
+        // Vec::resize keeps the capacity when it shrinks, and zero-fills when it grows.
+        buf.resize(len, 0.0);
+    }
+    fn resize_ids(&self, ids: &mut Vec<u32>, len: usize) {
+        ids.resize(len, 0);
+    }
+    fn copy_ids_range(&self, dst: &mut Vec<u32>, dst_offset: usize, src: &Vec<u32>, src_offset: usize, len: usize) {
+        assert!(
+            dst_offset + len <= dst.len() && src_offset + len <= src.len(),
+            "copy_ids_range: [{src_offset}, +{len}) of {} ids into [{dst_offset}, +{len}) of {}",
+            src.len(),
+            dst.len()
+        );
+        dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+    }
     fn zero(&self, buf: &mut Vec<f32>) {
         buf.fill(0.0);
     }

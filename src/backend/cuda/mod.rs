@@ -217,8 +217,8 @@ impl Device for CudaDevice {
         Ok(())
     }
 
-    fn zero(&self, mem: &mut CudaSlice<f32>, words: usize) -> Result<(), CudaError> {
-        let r = range("memset", 0, words, mem.len())?;
+    fn zero(&self, mem: &mut CudaSlice<f32>, offset: usize, words: usize) -> Result<(), CudaError> {
+        let r = range("memset", offset, words, mem.len())?;
         self.stream.memset_zeros(&mut mem.slice_mut(r))?;
         Ok(())
     }

@@ -120,8 +120,8 @@ impl Device for EmuDevice {
         Ok(())
     }
 
-    fn zero(&self, mem: &mut EmuMem, words: usize) -> Result<(), EmuError> {
-        let r = range("memset", 0, words, mem.len)?;
+    fn zero(&self, mem: &mut EmuMem, offset: usize, words: usize) -> Result<(), EmuError> {
+        let r = range("memset", offset, words, mem.len)?;
         mem.words_mut()[r].fill(0);
         Ok(())
     }

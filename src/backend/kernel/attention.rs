@@ -213,7 +213,7 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
             "attention_backward ({shapes}): buffer sizes [dqkv, dout, qkv, out, lse] = {sizes:?} do not match"
         );
         // D_i = dout_i·out_i per (b, h, i), written by the dq pass and read by the dk/dv pass.
-        let mut dsum = self.buf("attention_backward", b * nh * t);
+        let mut dsum = self.scratch("attention_backward", b * nh * t);
         let (dx, ds) = (self.ptr_mut(dqkv), self.ptr_mut(&mut dsum));
         let (g, x, o, l) = (self.ptr(dout), self.ptr(qkv), self.ptr(out), self.ptr(lse));
         // SAFETY: sizes checked above, dsum holds B·NH·T; dqkv and dsum are distinct

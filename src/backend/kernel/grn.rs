@@ -320,7 +320,7 @@ impl<D: Device> GrnOps for KernelBackend<D> {
         if btc == 0 {
             return;
         }
-        let mut work = self.buf("grn_causal_backward", causal_backward_workspace(b, t, c));
+        let mut work = self.scratch("grn_causal_backward", causal_backward_workspace(b, t, c));
         let ptrs = GrnCausalBackward {
             dx: self.ptr_mut(dx),
             dgamma: self.ptr_mut(dp.gamma),
@@ -357,7 +357,7 @@ impl<D: Device> GrnOps for KernelBackend<D> {
         if rows * c == 0 {
             return;
         }
-        let mut work = self.buf("grn_causal_step", rows * c + rows);
+        let mut work = self.scratch("grn_causal_step", rows * c + rows);
         let ptrs = GrnCausalStep {
             out: self.ptr_mut(out),
             sumsq: self.ptr_mut(sumsq),
@@ -435,7 +435,7 @@ impl<D: Device> GrnOps for KernelBackend<D> {
         if b * t * c == 0 {
             return;
         }
-        let mut partial = self.buf("grn_sequence_backward", 2 * b * c);
+        let mut partial = self.scratch("grn_sequence_backward", 2 * b * c);
         let ptrs = GrnBackward {
             dx: self.ptr_mut(dx),
             dgamma: self.ptr_mut(dp.gamma),

@@ -151,7 +151,7 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
         if n * c == 0 {
             return;
         }
-        let mut workspace = self.buf("layernorm_backward", layernorm_backward_workspace(n, c));
+        let mut workspace = self.scratch("layernorm_backward", layernorm_backward_workspace(n, c));
         let outs = [self.ptr_mut(dinp), self.ptr_mut(&mut workspace)];
         let dpp = dp.map(|b| self.ptr_mut(b));
         let ins = [self.ptr(dout), self.ptr(inp), self.ptr(w)];

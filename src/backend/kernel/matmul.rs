@@ -54,7 +54,7 @@ impl<D: Device> MatmulOps for KernelBackend<D> {
             self.write(out, &host);
             return;
         }
-        let r = self.dev.gemm(&mut out.mem, &a.mem, &b.mem, bias.map(|x| &x.mem), g);
+        let r = self.dev.gemm(out.mem_mut(), a.mem(), b.mem(), bias.map(|x| x.mem()), g);
         self.ok("matmul", &shapes, r);
     }
 

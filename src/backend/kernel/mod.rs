@@ -14,8 +14,9 @@
 //! caught before anything is launched, as on the CPU backend.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 mod advantage;
 mod attention;
@@ -39,27 +40,75 @@ use super::ops::{MemoryOps, MemoryUse};
 pub struct KernelBackend<D: Device> {
     dev: Arc<D>,
     meter: Arc<Meter>,
+    scratch: Arc<ScratchPool<D>>,
 }
 
 impl<D: Device> Clone for KernelBackend<D> {
     fn clone(&self) -> Self {
-        KernelBackend { dev: self.dev.clone(), meter: self.meter.clone() }
+        KernelBackend { dev: self.dev.clone(), meter: self.meter.clone(), scratch: self.scratch.clone() }
     }
 }
 
 /// Bytes held by a backend's live buffers, and the most held since the last reset: what
 /// `torch.cuda.max_memory_allocated` counts (tensors, not the context or library workspaces),
-/// so peak-memory numbers read side by side with PyTorch's.
+/// so peak-memory numbers read side by side with PyTorch's. A buffer counts its capacity,
+/// not its logical length ([`MemoryOps::resize`]): that is what the device holds.
+/// `allocations` counts every device allocation (uploads included) since the backend was
+/// made: a steady-state step that allocates nothing leaves it unchanged.
 #[derive(Default)]
 struct Meter {
     now: AtomicUsize,
     peak: AtomicUsize,
+    allocations: AtomicU64,
 }
 
 impl Meter {
     fn add(&self, bytes: usize) {
+        self.allocations.fetch_add(1, Ordering::Relaxed);
         let now = self.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// The ops' own workspaces (layer-norm and attention backward partials, the policy loss's
+/// per-sequence sums, sampling's counters and outputs, ...), kept between calls so that an op
+/// allocates only the first time it needs more than any earlier call did (llm.c allocates
+/// them once). Free buffers wait here; [`KernelBackend::scratch`] lends one out.
+struct ScratchPool<D: Device> {
+    free: Mutex<Vec<DeviceBuf<D>>>,
+}
+
+impl<D: Device> Default for ScratchPool<D> {
+    fn default() -> Self {
+        ScratchPool { free: Mutex::new(Vec::new()) }
+    }
+}
+
+/// A workspace lent by [`KernelBackend::scratch`]; it goes back to the pool when dropped.
+pub(crate) struct Scratch<'a, D: Device> {
+    buf: Option<DeviceBuf<D>>,
+    pool: &'a ScratchPool<D>,
+}
+
+impl<D: Device> Deref for Scratch<'_, D> {
+    type Target = DeviceBuf<D>;
+    fn deref(&self) -> &DeviceBuf<D> {
+        self.buf.as_ref().expect("held until drop")
+    }
+}
+
+impl<D: Device> DerefMut for Scratch<'_, D> {
+    fn deref_mut(&mut self) -> &mut DeviceBuf<D> {
+        self.buf.as_mut().expect("held until drop")
+    }
+}
+
+impl<D: Device> Drop for Scratch<'_, D> {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // A poisoned lock only means another thread panicked mid-op; the list is intact.
+            self.pool.free.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+        }
     }
 }
 
@@ -78,16 +127,23 @@ impl EmuBackend {
     }
 }
 
-/// A buffer of `len` 32-bit values (f32 or u32) in device memory.
+/// A buffer of `len` 32-bit values (f32 or u32) in device memory, in an allocation of `cap`
+/// ≥ `len` words ([`MemoryOps::resize`] moves `len` within it). Ops see `len` only.
 pub struct DeviceBuf<D: Device> {
-    mem: D::Mem,
+    /// `None` only inside [`MemoryOps::resize`], between freeing an outgrown empty allocation
+    /// and making its replacement (so the two never sit side by side).
+    mem: Option<D::Mem>,
     len: usize,
+    cap: usize,
     meter: Arc<Meter>,
 }
 
 impl<D: Device> Drop for DeviceBuf<D> {
     fn drop(&mut self) {
-        self.meter.now.fetch_sub(Self::bytes(self.len), Ordering::Relaxed);
+        // Without its allocation (a resize that panicked mid-way) it was already uncounted.
+        if self.mem.is_some() {
+            self.meter.now.fetch_sub(Self::bytes(self.cap), Ordering::Relaxed);
+        }
     }
 }
 
@@ -101,6 +157,18 @@ impl<D: Device> DeviceBuf<D> {
     pub fn len(&self) -> usize {
         self.len
     }
+    fn mem(&self) -> &D::Mem {
+        self.mem.as_ref().expect("a buffer holds its allocation outside resize")
+    }
+
+    fn mem_mut(&mut self) -> &mut D::Mem {
+        self.mem.as_mut().expect("a buffer holds its allocation outside resize")
+    }
+
+    /// Number of values the allocation holds (≥ [`DeviceBuf::len`]).
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
     /// True when it holds no values.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -110,7 +178,7 @@ impl<D: Device> DeviceBuf<D> {
 impl<D: Device> KernelBackend<D> {
     /// A backend on `dev`.
     pub fn new(dev: D) -> Self {
-        KernelBackend { dev: Arc::new(dev), meter: Arc::default() }
+        KernelBackend { dev: Arc::new(dev), meter: Arc::default(), scratch: Arc::default() }
     }
 
     /// The device.
@@ -126,28 +194,66 @@ impl<D: Device> KernelBackend<D> {
     fn buf(&self, op: &str, len: usize) -> DeviceBuf<D> {
         let mem = self.ok(op, format_args!("{len} values"), self.dev.alloc(len));
         self.meter.add(DeviceBuf::<D>::bytes(len));
-        DeviceBuf { mem, len, meter: self.meter.clone() }
+        DeviceBuf { mem: Some(mem), len, cap: len, meter: self.meter.clone() }
+    }
+
+    /// A zero-filled workspace of `len` words for `op`, lent from the backend's pool: the
+    /// smallest free one that holds `len`, else a new allocation (replacing the largest free
+    /// one that is too small, so the pool does not pile up outgrown buffers). Zeroed because
+    /// the ops were written against fresh (zero-filled) allocations.
+    pub(crate) fn scratch(&self, op: &str, len: usize) -> Scratch<'_, D> {
+        let pool = &*self.scratch;
+        let taken = {
+            let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            let fits = (0..free.len()).filter(|&i| free[i].cap >= len).min_by_key(|&i| free[i].cap);
+            match fits {
+                Some(i) => Some(free.swap_remove(i)),
+                None => {
+                    if let Some(i) = (0..free.len()).max_by_key(|&i| free[i].cap) {
+                        drop(free.swap_remove(i));
+                    }
+                    None
+                }
+            }
+        };
+        let buf = match taken {
+            Some(mut b) => {
+                b.len = len;
+                let r = self.dev.zero(b.mem_mut(), 0, len);
+                self.ok(op, format_args!("workspace of {len} values"), r);
+                b
+            }
+            None => self.buf(op, len),
+        };
+        Scratch { buf: Some(buf), pool }
+    }
+
+    /// A workspace holding the bits of `words`, lent like [`KernelBackend::scratch`].
+    pub(crate) fn scratch_words(&self, op: &str, words: &[u32]) -> Scratch<'_, D> {
+        let mut b = self.scratch(op, words.len());
+        self.ok(op, format_args!("{} values", words.len()), self.dev.htod(b.mem_mut(), 0, words));
+        b
     }
 
     fn ptr(&self, b: &DeviceBuf<D>) -> DevPtr {
-        self.dev.ptr(&b.mem)
+        self.dev.ptr(b.mem())
     }
 
     fn ptr_mut(&self, b: &mut DeviceBuf<D>) -> DevPtr {
-        self.dev.ptr_mut(&mut b.mem)
+        self.dev.ptr_mut(b.mem_mut())
     }
 
     /// A buffer holding the bits of `words` (f32 bits or u32/i32 values).
     pub fn upload_words(&self, words: &[u32]) -> DeviceBuf<D> {
         let mut b = self.buf("upload", words.len());
-        self.ok("upload", format_args!("{} values", words.len()), self.dev.htod(&mut b.mem, 0, words));
+        self.ok("upload", format_args!("{} values", words.len()), self.dev.htod(b.mem_mut(), 0, words));
         b
     }
 
     /// The buffer's values as raw 32-bit words.
     pub fn download_words(&self, b: &DeviceBuf<D>) -> Vec<u32> {
         let mut out = vec![0u32; b.len];
-        self.ok("download", format_args!("{} values", b.len), self.dev.dtoh(&b.mem, 0, &mut out));
+        self.ok("download", format_args!("{} values", b.len), self.dev.dtoh(b.mem(), 0, &mut out));
         out
     }
 }
@@ -168,7 +274,7 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
     }
     fn write(&self, buf: &mut DeviceBuf<D>, host: &[f32]) {
         assert_eq!(buf.len, host.len(), "write: buffer holds {} values, host slice {}", buf.len, host.len());
-        let r = self.dev.htod(&mut buf.mem, 0, bytemuck::cast_slice(host));
+        let r = self.dev.htod(buf.mem_mut(), 0, bytemuck::cast_slice(host));
         self.ok("write", format_args!("{} values", host.len()), r);
     }
     fn download(&self, buf: &DeviceBuf<D>) -> Vec<f32> {
@@ -182,11 +288,12 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
     }
     fn write_ids(&self, buf: &mut DeviceBuf<D>, ids: &[u32]) {
         assert_eq!(buf.len, ids.len(), "write_ids: buffer holds {} ids, host slice {}", buf.len, ids.len());
-        let r = self.dev.htod(&mut buf.mem, 0, ids);
+        let r = self.dev.htod(buf.mem_mut(), 0, ids);
         self.ok("write_ids", format_args!("{} ids", ids.len()), r);
     }
     fn zero(&self, buf: &mut DeviceBuf<D>) {
-        let r = self.dev.zero(&mut buf.mem, buf.len);
+        let n = buf.len;
+        let r = self.dev.zero(buf.mem_mut(), 0, n);
         self.ok("zero", format_args!("{} values", buf.len), r);
     }
     fn copy(&self, dst: &mut DeviceBuf<D>, src: &DeviceBuf<D>) {
@@ -198,11 +305,53 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
         ids.len
     }
 
+    fn resize(&self, buf: &mut DeviceBuf<D>, len: usize) {
+        if len > buf.cap {
+            // Outgrown: a new, zero-filled allocation. With values to keep, they are copied
+            // over before the old allocation is freed; without, it is freed first, so the two
+            // never sit side by side (a pass's logits emptied by a reshape, then regrown).
+            let keep = buf.len;
+            if keep == 0 {
+                drop(buf.mem.take());
+                self.meter.now.fetch_sub(DeviceBuf::<D>::bytes(buf.cap), Ordering::Relaxed);
+                let mem = self.ok("resize", format_args!("0 to {len} values"), self.dev.alloc(len));
+                self.meter.add(DeviceBuf::<D>::bytes(len));
+                (buf.mem, buf.len, buf.cap) = (Some(mem), len, len);
+            } else {
+                let mut grown = self.buf("resize", len);
+                self.copy_range(&mut grown, 0, buf, 0, keep);
+                *buf = grown;
+            }
+        } else {
+            if len > buf.len {
+                let old = buf.len;
+                let r = self.dev.zero(buf.mem_mut(), old, len - old);
+                self.ok("resize", format_args!("{old} to {len} values"), r);
+            }
+            buf.len = len;
+        }
+    }
+
+    fn resize_ids(&self, ids: &mut DeviceBuf<D>, len: usize) {
+        self.resize(ids, len);
+    }
+
+    fn copy_ids_range(
+        &self,
+        dst: &mut DeviceBuf<D>,
+        dst_offset: usize,
+        src: &DeviceBuf<D>,
+        src_offset: usize,
+        len: usize,
+    ) {
+        self.copy_range(dst, dst_offset, src, src_offset, len);
+    }
+
     fn copy_range(&self, dst: &mut DeviceBuf<D>, dst_offset: usize, src: &DeviceBuf<D>, src_offset: usize, len: usize) {
         let shapes = format!("dst {dst_offset}..+{len} of {}, src {src_offset}..+{len} of {}", dst.len, src.len);
         assert!(dst_offset + len <= dst.len && src_offset + len <= src.len, "copy_range ({shapes}): out of bounds");
         if len > 0 {
-            let r = self.dev.dtod(&mut dst.mem, dst_offset, &src.mem, src_offset, len);
+            let r = self.dev.dtod(dst.mem_mut(), dst_offset, src.mem(), src_offset, len);
             self.ok("copy_range", &shapes, r);
         }
     }
@@ -213,7 +362,12 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
     }
 
     fn memory(&self) -> Option<MemoryUse> {
-        Some(MemoryUse { now: self.meter.now.load(Ordering::Relaxed), peak: self.meter.peak.load(Ordering::Relaxed) })
+        let m = &self.meter;
+        Some(MemoryUse {
+            now: m.now.load(Ordering::Relaxed),
+            peak: m.peak.load(Ordering::Relaxed),
+            allocations: m.allocations.load(Ordering::Relaxed),
+        })
     }
 
     fn available_memory(&self) -> Option<u64> {
@@ -247,5 +401,53 @@ mod tests {
         assert_eq!(k.memory().unwrap().peak, m.now);
         drop((b, e));
         assert_eq!(k.memory().unwrap().now, m0.now);
+    }
+
+    #[test]
+    fn resize_allocates_only_past_capacity_and_keeps_values() {
+        let k = EmuBackend::emulated();
+        let m0 = k.memory().unwrap();
+        let used = |k: &EmuBackend| {
+            let m = k.memory().unwrap();
+            (m.allocations - m0.allocations, m.now - m0.now, m.peak - m0.now)
+        };
+        let mut b = k.upload(&[1.0, 2.0, 3.0, 4.0]);
+        k.resize(&mut b, 2);
+        assert_eq!((k.len(&b), b.capacity()), (2, 4));
+        assert_eq!(k.download(&b), [1.0, 2.0]);
+        // Regrown within capacity: the values past the old length are zero, not stale.
+        k.resize(&mut b, 3);
+        assert_eq!(k.download(&b), [1.0, 2.0, 0.0]);
+        assert_eq!(used(&k), (1, 16, 16), "the meter counts the capacity");
+        // Past capacity: one allocation, the values kept, the old allocation freed.
+        k.resize(&mut b, 6);
+        assert_eq!(k.download(&b), [1.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(used(&k), (2, 24, 40));
+        // An empty buffer regrown is freed before its replacement is made.
+        k.reset_peak_memory();
+        k.resize(&mut b, 0);
+        k.resize(&mut b, 8);
+        assert_eq!(k.download(&b), [0.0; 8]);
+        assert_eq!(used(&k), (3, 32, 32));
+        drop(b);
+        assert_eq!(used(&k).1, 0);
+    }
+
+    #[test]
+    fn op_workspaces_are_lent_from_a_pool_zeroed() {
+        let k = EmuBackend::emulated();
+        let a0 = k.memory().unwrap().allocations;
+        {
+            let mut s = k.scratch("test", 10);
+            k.write(&mut s, &[7.0; 10]);
+        }
+        // The smallest free workspace that fits is lent again, zeroed, at the asked length.
+        let s = k.scratch("test", 4);
+        assert_eq!(k.download(&s), [0.0; 4]);
+        // Two at once need two; a larger one replaces the outgrown free one.
+        let t = k.scratch("test", 3);
+        drop((s, t));
+        let _u = k.scratch("test", 20);
+        assert_eq!(k.memory().unwrap().allocations - a0, 3);
     }
 }

@@ -130,12 +130,12 @@ impl<D: Device> OptimOps for KernelBackend<D> {
             return 0.0; // no values at all: the oracle's empty sum
         }
         let shapes = format!("{} buffers, {} values", bufs.len(), bufs.iter().map(|b| b.len).sum::<usize>());
-        let mut partial = self.buf("global_norm", slots);
-        let mut out = self.buf("global_norm", 1);
+        let mut partial = self.scratch("global_norm", slots);
+        let mut out = self.scratch("global_norm", 1);
         let list: Vec<_> = bufs.iter().map(|b| (self.ptr(b), b.len)).collect();
         let (o, p) = (self.ptr_mut(&mut out), self.ptr_mut(&mut partial));
         // SAFETY: each buffer holds its own length; partial holds exactly the partial slots the
-        // launches write, out one f32; both are fresh allocations.
+        // launches write, out one f32; both are workspaces lent to this call alone.
         let r = unsafe { global_norm(&*self.dev, o, p, &list) };
         self.ok("global_norm", &shapes, r);
         f32::from_bits(self.download_words(&out)[0])

@@ -133,7 +133,7 @@ impl<D: Device> PolicyLossOps for KernelBackend<D> {
             && advantages.len == s
             && metrics.len == policy_metric::LEN;
         assert!(ok, "policy_loss ({shapes}): buffer sizes do not match");
-        let mut workspace = self.buf("policy_loss", WORKSPACE_PER_SEQ * s.max(1));
+        let mut workspace = self.scratch("policy_loss", WORKSPACE_PER_SEQ * s.max(1));
         let bufs = PolicyLossBufs {
             dlogp: self.ptr_mut(dlogp),
             dentropy: self.ptr_mut(dentropy),

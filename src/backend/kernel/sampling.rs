@@ -98,13 +98,13 @@ impl<D: Device> KernelBackend<D> {
         let greedy = p.temperature == 0.0;
         let inv_t = if greedy { 1.0 } else { 1.0 / p.temperature };
         let flat: Vec<u32> = counters.iter().flatten().copied().collect();
-        let d_counters = self.upload_words(&flat);
-        let mut out = self.buf("sample", rows * OUT_WORDS);
+        let d_counters = self.scratch_words("sample", &flat);
+        let mut out = self.scratch("sample", rows * OUT_WORDS);
         let launch =
             SampleLaunch { rows, v, inv_t, greedy, top_k: p.top_k, top_p: p.top_p, seed: p.seed, step: p.step };
         let (o, x, c) = (self.ptr_mut(&mut out), self.ptr(logits), self.ptr(&d_counters));
         // SAFETY: logits holds at least rows·V f32 (checked above), d_counters 2·rows u32 and
-        // out OUT_WORDS·rows u32, both fresh allocations distinct from the logits.
+        // out OUT_WORDS·rows u32, both workspaces lent to this call alone, distinct from the logits.
         let r = unsafe { sample(&*self.dev, o, x, c, &launch) };
         self.ok("sample", &shapes, r);
         self.download_words(&out)
