@@ -106,7 +106,7 @@ impl Workloads {
             decode: (4, 4, 4),
             decode_greedy: false,
             rl: (2, 2, 4, 4),
-            rl_warmup: 0,
+            rl_warmup: 1,
             micro_batch: 0,
             peak_flops: None,
             iters: 1,
@@ -336,13 +336,19 @@ fn rl_step_bench<K: Backend>(k: K, cfg: Gpt2Config, w: &Workloads) -> Result<()>
         trainer.step(&data)?;
     }
     k.reset_peak_memory();
+    let allocs_before = k.memory().map(|m| m.allocations);
     let (total, rec) = seconds(&k, || trainer.step(&data))?;
+    // Device allocations the (warm) step made: none once every buffer has reached its size.
+    let allocs = match (allocs_before, k.memory()) {
+        (Some(a), Some(m)) => (m.allocations - a).to_string(),
+        _ => "n/a".to_string(),
+    };
     let phase = |name: &str| rec.timing.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
     let sequences = prompts * group;
     let mb = dcfg.micro_batch(sequences).min(sequences);
     outln!(
         "dapo   rl-step  P={prompts} G={group} new={new} prompt={prompt_len} beta={}  rollout_s={:.3} score_s={:.3} \
-         reference_s={:.3} update_s={:.3} total_s={total:.3}  peak_MiB={}  micro_batch={mb}/{sequences}",
+         reference_s={:.3} update_s={:.3} total_s={total:.3}  peak_MiB={}  allocs={allocs}  micro_batch={mb}/{sequences}",
         dcfg.objective.beta,
         phase("rollout_s"),
         phase("score_s"),
