@@ -20,6 +20,9 @@ use rayon::prelude::*;
 const MAX_ROWS: usize = 16;
 /// Rows of `a` whose partial sums share registers (and one pass over `b`).
 const GROUP: usize = 4;
+/// Rows of `b` per block in `a·b` (see `nn_columns`): 64 rows of a 256-column task are 64 KB,
+/// which the row groups after the first re-read from L2.
+const K_BLOCK: usize = 64;
 /// Columns of `out` per parallel task in `a·b`, and rows of `b` per task in `a·bᵀ`: enough
 /// work per task to amortise the scheduling, small enough to share 2–16 threads evenly.
 const TASK_COLS: usize = 256;
@@ -71,7 +74,7 @@ pub fn matmul(out: &mut [f32], a: &[f32], b: &[f32], g: Gemm, read_dst: bool) ->
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::GROUP;
+    use super::{GROUP, K_BLOCK};
     use std::arch::x86_64::*;
 
     /// One product's operands as raw pointers, shared by the parallel tasks: `a (m,k)`, `b`
@@ -91,47 +94,57 @@ mod x86 {
     unsafe impl Send for Operands {}
     unsafe impl Sync for Operands {}
 
-    /// Columns j0..j1 of `out` = `a · b`: 16 columns at a time, GROUP rows at a time, their
-    /// partial sums in 2·GROUP registers, k in order.
+    /// Columns j0..j1 of `out` = `a · b`, in blocks of [`K_BLOCK`] rows of `b`: within a
+    /// block, 16 columns at a time and GROUP rows of `a` at a time with their partial sums in
+    /// 2·GROUP registers, k in order; each block's sums are added to `out` in block order.
+    ///
+    /// Why blocks: `b`'s rows are n·4 bytes apart (9 KB for GPT-2's c_attn), so running down
+    /// all k rows for one 16-column stripe touches a new page per row and defeats the
+    /// prefetchers; a block of rows is read as K_BLOCK contiguous (j1 − j0)-wide segments.
     ///
     /// # Safety
     /// AVX2 and FMA must be present, the pointers must hold the sizes `o` states, j1 ≤ n.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn nn_columns(o: Operands, (j0, j1): (usize, usize)) {
         let Operands { out, a, b, m, n, k, read_dst } = o;
-        let mut j = j0;
-        while j + 16 <= j1 {
-            for i0 in (0..m).step_by(GROUP) {
-                match m - i0 {
-                    1 => nn_tile::<1>(o, i0, j),
-                    2 => nn_tile::<2>(o, i0, j),
-                    3 => nn_tile::<3>(o, i0, j),
-                    _ => nn_tile::<GROUP>(o, i0, j),
+        for p0 in (0..k).step_by(K_BLOCK) {
+            let ps = (p0, (p0 + K_BLOCK).min(k));
+            // The first block writes `out` (or adds to it with read_dst), later ones add.
+            let add = read_dst || p0 > 0;
+            let mut j = j0;
+            while j + 16 <= j1 {
+                for i0 in (0..m).step_by(GROUP) {
+                    match m - i0 {
+                        1 => nn_tile::<1>(o, i0, j, ps, add),
+                        2 => nn_tile::<2>(o, i0, j, ps, add),
+                        3 => nn_tile::<3>(o, i0, j, ps, add),
+                        _ => nn_tile::<GROUP>(o, i0, j, ps, add),
+                    }
                 }
+                j += 16;
             }
-            j += 16;
-        }
-        // The last (j1 − j0) mod 16 columns one at a time, k in order.
-        for jj in j..j1 {
-            for r in 0..m {
-                let mut s = 0.0f32;
-                for p in 0..k {
-                    s = (*a.add(r * k + p)).mul_add(*b.add(p * n + jj), s);
+            // The last (j1 − j0) mod 16 columns one at a time, k in order.
+            for jj in j..j1 {
+                for r in 0..m {
+                    let mut s = 0.0f32;
+                    for p in ps.0..ps.1 {
+                        s = (*a.add(r * k + p)).mul_add(*b.add(p * n + jj), s);
+                    }
+                    let dst = out.add(r * n + jj);
+                    *dst = if add { *dst + s } else { s };
                 }
-                let dst = out.add(r * n + jj);
-                *dst = if read_dst { *dst + s } else { s };
             }
         }
     }
 
-    /// Columns j..j+16 of rows i0..i0+R of `out` = `a · b`, in 2·R registers (R is a constant
-    /// so the partial sums stay in registers).
+    /// Columns j..j+16 of rows i0..i0+R of `out` (+)= `a[·, p0..p1] · b[p0..p1, ·]`, in 2·R
+    /// registers (R is a constant so the partial sums stay in registers).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn nn_tile<const R: usize>(o: Operands, i0: usize, j: usize) {
-        let Operands { out, a, b, n, k, read_dst, .. } = o;
+    unsafe fn nn_tile<const R: usize>(o: Operands, i0: usize, j: usize, (p0, p1): (usize, usize), add: bool) {
+        let Operands { out, a, b, n, k, .. } = o;
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        for p in 0..k {
+        for p in p0..p1 {
             let bp = b.add(p * n + j);
             let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -143,7 +156,7 @@ mod x86 {
         for (r, acc) in acc.iter().enumerate() {
             let dst = out.add((i0 + r) * n + j);
             let (mut s0, mut s1) = (acc[0], acc[1]);
-            if read_dst {
+            if add {
                 s0 = _mm256_add_ps(_mm256_loadu_ps(dst), s0);
                 s1 = _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), s1);
             }
