@@ -1,4 +1,5 @@
-//! The CPU backend: f32 everywhere, multi-threaded with rayon, matmuls through `gemm`.
+//! The CPU backend: f32 everywhere, multi-threaded with rayon, matmuls through `gemm` (and,
+//! for the few-row products of decode steps, the streaming kernels of `skinny`).
 //!
 //! It is the numerical oracle the CUDA kernels are checked against, so each op is written to
 //! be read next to its equation: one file per op family, holding the family's trait
