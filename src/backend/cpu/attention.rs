@@ -16,7 +16,7 @@ use super::encoder::SendPtr;
 use super::fastmath::{dot, exp};
 use super::matmul::{product, View};
 use super::simd::avx2_dispatch;
-use super::CpuBackend;
+use super::{rows_per_task, CpuBackend};
 use crate::backend::ops::AttentionOps;
 use crate::backend::shapes::{AttentionShape, CachedShape, KvBufs};
 use rayon::prelude::*;
@@ -198,7 +198,7 @@ fn attention_cached(
     let (k_cache, v_cache) = (&*k_cache, &*v_cache);
     // Phase 2: attend. out (R,C) split into HS-sized chunks is exactly one chunk per
     // (row, head) task; the score row is per-worker scratch.
-    out.par_chunks_mut(hs).enumerate().for_each_init(
+    out.par_chunks_mut(hs).enumerate().with_min_len(rows_per_task(hs * (t_max + 1))).for_each_init(
         || vec![0.0f32; t_max],
         |scores, (rh, o)| {
             let (r, h) = (rh / nh, rh % nh);

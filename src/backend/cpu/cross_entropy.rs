@@ -4,7 +4,7 @@
 
 use super::fastmath::exp;
 use super::simd::avx2_dispatch;
-use super::CpuBackend;
+use super::{rows_per_task, CpuBackend};
 use crate::backend::ops::CrossEntropyOps;
 use crate::backend::shapes::CrossEntropyShape;
 use rayon::prelude::*;
@@ -12,7 +12,8 @@ use rayon::prelude::*;
 /// `losses[i] = w[i]·(logsumexp(logits[i]) − logits[i][targets[i]])`; with `backward`,
 /// `logits[i] ← w[i]·(softmax(logits[i]) − onehot(targets[i]))`.
 fn cross_entropy(logits: &mut [f32], losses: &mut [f32], targets: &[u32], weights: &[f32], v: usize, backward: bool) {
-    logits.par_chunks_mut(v).zip(losses.par_iter_mut()).enumerate().for_each(|(i, (row, loss))| {
+    let rows = logits.par_chunks_mut(v).zip(losses.par_iter_mut()).enumerate();
+    rows.with_min_len(rows_per_task(v)).for_each(|(i, (row, loss))| {
         *loss = row_loss(row, targets[i] as usize, weights[i], backward);
     });
 }

@@ -1,13 +1,13 @@
 //! Token + position embedding.
 
-use super::CpuBackend;
+use super::{rows_per_task, CpuBackend};
 use crate::backend::ops::EncoderOps;
 use crate::backend::shapes::{Btc, RowsC};
 use rayon::prelude::*;
 
 /// `out (B,T,C) = wte[ids[b,t]] + wpe[t]`.
 fn encoder_forward(out: &mut [f32], ids: &[u32], wte: &[f32], wpe: &[f32], t: usize, c: usize) {
-    out.par_chunks_mut(c).zip(ids.par_iter()).enumerate().for_each(|(row, (o, &id))| {
+    out.par_chunks_mut(c).zip(ids.par_iter()).enumerate().with_min_len(rows_per_task(c)).for_each(|(row, (o, &id))| {
         let tok = &wte[id as usize * c..(id as usize + 1) * c];
         let pos = &wpe[(row % t) * c..(row % t + 1) * c];
         for ((o, a), p) in o.iter_mut().zip(tok).zip(pos) {
@@ -60,13 +60,15 @@ impl SendPtr {
 
 /// `out (R,C) = wte[ids[r]] + wpe[pos[r]]`.
 fn encoder_forward_at(out: &mut [f32], ids: &[u32], pos: &[u32], wte: &[f32], wpe: &[f32], c: usize) {
-    out.par_chunks_mut(c).zip(ids.par_iter().zip(pos.par_iter())).for_each(|(o, (&id, &p))| {
-        let tok = &wte[id as usize * c..][..c];
-        let at = &wpe[p as usize * c..][..c];
-        for ((o, a), b) in o.iter_mut().zip(tok).zip(at) {
-            *o = a + b;
-        }
-    });
+    out.par_chunks_mut(c).zip(ids.par_iter().zip(pos.par_iter())).with_min_len(rows_per_task(c)).for_each(
+        |(o, (&id, &p))| {
+            let tok = &wte[id as usize * c..][..c];
+            let at = &wpe[p as usize * c..][..c];
+            for ((o, a), b) in o.iter_mut().zip(tok).zip(at) {
+                *o = a + b;
+            }
+        },
+    );
 }
 
 impl EncoderOps for CpuBackend {

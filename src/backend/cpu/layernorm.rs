@@ -1,6 +1,6 @@
 //! Layer normalisation over the channel axis.
 
-use super::CpuBackend;
+use super::{rows_per_task, CpuBackend};
 use crate::backend::ops::LayerNormOps;
 use crate::backend::shapes::{Affine, LayerNormShape, LnStats};
 use rayon::prelude::*;
@@ -19,18 +19,17 @@ fn layernorm_forward(
     c: usize,
     eps: f32,
 ) {
-    out.par_chunks_mut(c).zip(inp.par_chunks(c)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).for_each(
-        |((o, x), (mu, rs))| {
-            let m = x.iter().sum::<f32>() / c as f32;
-            let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / c as f32;
-            let r = 1.0 / (var + eps).sqrt();
-            for j in 0..c {
-                o[j] = (x[j] - m) * r * w[j] + b[j];
-            }
-            *mu = m;
-            *rs = r;
-        },
-    );
+    let rows = out.par_chunks_mut(c).zip(inp.par_chunks(c)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut()));
+    rows.with_min_len(rows_per_task(c)).for_each(|((o, x), (mu, rs))| {
+        let m = x.iter().sum::<f32>() / c as f32;
+        let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / c as f32;
+        let r = 1.0 / (var + eps).sqrt();
+        for j in 0..c {
+            o[j] = (x[j] - m) * r * w[j] + b[j];
+        }
+        *mu = m;
+        *rs = r;
+    });
 }
 
 /// Accumulates `dinp (N,C)`, `dw (C)`, `db (C)` given `dout (N,C)`.
@@ -49,7 +48,7 @@ fn layernorm_backward(
     let LnStats { mean, rstd } = stats;
     let n = mean.len();
     // Input gradient: rows are independent.
-    dinp.par_chunks_mut(c).enumerate().for_each(|(i, dx)| {
+    dinp.par_chunks_mut(c).enumerate().with_min_len(rows_per_task(c)).for_each(|(i, dx)| {
         let x = &inp[i * c..(i + 1) * c];
         let dy = &dout[i * c..(i + 1) * c];
         let (m, r) = (mean[i], rstd[i]);

@@ -10,7 +10,7 @@
 
 use super::fastmath::exp;
 use super::simd::avx2_dispatch;
-use super::CpuBackend;
+use super::{rows_per_task, CpuBackend};
 use crate::backend::ops::{check_logprob_chunk, LogprobOps};
 use crate::backend::shapes::LogprobChunk;
 use rayon::prelude::*;
@@ -54,16 +54,15 @@ fn forward(logits: &[f32], targets: &[u32], logp: &mut [f32], entropy: &mut [f32
     let logp = &mut logp[row0..row0 + rows];
     let entropy = &mut entropy[row0..row0 + rows];
     let targets = &targets[row0..row0 + rows];
-    logits.par_chunks(v).zip(logp.par_iter_mut().zip(entropy.par_iter_mut())).zip(targets.par_iter()).for_each(
-        |((row, (lp, h)), &t)| {
-            let (m, ln_s, ent) = row_stats(row, inv_t);
-            *h = ent;
-            *lp = match row.get(t as usize) {
-                Some(&x) => x * inv_t - m - ln_s,
-                None => f32::NAN,
-            };
-        },
-    );
+    let rows = logits.par_chunks(v).zip(logp.par_iter_mut().zip(entropy.par_iter_mut())).zip(targets.par_iter());
+    rows.with_min_len(rows_per_task(v)).for_each(|((row, (lp, h)), &t)| {
+        let (m, ln_s, ent) = row_stats(row, inv_t);
+        *h = ent;
+        *lp = match row.get(t as usize) {
+            Some(&x) => x * inv_t - m - ln_s,
+            None => f32::NAN,
+        };
+    });
 }
 
 /// Backward: overwrites the chunk's logits rows with d/dlogits given `dlogp` and `dentropy`.
@@ -72,7 +71,7 @@ fn backward(logits: &mut [f32], targets: &[u32], dlogp: &[f32], dentropy: &[f32]
     let logits = &mut logits[..rows * v];
     let (dlogp, dentropy, targets) =
         (&dlogp[row0..row0 + rows], &dentropy[row0..row0 + rows], &targets[row0..row0 + rows]);
-    logits.par_chunks_mut(v).enumerate().for_each(|(r, row)| {
+    logits.par_chunks_mut(v).enumerate().with_min_len(rows_per_task(v)).for_each(|(r, row)| {
         let (gl, gh, t) = (dlogp[r], dentropy[r], targets[r] as usize);
         if t >= v {
             row.fill(f32::NAN);

@@ -76,6 +76,16 @@ impl CpuBackend {
     }
 }
 
+/// Values an op's parallel task should cover at least: rows of fewer values are grouped so that
+/// a tiny model's ops (C = 64 rows of a layer norm, say) are not split into tasks smaller than
+/// the cost of handing them to another thread. Splitting never changes what a row computes.
+const MIN_TASK_VALUES: usize = 8192;
+
+/// `with_min_len` for a parallel loop over rows of `row_len` values.
+fn rows_per_task(row_len: usize) -> usize {
+    (MIN_TASK_VALUES / row_len.max(1)).max(1)
+}
+
 impl MemoryOps for CpuBackend {
     type Buf = Vec<f32>;
     type Ids = Vec<u32>;
