@@ -102,46 +102,44 @@ pub fn head_input<'a, K: Backend>(grn: &'a Option<GrnActs<K>>, lnf: &'a K::Buf) 
 }
 
 impl<K: Backend> Activations<K> {
-    /// Allocates every forward buffer for (B, T).
+    /// Every forward buffer for (B, T): made empty, then sized by [`Activations::reshape`],
+    /// the one place that knows each buffer's length.
     pub fn new(k: &K, cfg: &Gpt2Config, b: usize, t: usize) -> Self {
-        let (n, c, nh) = (b * t, cfg.n_embd, cfg.n_head);
         let blocks = (0..cfg.n_layer)
             .map(|_| BlockActs {
-                ln1: k.alloc(n * c),
-                ln1_mean: k.alloc(n),
-                ln1_rstd: k.alloc(n),
-                qkv: k.alloc(n * 3 * c),
-                atty: k.alloc(n * c),
-                lse: k.alloc(b * nh * t),
-                res2: k.alloc(n * c),
-                ln2: k.alloc(n * c),
-                ln2_mean: k.alloc(n),
-                ln2_rstd: k.alloc(n),
-                fch: k.alloc(n * 4 * c),
-                fch_gelu: k.alloc(n * 4 * c),
-                res3: k.alloc(n * c),
+                ln1: k.alloc(0),
+                ln1_mean: k.alloc(0),
+                ln1_rstd: k.alloc(0),
+                qkv: k.alloc(0),
+                atty: k.alloc(0),
+                lse: k.alloc(0),
+                res2: k.alloc(0),
+                ln2: k.alloc(0),
+                ln2_mean: k.alloc(0),
+                ln2_rstd: k.alloc(0),
+                fch: k.alloc(0),
+                fch_gelu: k.alloc(0),
+                res3: k.alloc(0),
             })
             .collect();
-        Activations {
-            b,
-            t,
-            ids: k.upload_ids(&vec![0; n]),
-            targets: k.upload_ids(&vec![0; n]),
-            weights: k.alloc(n),
-            encoded: k.alloc(n * c),
+        let mut a = Activations {
+            b: 0,
+            t: 0,
+            ids: k.upload_ids(&[]),
+            targets: k.upload_ids(&[]),
+            weights: k.alloc(0),
+            encoded: k.alloc(0),
             blocks,
-            lnf: k.alloc(n * c),
-            lnf_mean: k.alloc(n),
-            lnf_rstd: k.alloc(n),
-            grn: super::params::policy_grn(cfg).map(|_| GrnActs {
-                out: k.alloc(n * c),
-                g: k.alloc(n * c),
-                mean: k.alloc(n),
-            }),
+            lnf: k.alloc(0),
+            lnf_mean: k.alloc(0),
+            lnf_rstd: k.alloc(0),
+            grn: super::params::policy_grn(cfg).map(|_| GrnActs { out: k.alloc(0), g: k.alloc(0), mean: k.alloc(0) }),
             logits: k.alloc(0),
-            losses: k.alloc(n),
+            losses: k.alloc(0),
             grad: None,
-        }
+        };
+        a.reshape(k, cfg, b, t);
+        a
     }
 
     /// Moves every buffer to (B, T): no allocation unless B·T exceeds the largest B·T these
@@ -210,14 +208,11 @@ impl<K: Backend> Activations<K> {
     /// later [`Activations::reshape`].
     pub fn ensure_grad(&mut self, k: &K, cfg: &Gpt2Config) {
         if self.grad.is_none() {
-            let (n, c) = (self.b * self.t, cfg.n_embd);
-            self.grad = Some(GradScratch {
-                dres: k.alloc(n * c),
-                dbtc: k.alloc(n * c),
-                dqkv: k.alloc(n * 3 * c),
-                d4c: k.alloc(n * 4 * c),
-                dgrn: k.alloc(if self.grn.is_some() { n * c } else { 0 }),
-            });
+            // Made empty, then sized by GradScratch::resize (the one home of the lengths).
+            let mut s =
+                GradScratch { dres: k.alloc(0), dbtc: k.alloc(0), dqkv: k.alloc(0), d4c: k.alloc(0), dgrn: k.alloc(0) };
+            s.resize(k, self.b * self.t, cfg.n_embd, self.grn.is_some());
+            self.grad = Some(s);
         }
     }
 }

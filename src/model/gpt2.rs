@@ -298,13 +298,10 @@ impl<K: Backend> Gpt2<K> {
     }
 
     fn check_ids(&self, what: &str, ids: &[u32], b: usize, t: usize) -> Result<()> {
-        if b == 0 || t == 0 {
-            return Err(Error::Invalid(format!("empty batch: B={b}, T={t}")));
-        }
+        self.check_shape(b, t)?;
         if ids.len() != b * t {
             return Err(Error::Invalid(format!("{what}: got {} token ids, expected B·T = {b}·{t}", ids.len())));
         }
-        self.check_shape(b, t)?;
         if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
             return Err(Error::Invalid(format!(
                 "{what}: token id {id} at position {i} is out of range for vocab_size {}",

@@ -158,25 +158,28 @@ impl<K: Backend> RowScratch<K> {
         (self.rows, self.out_rows) = (rows, out_rows);
     }
 
+    /// Buffers for `rows` rows (`out_rows` of logits): made empty, then sized by
+    /// [`RowScratch::resize`], the one place that knows each buffer's length.
     fn new(k: &K, cfg: &Gpt2Config, rows: usize, out_rows: usize) -> Self {
-        let (r, c) = (rows, cfg.n_embd);
-        RowScratch {
-            rows,
-            out_rows,
-            ids: k.upload_ids(&vec![0; r]),
-            seq: k.upload_ids(&vec![0; r]),
-            pos: k.upload_ids(&vec![0; r]),
-            x: k.alloc(r * c),
-            ln: k.alloc(r * c),
-            mean: k.alloc(r),
-            rstd: k.alloc(r),
-            qkv: k.alloc(r * 3 * c),
-            atty: k.alloc(r * c),
-            fch: k.alloc(r * 4 * c),
-            fch_gelu: k.alloc(r * 4 * c),
-            grn: k.alloc(if super::params::policy_grn(cfg).is_some() { r * c } else { 0 }),
-            sel: k.alloc(out_rows * c),
-            logits: k.alloc(out_rows * cfg.vocab_size),
-        }
+        let mut s = RowScratch {
+            rows: 0,
+            out_rows: 0,
+            ids: k.upload_ids(&[]),
+            seq: k.upload_ids(&[]),
+            pos: k.upload_ids(&[]),
+            x: k.alloc(0),
+            ln: k.alloc(0),
+            mean: k.alloc(0),
+            rstd: k.alloc(0),
+            qkv: k.alloc(0),
+            atty: k.alloc(0),
+            fch: k.alloc(0),
+            fch_gelu: k.alloc(0),
+            grn: k.alloc(0),
+            sel: k.alloc(0),
+            logits: k.alloc(0),
+        };
+        s.resize(k, cfg, rows, out_rows);
+        s
     }
 }

@@ -348,14 +348,15 @@ impl<B: Backend> DapoObjective<B> {
     /// (allocating only past the largest shape seen).
     fn workspace(&mut self, k: &B, n: usize, c: usize, v: usize) -> &mut Workspace<B> {
         let rows = self.cfg.chunk_rows.min(n);
+        // Made empty, then sized below: the sizes have one home.
         let ws = self.ws.get_or_insert_with(|| Workspace {
-            hc: k.alloc(rows * c),
-            dhc: k.alloc(rows * c),
-            logits: k.alloc(rows * v),
-            logp: k.alloc(n),
-            entropy: k.alloc(n),
-            dlogp: k.alloc(n),
-            dentropy: k.alloc(n),
+            hc: k.alloc(0),
+            dhc: k.alloc(0),
+            logits: k.alloc(0),
+            logp: k.alloc(0),
+            entropy: k.alloc(0),
+            dlogp: k.alloc(0),
+            dentropy: k.alloc(0),
             metrics: k.alloc(pm::LEN),
         });
         for (buf, len) in [
@@ -455,23 +456,7 @@ impl<B: Backend> DapoObjective<B> {
         c: usize,
         v: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        if n == 0 || c == 0 || v == 0 {
-            return Err(Error::Invalid(format!("token_logprobs: empty shape N={n} C={c} V={v}")));
-        }
-        for (name, got, want) in
-            [("hidden", k.len(hidden), n * c), ("weight", k.len(weight), v * c), ("targets", k.ids_len(targets), n)]
-        {
-            if got != want {
-                return Err(Error::Invalid(format!("token_logprobs: {name} has {got} values, expected {want}")));
-            }
-        }
-        let inv_t = 1.0 / self.cfg.temperature;
-        let rows_per = self.cfg.chunk_rows.min(n);
-        let ws = self.workspace(k, n, c, v);
-        for row0 in (0..n).step_by(rows_per) {
-            let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
-            k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
-        }
+        let ws = self.logprob_pass(k, (hidden, weight, targets), (n, c, v))?;
         Ok((k.download(&ws.logp), k.download(&ws.entropy)))
     }
 
@@ -482,11 +467,27 @@ impl<B: Backend> DapoObjective<B> {
     pub fn token_logprobs_into(
         &mut self,
         k: &B,
-        (hidden, weight, targets): (&B::Buf, &B::Buf, &B::Ids),
+        inputs: (&B::Buf, &B::Buf, &B::Ids),
         (n, c, v): (usize, usize, usize),
         out: &mut B::Buf,
         offset: usize,
     ) -> Result<()> {
+        if offset + n > k.len(out) {
+            return Err(Error::Invalid(format!("token_logprobs: rows {offset}..{} of {}", offset + n, k.len(out))));
+        }
+        let ws = self.logprob_pass(k, inputs, (n, c, v))?;
+        k.copy_range(out, offset, &ws.logp, 0, n);
+        Ok(())
+    }
+
+    /// The shared pass of the two above: checks the shapes, then leaves the N log-probs and
+    /// entropies in the workspace's `logp` and `entropy`, chunk by chunk.
+    fn logprob_pass(
+        &mut self,
+        k: &B,
+        (hidden, weight, targets): (&B::Buf, &B::Buf, &B::Ids),
+        (n, c, v): (usize, usize, usize),
+    ) -> Result<&mut Workspace<B>> {
         if n == 0 || c == 0 || v == 0 {
             return Err(Error::Invalid(format!("token_logprobs: empty shape N={n} C={c} V={v}")));
         }
@@ -497,9 +498,6 @@ impl<B: Backend> DapoObjective<B> {
                 return Err(Error::Invalid(format!("token_logprobs: {name} has {got} values, expected {want}")));
             }
         }
-        if offset + n > k.len(out) {
-            return Err(Error::Invalid(format!("token_logprobs: rows {offset}..{} of {}", offset + n, k.len(out))));
-        }
         let inv_t = 1.0 / self.cfg.temperature;
         let rows_per = self.cfg.chunk_rows.min(n);
         let ws = self.workspace(k, n, c, v);
@@ -507,8 +505,7 @@ impl<B: Backend> DapoObjective<B> {
             let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);
         }
-        k.copy_range(out, offset, &ws.logp, 0, n);
-        Ok(())
+        Ok(ws)
     }
 
     /// Step 2 of [`DapoObjective::forward_backward`] on its own: the policy loss of log-probs

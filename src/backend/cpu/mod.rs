@@ -86,6 +86,18 @@ fn rows_per_task(row_len: usize) -> usize {
     (MIN_TASK_VALUES / row_len.max(1)).max(1)
 }
 
+/// `dst[dst_offset..+len] = src[src_offset..+len]`, or a panic naming `op` when either span
+/// is out of bounds: [`MemoryOps::copy_range`] and its ids twin.
+fn copy_span<T: Copy>(op: &str, dst: &mut [T], dst_offset: usize, src: &[T], src_offset: usize, len: usize) {
+    assert!(
+        dst_offset + len <= dst.len() && src_offset + len <= src.len(),
+        "{op}: [{src_offset}, +{len}) of {} values into [{dst_offset}, +{len}) of {}",
+        src.len(),
+        dst.len()
+    );
+    dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+}
+
 impl MemoryOps for CpuBackend {
     type Buf = Vec<f32>;
     type Ids = Vec<u32>;
@@ -126,13 +138,7 @@ impl MemoryOps for CpuBackend {
         ids.resize(len, 0);
     }
     fn copy_ids_range(&self, dst: &mut Vec<u32>, dst_offset: usize, src: &Vec<u32>, src_offset: usize, len: usize) {
-        assert!(
-            dst_offset + len <= dst.len() && src_offset + len <= src.len(),
-            "copy_ids_range: [{src_offset}, +{len}) of {} ids into [{dst_offset}, +{len}) of {}",
-            src.len(),
-            dst.len()
-        );
-        dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+        copy_span("copy_ids_range", dst, dst_offset, src, src_offset, len);
     }
     fn zero(&self, buf: &mut Vec<f32>) {
         buf.fill(0.0);
@@ -141,12 +147,6 @@ impl MemoryOps for CpuBackend {
         dst.copy_from_slice(src);
     }
     fn copy_range(&self, dst: &mut Vec<f32>, dst_offset: usize, src: &Vec<f32>, src_offset: usize, len: usize) {
-        assert!(
-            dst_offset + len <= dst.len() && src_offset + len <= src.len(),
-            "copy_range: [{src_offset}, +{len}) of {} values into [{dst_offset}, +{len}) of {}",
-            src.len(),
-            dst.len()
-        );
-        dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+        copy_span("copy_range", dst, dst_offset, src, src_offset, len);
     }
 }
