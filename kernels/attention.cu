@@ -31,8 +31,8 @@ __device__ __forceinline__ float att_neg_inf() { return -__uint_as_float(0x7f800
 
 // Grid (ceil(T/ATT_ROWS), NH, B), block ATT_ROWS*32 threads. Dynamic shared memory, in floats:
 // Q (ATT_ROWS, hs) + K tile (ATT_TILE, hs+1) + V tile (ATT_TILE, hs) + P (ATT_ROWS, ATT_TILE).
-extern "C" __global__ void attention_forward_f32(float* out, float* lse, const float* qkv, int T, int NH, int C,
-                                                 float scale) {
+template <typename TA>
+__device__ void attention_forward(TA* out, float* lse, const TA* qkv, int T, int NH, int C, float scale) {
     DYNAMIC_SHARED(float, smem);
     const int hs = C / NH;
     const int ks = hs + 1;
@@ -47,9 +47,9 @@ extern "C" __global__ void attention_forward_f32(float* out, float* lse, const f
     const int i_row = q0 + warp;
     const int i = min(i_row, T - 1);
     const long long C3 = 3LL * C;
-    const float* base = qkv + static_cast<long long>(b) * T * C3 + static_cast<long long>(h) * hs;
+    const TA* base = qkv + static_cast<long long>(b) * T * C3 + static_cast<long long>(h) * hs;
 
-    for (int d = lane; d < hs; d += WARP_SIZE) Qs[warp * hs + d] = base[i * C3 + d];
+    for (int d = lane; d < hs; d += WARP_SIZE) Qs[warp * hs + d] = to_f32(base[i * C3 + d]);
 
     float m = att_neg_inf(), l = 0.0f;
     float acc[ATT_MAX_PER_LANE];
@@ -62,8 +62,8 @@ extern "C" __global__ void attention_forward_f32(float* out, float* lse, const f
         for (int idx = threadIdx.x; idx < ATT_TILE * hs; idx += blockDim.x) {
             const int jj = idx / hs, d = idx % hs, j = j0 + jj;
             const bool in = j < T;
-            Ks[jj * ks + d] = in ? base[j * C3 + C + d] : 0.0f;
-            Vs[jj * hs + d] = in ? base[j * C3 + 2 * C + d] : 0.0f;
+            Ks[jj * ks + d] = in ? to_f32(base[j * C3 + C + d]) : 0.0f;
+            Vs[jj * hs + d] = in ? to_f32(base[j * C3 + 2 * C + d]) : 0.0f;
         }
         __syncthreads();
 
@@ -96,10 +96,10 @@ extern "C" __global__ void attention_forward_f32(float* out, float* lse, const f
 
     if (i_row < T) {
         const float inv = 1.0f / l;
-        float* o = out + (static_cast<long long>(b) * T + i) * C + static_cast<long long>(h) * hs;
+        TA* o = out + (static_cast<long long>(b) * T + i) * C + static_cast<long long>(h) * hs;
         for (int r = 0; r < ATT_MAX_PER_LANE; ++r) {
             const int d = lane + r * WARP_SIZE;
-            if (d < hs) o[d] = acc[r] * inv;
+            if (d < hs) store(o + d, acc[r] * inv);
         }
         if (lane == 0) lse[(static_cast<long long>(b) * NH + h) * T + i] = m + logf(l);
     }
@@ -116,9 +116,9 @@ extern "C" __global__ void attention_forward_f32(float* out, float* lse, const f
 // Pass 1. Grid (ceil(T/ATT_ROWS), NH, B), block ATT_ROWS*32. Writes the q third of dqkv and
 // dsum (B,NH,T) = D for pass 2. Dynamic shared memory, in floats: Q and dO rows
 // (2 x ATT_ROWS x hs) + K and V tiles (2 x ATT_TILE x (hs+1)) + dS (ATT_ROWS, ATT_TILE).
-extern "C" __global__ void attention_backward_dq_f32(float* dqkv, float* dsum, const float* dout, const float* qkv,
-                                                     const float* out, const float* lse, int T, int NH, int C,
-                                                     float scale) {
+template <typename TA>
+__device__ void attention_backward_dq(TA* dqkv, float* dsum, const float* dout, const TA* qkv, const TA* out,
+                                      const float* lse, int T, int NH, int C, float scale) {
     DYNAMIC_SHARED(float, smem);
     const int hs = C / NH;
     const int ks = hs + 1;
@@ -135,16 +135,16 @@ extern "C" __global__ void attention_backward_dq_f32(float* dqkv, float* dsum, c
     const int i = min(i_row, T - 1);
     const long long C3 = 3LL * C;
     const long long hoff = static_cast<long long>(h) * hs;
-    const float* base = qkv + static_cast<long long>(b) * T * C3 + hoff;
+    const TA* base = qkv + static_cast<long long>(b) * T * C3 + hoff;
     const long long orow = (static_cast<long long>(b) * T + i) * C + hoff;  // row i of dout/out
     const long long lrow = (static_cast<long long>(b) * NH + h) * T + i;    // row i of lse/dsum
 
     float dd = 0.0f;
     for (int d = lane; d < hs; d += WARP_SIZE) {
         const float g = dout[orow + d];
-        Qs[warp * hs + d] = base[i * C3 + d];
+        Qs[warp * hs + d] = to_f32(base[i * C3 + d]);
         Gs[warp * hs + d] = g;
-        dd += g * out[orow + d];
+        dd += g * to_f32(out[orow + d]);
     }
     dd = warp_reduce_sum(dd);
     const float li = lse[lrow];
@@ -159,8 +159,8 @@ extern "C" __global__ void attention_backward_dq_f32(float* dqkv, float* dsum, c
         for (int idx = threadIdx.x; idx < ATT_TILE * hs; idx += blockDim.x) {
             const int jj = idx / hs, d = idx % hs, j = j0 + jj;
             const bool in = j < T;
-            Ks[jj * ks + d] = in ? base[j * C3 + C + d] : 0.0f;
-            Vs[jj * ks + d] = in ? base[j * C3 + 2 * C + d] : 0.0f;
+            Ks[jj * ks + d] = in ? to_f32(base[j * C3 + C + d]) : 0.0f;
+            Vs[jj * ks + d] = in ? to_f32(base[j * C3 + 2 * C + d]) : 0.0f;
         }
         __syncthreads();
 
@@ -189,10 +189,10 @@ extern "C" __global__ void attention_backward_dq_f32(float* dqkv, float* dsum, c
     }
 
     if (i_row < T) {
-        float* dq = dqkv + (static_cast<long long>(b) * T + i) * C3 + hoff;
+        TA* dq = dqkv + (static_cast<long long>(b) * T + i) * C3 + hoff;
         for (int r = 0; r < ATT_MAX_PER_LANE; ++r) {
             const int d = lane + r * WARP_SIZE;
-            if (d < hs) dq[d] = acc[r];
+            if (d < hs) store(dq + d, acc[r]);
         }
     }
 }
@@ -202,9 +202,9 @@ extern "C" __global__ void attention_backward_dq_f32(float* dqkv, float* dsum, c
 // dqkv. Reads dsum from pass 1 (an earlier launch on the same stream). Dynamic shared memory,
 // in floats: K and V rows (2 x ATT_ROWS x hs) + Q and dO tiles (2 x ATT_TILE x (hs+1)) + lse
 // and D of the tile (2 x ATT_TILE) + P and dS (2 x ATT_ROWS x ATT_TILE).
-extern "C" __global__ void attention_backward_dkv_f32(float* dqkv, const float* dsum, const float* dout,
-                                                      const float* qkv, const float* lse, int T, int NH, int C,
-                                                      float scale) {
+template <typename TA>
+__device__ void attention_backward_dkv(TA* dqkv, const float* dsum, const float* dout, const TA* qkv,
+                                       const float* lse, int T, int NH, int C, float scale) {
     DYNAMIC_SHARED(float, smem);
     const int hs = C / NH;
     const int ts = hs + 1;
@@ -224,13 +224,13 @@ extern "C" __global__ void attention_backward_dkv_f32(float* dqkv, const float* 
     const int j = min(j_row, T - 1);
     const long long C3 = 3LL * C;
     const long long hoff = static_cast<long long>(h) * hs;
-    const float* base = qkv + static_cast<long long>(b) * T * C3 + hoff;
+    const TA* base = qkv + static_cast<long long>(b) * T * C3 + hoff;
     const float* gbase = dout + static_cast<long long>(b) * T * C + hoff;
     const long long lbase = (static_cast<long long>(b) * NH + h) * T;
 
     for (int d = lane; d < hs; d += WARP_SIZE) {
-        Kw[warp * hs + d] = base[j * C3 + C + d];
-        Vw[warp * hs + d] = base[j * C3 + 2 * C + d];
+        Kw[warp * hs + d] = to_f32(base[j * C3 + C + d]);
+        Vw[warp * hs + d] = to_f32(base[j * C3 + 2 * C + d]);
     }
 
     float dk[ATT_MAX_PER_LANE], dv[ATT_MAX_PER_LANE];
@@ -242,7 +242,7 @@ extern "C" __global__ void attention_backward_dkv_f32(float* dqkv, const float* 
         for (int idx = threadIdx.x; idx < ATT_TILE * hs; idx += blockDim.x) {
             const int ii = idx / hs, d = idx % hs, i = i0 + ii;
             const bool in = i < T;
-            Qt[ii * ts + d] = in ? base[i * C3 + d] : 0.0f;
+            Qt[ii * ts + d] = in ? to_f32(base[i * C3 + d]) : 0.0f;
             Gt[ii * ts + d] = in ? gbase[static_cast<long long>(i) * C + d] : 0.0f;
         }
         if (threadIdx.x < ATT_TILE) {
@@ -283,12 +283,12 @@ extern "C" __global__ void attention_backward_dkv_f32(float* dqkv, const float* 
     }
 
     if (j_row < T) {
-        float* row = dqkv + (static_cast<long long>(b) * T + j) * C3 + hoff;
+        TA* row = dqkv + (static_cast<long long>(b) * T + j) * C3 + hoff;
         for (int r = 0; r < ATT_MAX_PER_LANE; ++r) {
             const int d = lane + r * WARP_SIZE;
             if (d < hs) {
-                row[C + d] = dk[r];
-                row[2 * C + d] = dv[r];
+                store(row + C + d, dk[r]);
+                store(row + 2 * C + d, dv[r]);
             }
         }
     }
@@ -302,15 +302,15 @@ extern "C" __global__ void attention_backward_dkv_f32(float* dqkv, const float* 
 // from writing outside the caches.
 
 // Phase 1. Grid (R), 1-D block striding over C.
-extern "C" __global__ void attention_cache_store_f32(float* k_cache, float* v_cache, const float* qkv,
-                                                     const unsigned int* seq, const unsigned int* pos, int R, int B,
-                                                     int T_max, int C) {
+template <typename TA>
+__device__ void attention_cache_store(TA* k_cache, TA* v_cache, const TA* qkv, const unsigned int* seq,
+                                      const unsigned int* pos, int R, int B, int T_max, int C) {
     const int r = blockIdx.x;
     if (r >= R) return;
     const unsigned int s = seq[r], p = pos[r];
     if (s >= static_cast<unsigned int>(B) || p >= static_cast<unsigned int>(T_max)) return;
     const long long slot = (static_cast<long long>(s) * T_max + p) * C;
-    const float* row = qkv + static_cast<long long>(r) * 3 * C;
+    const TA* row = qkv + static_cast<long long>(r) * 3 * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         k_cache[slot + c] = row[C + c];
         v_cache[slot + c] = row[2 * C + c];
@@ -321,9 +321,10 @@ extern "C" __global__ void attention_cache_store_f32(float* k_cache, float* v_ca
 // the cache a tile of 32 at a time (lane l scores key j0+l), online softmax as in the forward.
 // Decoding attends one row per sequence, so there is no query tile to share keys across.
 // Dynamic shared memory, in floats: q (hs) + P (ATT_TILE).
-extern "C" __global__ void attention_cached_f32(float* out, const float* k_cache, const float* v_cache,
-                                                const float* qkv, const unsigned int* seq, const unsigned int* pos,
-                                                int R, int B, int T_max, int NH, int C, float scale) {
+template <typename TA>
+__device__ void attention_cached(TA* out, const TA* k_cache, const TA* v_cache, const TA* qkv,
+                                 const unsigned int* seq, const unsigned int* pos, int R, int B, int T_max, int NH,
+                                 int C, float scale) {
     DYNAMIC_SHARED(float, smem);
     const int hs = C / NH;
     float* Qs = smem;
@@ -331,16 +332,16 @@ extern "C" __global__ void attention_cached_f32(float* out, const float* k_cache
     const int r = blockIdx.x, h = blockIdx.y, lane = threadIdx.x % WARP_SIZE;
     if (r >= R) return;  // uniform across the block
     const long long hoff = static_cast<long long>(h) * hs;
-    float* o = out + static_cast<long long>(r) * C + hoff;
+    TA* o = out + static_cast<long long>(r) * C + hoff;
     const unsigned int s = seq[r], p = pos[r];
     if (s >= static_cast<unsigned int>(B) || p >= static_cast<unsigned int>(T_max)) {
-        for (int d = lane; d < hs; d += WARP_SIZE) o[d] = __uint_as_float(0x7fc00000u);
+        for (int d = lane; d < hs; d += WARP_SIZE) store(o + d, __uint_as_float(0x7fc00000u));
         return;
     }
     const int n = static_cast<int>(p) + 1;
-    const float* kb = k_cache + static_cast<long long>(s) * T_max * C + hoff;
-    const float* vb = v_cache + static_cast<long long>(s) * T_max * C + hoff;
-    for (int d = lane; d < hs; d += WARP_SIZE) Qs[d] = qkv[static_cast<long long>(r) * 3 * C + hoff + d];
+    const TA* kb = k_cache + static_cast<long long>(s) * T_max * C + hoff;
+    const TA* vb = v_cache + static_cast<long long>(s) * T_max * C + hoff;
+    for (int d = lane; d < hs; d += WARP_SIZE) Qs[d] = to_f32(qkv[static_cast<long long>(r) * 3 * C + hoff + d]);
     __syncwarp();
 
     float m = att_neg_inf(), l = 0.0f;
@@ -350,9 +351,9 @@ extern "C" __global__ void attention_cached_f32(float* out, const float* k_cache
         const int j = j0 + lane;
         float sc = att_neg_inf();
         if (j < n) {
-            const float* kr = kb + static_cast<long long>(j) * C;
+            const TA* kr = kb + static_cast<long long>(j) * C;
             float dot = 0.0f;
-            for (int d = 0; d < hs; ++d) dot += Qs[d] * kr[d];
+            for (int d = 0; d < hs; ++d) dot += Qs[d] * to_f32(kr[d]);
             sc = dot * scale;
         }
         const float m_new = fmaxf(m, warp_reduce_max(sc));
@@ -368,13 +369,66 @@ extern "C" __global__ void attention_cached_f32(float* out, const float* k_cache
             const int d = lane + k * WARP_SIZE;
             if (d >= hs) break;
             float a = acc[k] * corr;
-            for (int jj = 0; jj < nj; ++jj) a += Ps[jj] * vb[static_cast<long long>(j0 + jj) * C + d];
+            for (int jj = 0; jj < nj; ++jj) a += Ps[jj] * to_f32(vb[static_cast<long long>(j0 + jj) * C + d]);
             acc[k] = a;
         }
     }
     const float inv = 1.0f / l;
     for (int k = 0; k < ATT_MAX_PER_LANE; ++k) {
         const int d = lane + k * WARP_SIZE;
-        if (d < hs) o[d] = acc[k] * inv;
+        if (d < hs) store(o + d, acc[k] * inv);
     }
+}
+
+// ---- entry points: activations (qkv, out, dqkv, the caches) in f32 or bf16 -------------------
+// Scores, probabilities, lse, dsum and the incoming gradient dout stay f32 in both; a bf16 entry
+// point widens what it loads into shared memory and rounds once on the store.
+
+extern "C" __global__ void attention_forward_f32(float* out, float* lse, const float* qkv, int T, int NH, int C,
+                                                 float scale) {
+    attention_forward(out, lse, qkv, T, NH, C, scale);
+}
+extern "C" __global__ void attention_forward_bf16(bf16_t* out, float* lse, const bf16_t* qkv, int T, int NH, int C,
+                                                  float scale) {
+    attention_forward(out, lse, qkv, T, NH, C, scale);
+}
+extern "C" __global__ void attention_backward_dq_f32(float* dqkv, float* dsum, const float* dout, const float* qkv,
+                                                     const float* out, const float* lse, int T, int NH, int C,
+                                                     float scale) {
+    attention_backward_dq(dqkv, dsum, dout, qkv, out, lse, T, NH, C, scale);
+}
+extern "C" __global__ void attention_backward_dq_bf16(bf16_t* dqkv, float* dsum, const float* dout,
+                                                      const bf16_t* qkv, const bf16_t* out, const float* lse, int T,
+                                                      int NH, int C, float scale) {
+    attention_backward_dq(dqkv, dsum, dout, qkv, out, lse, T, NH, C, scale);
+}
+extern "C" __global__ void attention_backward_dkv_f32(float* dqkv, const float* dsum, const float* dout,
+                                                      const float* qkv, const float* lse, int T, int NH, int C,
+                                                      float scale) {
+    attention_backward_dkv(dqkv, dsum, dout, qkv, lse, T, NH, C, scale);
+}
+extern "C" __global__ void attention_backward_dkv_bf16(bf16_t* dqkv, const float* dsum, const float* dout,
+                                                       const bf16_t* qkv, const float* lse, int T, int NH, int C,
+                                                       float scale) {
+    attention_backward_dkv(dqkv, dsum, dout, qkv, lse, T, NH, C, scale);
+}
+extern "C" __global__ void attention_cache_store_f32(float* k_cache, float* v_cache, const float* qkv,
+                                                     const unsigned int* seq, const unsigned int* pos, int R, int B,
+                                                     int T_max, int C) {
+    attention_cache_store(k_cache, v_cache, qkv, seq, pos, R, B, T_max, C);
+}
+extern "C" __global__ void attention_cache_store_bf16(bf16_t* k_cache, bf16_t* v_cache, const bf16_t* qkv,
+                                                      const unsigned int* seq, const unsigned int* pos, int R, int B,
+                                                      int T_max, int C) {
+    attention_cache_store(k_cache, v_cache, qkv, seq, pos, R, B, T_max, C);
+}
+extern "C" __global__ void attention_cached_f32(float* out, const float* k_cache, const float* v_cache,
+                                                const float* qkv, const unsigned int* seq, const unsigned int* pos,
+                                                int R, int B, int T_max, int NH, int C, float scale) {
+    attention_cached(out, k_cache, v_cache, qkv, seq, pos, R, B, T_max, NH, C, scale);
+}
+extern "C" __global__ void attention_cached_bf16(bf16_t* out, const bf16_t* k_cache, const bf16_t* v_cache,
+                                                 const bf16_t* qkv, const unsigned int* seq, const unsigned int* pos,
+                                                 int R, int B, int T_max, int NH, int C, float scale) {
+    attention_cached(out, k_cache, v_cache, qkv, seq, pos, R, B, T_max, NH, C, scale);
 }

@@ -87,3 +87,45 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     const unsigned int rounding = 0x7fffu + ((u >> 16) & 1u);
     return static_cast<bf16_t>((u + rounding) >> 16);
 }
+
+// ---- one source, two storage types ------------------------------------------------------------
+// Kernels are templates over the storage type T of their activations (float or bf16_t) and
+// compute in f32; each `{op}_{dtype}` entry point instantiates one. `to_f32` widens (exact for
+// bf16), `store` rounds to T (to nearest even for bf16).
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16_t x) { return bf16_to_f32(x); }
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(bf16_t* p, float v) { *p = f32_to_bf16(v); }
+
+// 16 bytes moved by one vector load or store (ld.global.v4.u32): 4 f32 or 8 bf16. Buffers start
+// 16-byte aligned (cudaMalloc; the emulator's allocations too), so pack i of a buffer is aligned.
+struct alignas(16) pack16 {
+    unsigned int w[4];
+};
+
+// Values per pack of T.
+#define PACK_VALUES(T) (16 / static_cast<int>(sizeof(T)))
+
+__device__ __forceinline__ void unpack16(const pack16& p, float (&v)[4]) {
+    for (int j = 0; j < 4; j++) v[j] = __uint_as_float(p.w[j]);
+}
+__device__ __forceinline__ void unpack16(const pack16& p, float (&v)[8]) {
+    for (int j = 0; j < 4; j++) {
+        v[2 * j] = bf16_to_f32(static_cast<bf16_t>(p.w[j] & 0xffffu));
+        v[2 * j + 1] = bf16_to_f32(static_cast<bf16_t>(p.w[j] >> 16));
+    }
+}
+__device__ __forceinline__ pack16 repack16(const float (&v)[4]) {
+    pack16 p;
+    for (int j = 0; j < 4; j++) p.w[j] = __float_as_uint(v[j]);
+    return p;
+}
+__device__ __forceinline__ pack16 repack16(const float (&v)[8]) {
+    pack16 p;
+    for (int j = 0; j < 4; j++) {
+        p.w[j] = static_cast<unsigned int>(f32_to_bf16(v[2 * j])) |
+                 (static_cast<unsigned int>(f32_to_bf16(v[2 * j + 1])) << 16);
+    }
+    return p;
+}

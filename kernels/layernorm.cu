@@ -15,12 +15,15 @@
 // layernorm_param_grad_f32 adds the G partials in order: deterministic, two cheap launches.
 #include "common.cuh"
 
-extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
-                                                 const float* w, const float* bias, int N, int C, float eps) {
+// The output (the next GEMM's input) is stored as TO, f32 or bf16; the input (the residual
+// stream), the parameters and the statistics are f32.
+template <typename TO>
+__device__ void layernorm_forward(TO* out, float* mean, float* rstd, const float* inp, const float* w,
+                                  const float* bias, int N, int C, float eps) {
     const int r = blockIdx.x;
     if (r >= N) return;  // uniform across the block
     const float* x = inp + static_cast<long long>(r) * C;
-    float* o = out + static_cast<long long>(r) * C;
+    TO* o = out + static_cast<long long>(r) * C;
     float s = 0.0f;
     for (int j = threadIdx.x; j < C; j += blockDim.x) s += x[j];
     const float m = block_reduce_sum(s) / static_cast<float>(C);
@@ -33,11 +36,20 @@ extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float*
     // 1/sqrtf rather than rsqrtf: rsqrtf is an approximation (2 ulp), sqrtf and the division
     // are correctly rounded, as the oracle's are.
     const float rs = 1.0f / sqrtf(var + eps);
-    for (int j = threadIdx.x; j < C; j += blockDim.x) o[j] = (x[j] - m) * rs * w[j] + bias[j];
+    for (int j = threadIdx.x; j < C; j += blockDim.x) store(o + j, (x[j] - m) * rs * w[j] + bias[j]);
     if (threadIdx.x == 0) {
         mean[r] = m;
         rstd[r] = rs;
     }
+}
+
+extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
+                                                 const float* w, const float* bias, int N, int C, float eps) {
+    layernorm_forward(out, mean, rstd, inp, w, bias, N, C, eps);
+}
+extern "C" __global__ void layernorm_forward_bf16(bf16_t* out, float* mean, float* rstd, const float* inp,
+                                                  const float* w, const float* bias, int N, int C, float eps) {
+    layernorm_forward(out, mean, rstd, inp, w, bias, N, C, eps);
 }
 
 // Backward, part 1: dinp += rstd·(g − mean_C(g) − x̂·mean_C(g·x̂)) with x̂ = (x − mean)·rstd and

@@ -157,6 +157,51 @@ fn selftest_on_the_emulator_passes_every_row() {
     assert_eq!(passed, total, "{summary}");
 }
 
+/// `--dtype` and `--matmul-precision` on every command that runs GPT-2: the CPU (the f32
+/// oracle) refuses bf16 and TF32 naming the flag, a bad value is a usage error listing the
+/// choices, and `--help` documents both.
+#[test]
+fn precision_flags_are_checked_and_documented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("o");
+    let o = o.to_str().unwrap();
+    fails_with(&dapo(&sft_args(o, &["--device", "cpu", "--dtype", "bf16"])), &["--dtype bf16", "computes in f32 only"]);
+    fails_with(&dapo(&["train", "--device", "cpu", "--matmul-precision", "tf32"]), &["--matmul-precision tf32"]);
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/a/model");
+    let gen = ["generate", "--model", model.to_str().unwrap(), "--device", "cpu", "--dtype", "bf16", "--prompt", "1"];
+    fails_with(&dapo(&gen), &["--dtype bf16"]);
+    for cmd in ["train", "sft", "generate", "eval", "bench"] {
+        let out = dapo(&[cmd, "--dtype", "f16"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("expected auto, f32 or bf16"), "{cmd}: {err}");
+        let help = String::from_utf8_lossy(&dapo(&[cmd, "--help"]).stdout).to_string();
+        assert!(help.contains("--dtype") && help.contains("--matmul-precision"), "{cmd} --help:\n{help}");
+    }
+    let out = dapo(&["bench", "--matmul-precision", "fp8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, f32 or tf32"));
+}
+
+/// `dapo selftest` checks every precision a run can ask for: the f32 families, the GEMM
+/// families with TF32 products, and every bf16 kernel.
+#[test]
+fn selftest_prints_tf32_and_bf16_rows() {
+    let out = dapo(&["selftest", "--device", "emu"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for op in [
+        "matmul_tf32",
+        "objective_tf32/",
+        "matmul_bf16",
+        "convert/f32_bf16",
+        "gelu_forward_bf16",
+        "attention_backward_bf16/dqkv",
+    ] {
+        assert!(stdout.lines().any(|l| l.starts_with(op) && l.contains("PASS")), "no PASS row for {op}:\n{stdout}");
+    }
+}
+
 #[test]
 fn selftest_refuses_the_cpu() {
     fails_with(

@@ -308,3 +308,27 @@ fn score_head_grn_tensors_must_match_the_config() {
     let e = load_err(dir.path());
     assert!(e.contains("config.json") && e.contains("enabeld"), "{e}");
 }
+
+/// A judge on a kernel backend in bf16 mixed precision (the GPU default): its hidden state is
+/// stored as bf16, the score head reads it (through the value GRN in f32 when there is one)
+/// and the scores stay within bf16's reach of transformers' float64 ones: the final hidden
+/// state carries ~4e-3 relative rounding, so 5e-2 of max(|score|, 1) (the f32 path holds
+/// `close`'s much tighter bound).
+#[test]
+fn a_judge_in_bf16_mixed_precision_scores_within_bf16_reach() {
+    let k = gepa_dapo_grn::backend::kernel::EmuBackend::emulated_bf16();
+    let items = items();
+    let texts: Vec<&str> = items.iter().map(|x| x.0.as_str()).collect();
+    let want_grn: Vec<f64> =
+        expected()["items"].as_array().unwrap().iter().map(|it| it["score_grn"].as_f64().unwrap()).collect();
+    let want_plain: Vec<f64> = items.iter().map(|x| x.2).collect();
+    let grn = grn_variant();
+    for (dir, want) in [(judge_dir(), &want_plain), (grn.path().to_path_buf(), &want_grn)] {
+        let mut judge = JudgeScorer::load_on(&dir, k.clone()).unwrap().with_max_batch(3);
+        let got = judge.score_texts(&texts).unwrap();
+        for ((text, w), row) in texts.iter().zip(want).zip(&got) {
+            let err = (row[0] as f64 - w).abs() / w.abs().max(1.0);
+            assert!(err < 5e-2, "{}: {text:?}: {} vs {w} ({err:.1e})", dir.display(), row[0]);
+        }
+    }
+}

@@ -61,11 +61,46 @@ fn the_gemm_families_meet_their_tf32_bounds_with_tf32_rounding() {
     assert!(worst > 1e-5, "TF32-rounded matmuls show only f32-level error ({worst:.1e})");
 }
 
+/// Every bf16 kernel (`{op}_bf16`) and the bf16 GEMM on the emulator, in both thread orders:
+/// each must run here, since no GPU runs them in CI.
+#[test]
+fn every_bf16_kernel_matches_the_oracle_emulated_in_both_thread_orders() {
+    for reverse in [false, true] {
+        EmuDevice::set_reverse_thread_order(reverse);
+        let rows = std::panic::catch_unwind(|| parity::run_bf16(&EmuBackend::emulated_bf16(), SEED));
+        EmuDevice::set_reverse_thread_order(false);
+        let rows = rows.expect("run_bf16 reports failures as rows");
+        let table = parity::table(&rows);
+        println!("emulator, bf16 (reverse thread order: {reverse}):\n{table}");
+        assert!(rows.iter().all(|r| r.pass), "bf16 rows fail (reverse {reverse}):\n{table}");
+        // Every kernel with a bf16 entry point has rows, and the conversions are bit-exact.
+        for op in BF16_OPS {
+            assert!(rows.iter().any(|r| r.op.starts_with(op)), "no {op} rows");
+        }
+        assert!(rows.iter().filter(|r| r.op.starts_with("convert")).all(|r| r.max_abs == 0.0));
+    }
+}
+
+/// The ops with bf16 kernels, as [`parity::run_bf16`] names their rows.
+const BF16_OPS: [&str; 9] = [
+    "convert/f32_bf16",
+    "convert/bf16_f32",
+    "gelu_forward_bf16",
+    "gelu_backward_bf16",
+    "layernorm_forward_bf16",
+    "attention_forward_bf16",
+    "attention_backward_bf16",
+    "attention_cached_bf16",
+    "bias_backward_bf16",
+];
+
 #[test]
 fn every_kernel_matches_the_oracle_on_cuda() {
     if let Some(k) = common::gpu() {
         let rows = parity::run_all(&k, SEED);
         assert_all_pass(&format!("{} ({})", k.device().describe(), k.device().kernel_origin()), &rows);
+        let rows = parity::run_bf16(&k.at_precision(gepa_dapo_grn::backend::Precision::BF16), SEED);
+        assert!(rows.iter().all(|r| r.pass), "bf16 rows fail on the GPU:\n{}", parity::table(&rows));
     }
 }
 

@@ -5,13 +5,34 @@
 //! [`crate::backend::Backend`] op set on top of either, so every line between the op set and
 //! `cuLaunchKernel` runs in CI under emulation.
 //!
-//! Memory is typed as 32-bit words: f32 values and u32 token ids share one buffer type, and
-//! the kernels take both as pointers; the host side converts with `bytemuck`.
+//! Memory is typed as 32-bit words: f32 values, u32 token ids and bf16 values (two to a word)
+//! share one buffer type, and the kernels take all of them as pointers; the host side converts
+//! with `bytemuck` and [`super::precision::pack_bf16`].
 //!
 //! [`KernelBackend`]: crate::backend::kernel::KernelBackend
 
 use super::launch::{DevPtr, Launcher};
+use super::precision::{Dtype, MatmulPrecision};
 use super::Gemm;
+
+/// What a GEMM's operands and result hold, and how f32 operands are multiplied: `a` and `b`
+/// share one type (the kernel backend converts a lone f32 operand of a bf16 product first);
+/// bf16 operands always multiply on bf16 tensor cores with f32 accumulation; the bias, when
+/// there is one, is f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTypes {
+    /// The type of both operands.
+    pub inputs: Dtype,
+    /// The type of `out` (accumulation into a bf16 `out` adds in f32, then rounds).
+    pub out: Dtype,
+    /// How f32 operands are multiplied (ignored for bf16 operands).
+    pub matmul: MatmulPrecision,
+}
+
+impl GemmTypes {
+    /// f32 operands and result, true f32 products.
+    pub const F32: GemmTypes = GemmTypes { inputs: Dtype::F32, out: Dtype::F32, matmul: MatmulPrecision::F32 };
+}
 
 /// A device that holds memory and runs the `kernels/*.cu` kernels.
 pub trait Device: Launcher + Send + Sync + 'static {
@@ -51,8 +72,9 @@ pub trait Device: Launcher + Send + Sync + 'static {
     /// Sets words `offset .. offset + words` to zero.
     fn zero(&self, mem: &mut Self::Mem, offset: usize, words: usize) -> Result<(), Self::Error>;
 
-    /// `out = op(a)·op(b) (+ bias) (+ out)` on f32 data, row-major, as [`Gemm`] describes. The
-    /// caller has checked the buffer sizes.
+    /// `out = op(a)·op(b) (+ bias) (+ out)`, row-major, as [`Gemm`] describes, on the types
+    /// [`GemmTypes`] gives (bf16 values packed two to a word). The caller has checked the
+    /// buffer sizes.
     fn gemm(
         &self,
         out: &mut Self::Mem,
@@ -60,6 +82,7 @@ pub trait Device: Launcher + Send + Sync + 'static {
         b: &Self::Mem,
         bias: Option<&Self::Mem>,
         g: Gemm,
+        types: GemmTypes,
     ) -> Result<(), Self::Error>;
 
     /// Waits for every queued launch and copy.

@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod launch;
 pub mod ops;
 pub mod policy_loss;
+pub mod precision;
 pub mod sampling;
 pub mod shapes;
 
@@ -30,6 +31,7 @@ pub use ops::{
     MatmulOps, MemoryOps, MemoryUse, OptimOps, PolicyLossOps, SamplingOps,
 };
 pub use policy_loss::{policy_metric, IsLevel, KlEstimator, LossType, PolicyLossInputs, PolicyLossParams};
+pub use precision::{Dtype, MatmulPrecision, Precision};
 pub use sampling::{SampleError, SampleParams, Sampled};
 pub use shapes::{
     AdamWStep, Affine, AttentionShape, Btc, CachedShape, CrossEntropyShape, Gemm, GrnCausalStats, GrnParams,

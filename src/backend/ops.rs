@@ -22,6 +22,7 @@
 
 use super::advantage::{AdvantageParams, GroupOffsets};
 use super::policy_loss::{PolicyLossInputs, PolicyLossParams};
+use super::precision::{Dtype, Precision};
 use super::sampling::{SampleError, SampleParams, Sampled};
 use super::shapes::AdamWStep;
 use super::shapes::{
@@ -43,18 +44,33 @@ pub struct MemoryUse {
     pub allocations: u64,
 }
 
-/// Buffers: where they live, how host data gets in and out. `Buf` holds f32 values, `Ids`
-/// token ids; both live wherever the backend computes.
+/// Buffers: where they live, how host data gets in and out. `Buf` holds f32 values (or, on a
+/// backend computing in bf16, bf16 values where [`MemoryOps::alloc_as`] made it so), `Ids`
+/// token ids; both live wherever the backend computes. Host data crosses as f32 whatever the
+/// storage: a bf16 buffer rounds on the way in (to nearest, ties to even) and widens exactly
+/// on the way out.
 pub trait MemoryOps {
-    /// An f32 buffer owned by the backend.
+    /// A buffer of values owned by the backend (f32 unless made otherwise).
     type Buf: Send + Sync;
     /// A buffer of u32 token ids.
     type Ids: Send + Sync;
 
     /// A short human-readable name ("cpu (2 threads)").
     fn name(&self) -> String;
-    /// A zero-filled buffer of `len` values.
+    /// A zero-filled f32 buffer of `len` values.
     fn alloc(&self, len: usize) -> Self::Buf;
+    /// A zero-filled buffer of `len` values stored as `dtype`. Only a backend whose
+    /// [`MemoryOps::precision`] stores bf16 makes bf16 buffers (panics otherwise: the CPU
+    /// backend, the oracle, computes in f32).
+    fn alloc_as(&self, len: usize, dtype: Dtype) -> Self::Buf;
+    /// How `buf` stores its values.
+    fn dtype(&self, _buf: &Self::Buf) -> Dtype {
+        Dtype::F32
+    }
+    /// How this backend stores activations and multiplies ([`Precision::F32`] on the CPU).
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
     /// A buffer holding a copy of `host`.
     fn upload(&self, host: &[f32]) -> Self::Buf;
     /// Copies `host` into an existing buffer of the same length.
@@ -82,7 +98,8 @@ pub trait MemoryOps {
     fn copy_ids_range(&self, dst: &mut Self::Ids, dst_offset: usize, src: &Self::Ids, src_offset: usize, len: usize);
     /// Sets every value to zero.
     fn zero(&self, buf: &mut Self::Buf);
-    /// `dst = src` (same length).
+    /// `dst = src` (same length), converting when their dtypes differ (f32 to bf16 rounds to
+    /// nearest, ties to even): how a bf16 compute copy of an f32 master weight is made.
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
     /// `dst[dst_offset .. dst_offset+len] = src[src_offset .. src_offset+len]` (a
     /// device-to-device copy on a GPU): moves row chunks in and out of whole-batch buffers.

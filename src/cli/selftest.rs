@@ -8,6 +8,7 @@
 use super::device::{open_cuda, DeviceChoice};
 use crate::backend::cuda::{CudaBackend, CudaDevice};
 use crate::backend::kernel::{EmuBackend, KernelBackend};
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 
 /// Arguments of `dapo selftest`.
@@ -36,7 +37,7 @@ pub fn run(a: SelftestArgs) -> Result<()> {
             Err(Error::Invalid("selftest compares a device against the CPU oracle; pick cuda or emu".into()))
         }
         DeviceChoice::Cuda(n) => {
-            let k = open_cuda(n)?;
+            let k = open_cuda(n, Precision::F32)?;
             check_cuda(&k, a.seed)
         }
         DeviceChoice::Emu => check(&EmuBackend::emulated(), a.seed),
@@ -55,11 +56,23 @@ fn check_cuda(k: &CudaBackend, seed: u64) -> Result<()> {
     check(k, seed)
 }
 
+/// Every parity case at the three precisions a run can ask for: all families in f32 with true
+/// f32 products (`--dtype f32 --matmul-precision f32`), the GEMM families again with TF32
+/// products (`matmul_tf32`, `objective_tf32`: the default f32 mode on a GPU), and every bf16
+/// kernel with bf16 products (`--dtype bf16`, the GPU default).
 fn check<D: crate::backend::device::Device>(k: &KernelBackend<D>, seed: u64) -> Result<()> {
     outln!("device: {}", k.device().describe());
     outln!("seed: {seed}");
     let start = std::time::Instant::now();
-    let rows = crate::selftest::run_all(k, seed);
+    let mut rows = crate::selftest::run_all(&k.at_precision(Precision::F32), seed);
+    let mut tf32 = crate::selftest::run_gemm_families(&k.at_precision(Precision::TF32), seed);
+    for r in &mut tf32 {
+        // "objective/loss" → "objective_tf32/loss": the family names its precision.
+        let (family, rest) = r.op.split_once('/').map_or((r.op.as_str(), ""), |(f, x)| (f, x));
+        r.op = if rest.is_empty() { format!("{family}_tf32") } else { format!("{family}_tf32/{rest}") };
+    }
+    rows.extend(tf32);
+    rows.extend(crate::selftest::run_bf16(&k.at_precision(Precision::BF16), seed));
     crate::cli::write_stdout(format_args!("{}", crate::selftest::table(&rows)))?;
     let passed = rows.iter().filter(|r| r.pass).count();
     outln!("{passed}/{} passed ({:.1} s)", rows.len(), start.elapsed().as_secs_f64());

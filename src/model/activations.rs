@@ -4,7 +4,23 @@
 //! length served by the same buffers.
 
 use super::config::Gpt2Config;
-use crate::backend::Backend;
+use crate::backend::{Backend, Dtype};
+
+/// How the activations a GEMM reads or writes are stored on `k`: bf16 in bf16 mixed precision,
+/// else f32. The residual stream, statistics, logits and losses stay f32 regardless.
+pub fn gemm_dtype<K: Backend>(k: &K) -> Dtype {
+    k.precision().dtype
+}
+
+/// The storage of ln_f's output: the lm_head's input (a GEMM operand) without a policy GRN,
+/// the GRN's f32 input with one.
+pub fn lnf_dtype<K: Backend>(k: &K, cfg: &Gpt2Config) -> Dtype {
+    if super::params::policy_grn(cfg).is_some() {
+        Dtype::F32
+    } else {
+        gemm_dtype(k)
+    }
+}
 
 /// What one transformer block keeps from its forward pass for the backward pass.
 pub struct BlockActs<K: Backend> {
@@ -105,20 +121,21 @@ impl<K: Backend> Activations<K> {
     /// Every forward buffer for (B, T): made empty, then sized by [`Activations::reshape`],
     /// the one place that knows each buffer's length.
     pub fn new(k: &K, cfg: &Gpt2Config, b: usize, t: usize) -> Self {
+        let mm = gemm_dtype(k);
         let blocks = (0..cfg.n_layer)
             .map(|_| BlockActs {
-                ln1: k.alloc(0),
+                ln1: k.alloc_as(0, mm),
                 ln1_mean: k.alloc(0),
                 ln1_rstd: k.alloc(0),
-                qkv: k.alloc(0),
-                atty: k.alloc(0),
+                qkv: k.alloc_as(0, mm),
+                atty: k.alloc_as(0, mm),
                 lse: k.alloc(0),
                 res2: k.alloc(0),
-                ln2: k.alloc(0),
+                ln2: k.alloc_as(0, mm),
                 ln2_mean: k.alloc(0),
                 ln2_rstd: k.alloc(0),
-                fch: k.alloc(0),
-                fch_gelu: k.alloc(0),
+                fch: k.alloc_as(0, mm),
+                fch_gelu: k.alloc_as(0, mm),
                 res3: k.alloc(0),
             })
             .collect();
@@ -130,7 +147,7 @@ impl<K: Backend> Activations<K> {
             weights: k.alloc(0),
             encoded: k.alloc(0),
             blocks,
-            lnf: k.alloc(0),
+            lnf: k.alloc_as(0, lnf_dtype(k, cfg)),
             lnf_mean: k.alloc(0),
             lnf_rstd: k.alloc(0),
             grn: super::params::policy_grn(cfg).map(|_| GrnActs { out: k.alloc(0), g: k.alloc(0), mean: k.alloc(0) }),
@@ -209,8 +226,16 @@ impl<K: Backend> Activations<K> {
     pub fn ensure_grad(&mut self, k: &K, cfg: &Gpt2Config) {
         if self.grad.is_none() {
             // Made empty, then sized by GradScratch::resize (the one home of the lengths).
-            let mut s =
-                GradScratch { dres: k.alloc(0), dbtc: k.alloc(0), dqkv: k.alloc(0), d4c: k.alloc(0), dgrn: k.alloc(0) };
+            // The gradients of GEMM-facing activations (q/k/v, the MLP's hidden layer) are
+            // stored like the activations; the residual stream's and the layer norms' stay f32.
+            let mm = gemm_dtype(k);
+            let mut s = GradScratch {
+                dres: k.alloc(0),
+                dbtc: k.alloc(0),
+                dqkv: k.alloc_as(0, mm),
+                d4c: k.alloc_as(0, mm),
+                dgrn: k.alloc(0),
+            };
             s.resize(k, self.b * self.t, cfg.n_embd, self.grn.is_some());
             self.grad = Some(s);
         }

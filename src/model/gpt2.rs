@@ -5,7 +5,9 @@ use super::activations::{head_input, Activations};
 use super::config::Gpt2Config;
 use super::grn::{GrnConfig, Head};
 use super::kv_cache::KvCache;
-use super::params::{block, init_params, ln_f, param_specs, policy_grn, BlockParam as P, ParamSpec, WPE, WTE};
+use super::params::{
+    block, init_params, is_gemm_weight, ln_f, param_specs, policy_grn, BlockParam as P, ParamSpec, WPE, WTE,
+};
 use crate::backend::prelude::*;
 use crate::backend::{
     Affine, AttentionShape, Btc, CachedShape, CrossEntropyShape, GrnCausalStats, GrnParams, GrnStepShape, KvBufs,
@@ -19,7 +21,15 @@ pub struct Gpt2<K: Backend> {
     backend: K,
     config: Gpt2Config,
     specs: Vec<ParamSpec>,
+    /// The master weights (f32).
     params: Vec<K::Buf>,
+    /// The GEMM weights' compute copies in bf16 mixed precision (`None` for the others, and
+    /// for all in f32): what every product reads, refreshed from the masters by
+    /// [`Gpt2::sync_compute_weights`].
+    compute: Vec<Option<K::Buf>>,
+    /// The masters changed (through [`Gpt2::params_and_grads_mut`]) since the compute copies
+    /// were made: a pass would read stale weights, so it refuses.
+    stale: bool,
     grads: Option<Vec<K::Buf>>,
     acts: Option<Activations<K>>,
     /// A KV cache kept between generate calls ([`Gpt2::take_kv_cache`]), so rollouts reuse
@@ -67,6 +77,12 @@ pub struct HeadGrad<'a, K: Backend> {
 /// Mutable parameters beside read-only gradients, in [`Gpt2::specs`] order.
 pub type ParamsAndGrads<'a, K> = (&'a mut [<K as MemoryOps>::Buf], &'a [<K as MemoryOps>::Buf]);
 
+/// The weight a GEMM reads for parameter `i`: its compute copy when it has one, else the
+/// master (a free function so a pass can borrow it beside the gradients).
+fn gemm_weight<'a, B: MemoryOps>(params: &'a [B::Buf], compute: &'a [Option<B::Buf>], i: usize) -> &'a B::Buf {
+    compute.get(i).and_then(Option::as_ref).unwrap_or(&params[i])
+}
+
 /// Loss weights that average over the positions whose `mask` is true (all zero if none is).
 pub fn mean_weights(mask: &[bool]) -> Vec<f32> {
     let n = mask.iter().filter(|&&m| m).count();
@@ -95,7 +111,19 @@ impl<K: Backend> Gpt2<K> {
             }
         }
         let params = host.iter().map(|h| backend.upload(h)).collect();
-        Ok(Gpt2 { backend, config, specs, params, grads: None, acts: None, spare_cache: None })
+        let mut m = Gpt2 {
+            backend,
+            config,
+            specs,
+            params,
+            compute: Vec::new(),
+            stale: true,
+            grads: None,
+            acts: None,
+            spare_cache: None,
+        };
+        m.sync_compute_weights();
+        Ok(m)
     }
 
     /// A copy of the weights on the same backend, copied where they live (device to device on
@@ -111,17 +139,44 @@ impl<K: Backend> Gpt2<K> {
                 q
             })
             .collect();
-        Gpt2 {
+        let mut m = Gpt2 {
             backend: k.clone(),
             config: self.config.clone(),
             specs: self.specs.clone(),
             params,
+            compute: Vec::new(),
+            stale: true,
             grads: None,
             acts: None,
             spare_cache: None,
-        }
+        };
+        m.sync_compute_weights();
+        m
     }
 
+    /// Makes the GEMM weights' bf16 compute copies from the f32 masters (in bf16 mixed
+    /// precision; nothing in f32): after an optimizer step, as llm.c refreshes its bf16
+    /// weights. [`crate::optim::AdamW::step`] calls it; code that changes the weights through
+    /// [`Gpt2::params_and_grads_mut`] itself must too, or the next pass refuses to run.
+    pub fn sync_compute_weights(&mut self) {
+        let k = &self.backend;
+        let dtype = k.precision().dtype;
+        self.compute.resize_with(self.params.len(), || None);
+        for (i, (master, copy)) in self.params.iter().zip(&mut self.compute).enumerate() {
+            if dtype == crate::backend::Dtype::F32 || !is_gemm_weight(&self.config, i) {
+                *copy = None;
+                continue;
+            }
+            let c = copy.get_or_insert_with(|| k.alloc_as(k.len(master), dtype));
+            k.copy(c, master);
+        }
+        self.stale = false;
+    }
+
+    /// Refuses a pass while the compute copies are stale (see [`Gpt2::sync_compute_weights`]).
+    fn check_fresh(&self) {
+        assert!(!self.stale, "the weights changed through params_and_grads_mut without Gpt2::sync_compute_weights");
+    }
     /// Frees the activations the last forward pass kept (they are reallocated by the next
     /// one): for a model that only runs forward passes now and then, like a frozen reference.
     pub fn release_activations(&mut self) {
@@ -185,6 +240,7 @@ impl<K: Backend> Gpt2<K> {
         let c = config.n_embd;
         for _ in self.specs.len()..specs.len() {
             self.params.push(self.backend.alloc(c));
+            self.compute.push(None);
         }
         (self.config, self.specs, self.grads, self.acts, self.spare_cache) = (config, specs, None, None, None);
         Ok(true)
@@ -225,9 +281,12 @@ impl<K: Backend> Gpt2<K> {
         self.grads.as_deref()
     }
 
-    /// Parameters and gradients together, for an optimizer step.
+    /// Parameters and gradients together, for an optimizer step. In bf16 mixed precision the
+    /// GEMMs read compute copies of the weights: call [`Gpt2::sync_compute_weights`] after
+    /// changing them (the next pass refuses to run until then).
     pub fn params_and_grads_mut(&mut self) -> Option<ParamsAndGrads<'_, K>> {
         let g = self.grads.as_deref()?;
+        self.stale = self.compute.iter().any(Option::is_some);
         Some((&mut self.params, g))
     }
 
@@ -260,6 +319,9 @@ impl<K: Backend> Gpt2<K> {
             )));
         }
         self.backend.write(&mut self.params[i], values);
+        if let Some(c) = self.compute.get_mut(i).and_then(Option::as_mut) {
+            self.backend.copy(c, &self.params[i]);
+        }
         Ok(())
     }
 
@@ -323,6 +385,7 @@ impl<K: Backend> Gpt2<K> {
 
     /// The activations for (B,T) with `ids` written in, taken out of `self` for a pass.
     fn take_acts(&mut self, ids: TokenIds<'_, K>, b: usize, t: usize) -> Result<Activations<K>> {
+        self.check_fresh();
         let k = &self.backend;
         match ids {
             TokenIds::Host(ids) => self.check_ids("input", ids, b, t)?,
@@ -396,7 +459,7 @@ impl<K: Backend> Gpt2<K> {
             backend: &self.backend,
             hidden: acts.head_input(),
             final_hidden: &acts.lnf,
-            wte: &self.params[WTE],
+            wte: gemm_weight::<K>(&self.params, &self.compute, WTE),
         });
         self.acts = Some(acts);
         Ok(r)
@@ -448,7 +511,7 @@ impl<K: Backend> Gpt2<K> {
         let view = HeadGrad {
             backend: &self.backend,
             hidden,
-            wte: &self.params[WTE],
+            wte: gemm_weight::<K>(&self.params, &self.compute, WTE),
             dhidden: &mut s.dbtc,
             dwte: &mut g[WTE],
         };
@@ -548,7 +611,7 @@ impl<K: Backend> Gpt2<K> {
             let (prev, rest) = a.blocks.split_at_mut(l);
             let input = if l == 0 { &a.encoded } else { &prev[l - 1].res3 };
             let x = &mut rest[0];
-            let w = |q: P| &p[block(l, q)];
+            let w = |q: P| gemm_weight::<K>(p, &self.compute, block(l, q));
             k.layernorm_forward(
                 &mut x.ln1,
                 LnStats { mean: &mut x.ln1_mean, rstd: &mut x.ln1_rstd },
@@ -599,7 +662,8 @@ impl<K: Backend> Gpt2<K> {
     fn lm_head(&self, a: &mut Activations<K>) {
         let (n, c, v) = (a.b * a.t, self.config.n_embd, self.config.vocab_size);
         let hidden = head_input(&a.grn, &a.lnf);
-        self.backend.matmul(&mut a.logits, hidden, &self.params[WTE], None, Gemm::nt(n, v, c));
+        let wte = gemm_weight::<K>(&self.params, &self.compute, WTE);
+        self.backend.matmul(&mut a.logits, hidden, wte, None, Gemm::nt(n, v, c));
     }
 
     /// From d loss / d logits in `a.logits` (the fused loss wrote it): the tied lm_head's
@@ -612,7 +676,7 @@ impl<K: Backend> Gpt2<K> {
         // Tied lm_head: wte collects gradient from the logits here and from the encoder below.
         let hidden = head_input(&a.grn, &a.lnf);
         k.matmul(&mut g[WTE], &a.logits, hidden, None, Gemm::tn(v, c, n).acc());
-        k.matmul(&mut s.dbtc, &a.logits, &self.params[WTE], None, Gemm::nn(n, c, v));
+        k.matmul(&mut s.dbtc, &a.logits, gemm_weight::<K>(&self.params, &self.compute, WTE), None, Gemm::nn(n, c, v));
     }
 
     /// The backward pass from d loss / d (lm_head input) (in the scratch `dbtc`) through the
@@ -660,7 +724,7 @@ impl<K: Backend> Gpt2<K> {
         for l in (0..cfg.n_layer).rev() {
             let input = if l == 0 { &a.encoded } else { &a.blocks[l - 1].res3 };
             let x = &a.blocks[l];
-            let w = |q: P| &p[block(l, q)];
+            let w = |q: P| gemm_weight::<K>(p, &self.compute, block(l, q));
             let gi = |q: P| block(l, q);
             // MLP: res3 = res2 + gelu(ln2·Wfc + bfc)·Wproj + bproj; dres flows to both terms.
             k.matmul(&mut g[gi(P::FcProjW)], &x.fch_gelu, &s.dres, None, Gemm::tn(4 * c, c, n).acc());
@@ -875,6 +939,7 @@ impl<K: Backend> Gpt2<K> {
     /// One cached pass over rows (ids, seq, pos), validated by the caller; leaves the logits
     /// (S,V) of rows `out` (S of them, in that order) in the cache's scratch.
     fn forward_rows(&self, cache: &mut KvCache<K>, ids: &[u32], seq: &[u32], pos: &[u32], out: &[usize]) {
+        self.check_fresh();
         let k = &self.backend;
         let cfg = &self.config;
         let (r, c, nh, v) = (ids.len(), cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -889,7 +954,7 @@ impl<K: Backend> Gpt2<K> {
         k.write_ids(&mut s.pos, pos);
         k.encoder_forward_at(&mut s.x, &s.ids, &s.pos, &p[WTE], &p[WPE], RowsC { rows: r, c });
         for l in 0..cfg.n_layer {
-            let w = |q: P| &p[block(l, q)];
+            let w = |q: P| gemm_weight::<K>(p, &self.compute, block(l, q));
             k.layernorm_forward(
                 &mut s.ln,
                 LnStats { mean: &mut s.mean, rstd: &mut s.rstd },
@@ -921,7 +986,7 @@ impl<K: Backend> Gpt2<K> {
         }
         let f = ln_f(cfg.n_layer);
         k.layernorm_forward(
-            &mut s.ln,
+            &mut s.lnf,
             LnStats { mean: &mut s.mean, rstd: &mut s.rstd },
             &s.x,
             Affine { w: &p[f], b: &p[f + 1] },
@@ -934,14 +999,14 @@ impl<K: Backend> Gpt2<K> {
                 k.grn_causal_step(
                     &mut s.grn,
                     sums,
-                    &s.ln,
+                    &s.lnf,
                     &s.seq,
                     GrnParams { gamma: &p[i], beta: &p[i + 1] },
                     GrnStepShape { rows: r, c, eps: cfg.grn.eps },
                 );
                 &s.grn
             }
-            _ => &s.ln,
+            _ => &s.lnf,
         };
         // Only the wanted rows go through the (C → V) lm_head: a prefill needs one row per
         // prompt, not one per prompt token.
@@ -953,6 +1018,6 @@ impl<K: Backend> Gpt2<K> {
             }
             &s.sel
         };
-        k.matmul(&mut s.logits, hidden, &p[WTE], None, Gemm::nt(out.len(), v, c));
+        k.matmul(&mut s.logits, hidden, gemm_weight::<K>(p, &self.compute, WTE), None, Gemm::nt(out.len(), v, c));
     }
 }

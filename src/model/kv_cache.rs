@@ -7,6 +7,7 @@
 //! sequences drop out). Each layer's attention stores the rows' keys and values at
 //! (sequence, position) and attends over the sequence's cached prefix.
 
+use super::activations::{gemm_dtype, lnf_dtype};
 use super::config::Gpt2Config;
 use crate::backend::Backend;
 
@@ -34,8 +35,8 @@ impl<K: Backend> KvCache<K> {
         KvCache {
             b,
             t_max,
-            k: (0..cfg.n_layer).map(|_| k.alloc(per_layer)).collect(),
-            v: (0..cfg.n_layer).map(|_| k.alloc(per_layer)).collect(),
+            k: (0..cfg.n_layer).map(|_| k.alloc_as(per_layer, gemm_dtype(k))).collect(),
+            v: (0..cfg.n_layer).map(|_| k.alloc_as(per_layer, gemm_dtype(k))).collect(),
             lens: vec![0; b],
             grn_sumsq: super::params::policy_grn(cfg).map(|_| k.alloc(b * cfg.n_embd)),
             scratch: None,
@@ -106,8 +107,10 @@ pub(crate) struct RowScratch<K: Backend> {
     pub pos: K::Ids,
     /// The residual stream (R,C), updated in place layer by layer.
     pub x: K::Buf,
-    /// Layer-norm output (R,C).
+    /// Layer-norm output of the blocks (R,C), a GEMM's input.
     pub ln: K::Buf,
+    /// ln_f's output (R,C): the lm_head's input, or the policy GRN's (f32) input.
+    pub lnf: K::Buf,
     /// Layer-norm row statistics (R), required by the op, unused here.
     pub mean: K::Buf,
     /// Layer-norm row 1/std (R).
@@ -143,6 +146,7 @@ impl<K: Backend> RowScratch<K> {
         for (buf, len) in [
             (&mut self.x, r * c),
             (&mut self.ln, r * c),
+            (&mut self.lnf, r * c),
             (&mut self.mean, r),
             (&mut self.rstd, r),
             (&mut self.qkv, r * 3 * c),
@@ -168,15 +172,16 @@ impl<K: Backend> RowScratch<K> {
             seq: k.upload_ids(&[]),
             pos: k.upload_ids(&[]),
             x: k.alloc(0),
-            ln: k.alloc(0),
+            ln: k.alloc_as(0, gemm_dtype(k)),
+            lnf: k.alloc_as(0, lnf_dtype(k, cfg)),
             mean: k.alloc(0),
             rstd: k.alloc(0),
-            qkv: k.alloc(0),
-            atty: k.alloc(0),
-            fch: k.alloc(0),
-            fch_gelu: k.alloc(0),
+            qkv: k.alloc_as(0, gemm_dtype(k)),
+            atty: k.alloc_as(0, gemm_dtype(k)),
+            fch: k.alloc_as(0, gemm_dtype(k)),
+            fch_gelu: k.alloc_as(0, gemm_dtype(k)),
             grn: k.alloc(0),
-            sel: k.alloc(0),
+            sel: k.alloc_as(0, lnf_dtype(k, cfg)),
             logits: k.alloc(0),
         };
         s.resize(k, cfg, rows, out_rows);

@@ -88,6 +88,21 @@ pub fn policy_grn(cfg: &Gpt2Config) -> Option<usize> {
     cfg.grn.applies_to(Head::Policy).then(|| ln_f(cfg.n_layer) + 2)
 }
 
+/// Whether parameter `i` is a matrix the GEMMs multiply by: wte (as the tied lm_head) and each
+/// block's c_attn, attn.c_proj, c_fc and mlp.c_proj weights. In bf16 mixed precision these get
+/// a bf16 compute copy beside the f32 master.
+pub fn is_gemm_weight(cfg: &Gpt2Config, i: usize) -> bool {
+    if i == WTE {
+        return true;
+    }
+    let first = block(0, BlockParam::Ln1W);
+    if i < first || i >= ln_f(cfg.n_layer) {
+        return false;
+    }
+    let q = (i - first) % PER_BLOCK;
+    [BlockParam::QkvW, BlockParam::AttnProjW, BlockParam::FcW, BlockParam::FcProjW].iter().any(|&p| p as usize == q)
+}
+
 /// Every parameter of the model, in the order the model stores them: the transformer, then
 /// the policy head's GRN γ and β when the config applies one (zero at init, not decayed).
 pub fn param_specs(cfg: &Gpt2Config) -> Vec<ParamSpec> {

@@ -95,10 +95,11 @@ impl<K: Backend> AdamW<K> {
     /// learning rate `lr`. A non-finite gradient norm is an error and leaves the model as it was.
     pub fn step(&mut self, model: &mut Gpt2<K>, lr: f32, max_grad_norm: Option<f32>) -> Result<StepInfo> {
         let k = model.backend().clone();
-        let (params, grads) = model
-            .params_and_grads_mut()
-            .ok_or_else(|| Error::Invalid("optimizer step before any backward pass".into()))?;
-        let grad_norm = k.global_norm(&grads.iter().collect::<Vec<_>>());
+        let grad_norm = {
+            let grads =
+                model.grads().ok_or_else(|| Error::Invalid("optimizer step before any backward pass".into()))?;
+            k.global_norm(&grads.iter().collect::<Vec<_>>())
+        };
         if !grad_norm.is_finite() {
             return Err(Error::Invalid(format!(
                 "gradient norm is {grad_norm} at optimizer step {}; update skipped",
@@ -106,6 +107,7 @@ impl<K: Backend> AdamW<K> {
             )));
         }
         let scale = clip_scale(grad_norm, max_grad_norm);
+        let (params, grads) = model.params_and_grads_mut().expect("the gradients exist (checked above)");
         self.step += 1;
         let c = self.config;
         for i in 0..params.len() {
@@ -120,6 +122,8 @@ impl<K: Backend> AdamW<K> {
             };
             k.adamw(&mut params[i], &grads[i], &mut self.m[i], &mut self.v[i], h);
         }
+        // In bf16 mixed precision the GEMMs read bf16 copies of the f32 masters just updated.
+        model.sync_compute_weights();
         Ok(StepInfo { grad_norm, clip_scale: scale })
     }
 

@@ -43,7 +43,7 @@ use serde_json::Value;
 
 use super::scorer::{Metrics, ScoreInput, Scorer};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, Gemm, GrnShape};
+use crate::backend::{Backend, Dtype, Gemm, GrnShape};
 use crate::checkpoint::model_dir::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::checkpoint::{load_config, load_model, TensorFile};
 use crate::error::{read_to_string, Error, Result};
@@ -239,10 +239,16 @@ impl<K: Backend> JudgeScorer<K> {
                     let gs = GrnShape { b, t, c, eps: *eps };
                     let (mut out, mut g, mut mean, mut n) =
                         (k.alloc(b * t * c), k.alloc(b * c), k.alloc(b), k.alloc(b * c));
+                    // The GRN computes in f32; in bf16 mixed precision ln_f's output is bf16.
+                    let widened = (k.dtype(h.final_hidden) != Dtype::F32).then(|| {
+                        let mut x = k.alloc(b * t * c);
+                        k.copy(&mut x, h.final_hidden);
+                        x
+                    });
                     k.grn_sequence_forward(
                         &mut out,
                         GrnSeqStats { g: &mut g, mean: &mut mean, n: &mut n },
-                        Masked { x: h.final_hidden, mask: &k.upload(&mask) },
+                        Masked { x: widened.as_ref().unwrap_or(h.final_hidden), mask: &k.upload(&mask) },
                         GrnParams { gamma, beta },
                         gs,
                     );
@@ -250,7 +256,7 @@ impl<K: Backend> JudgeScorer<K> {
                 });
                 let hidden = normed.as_ref().unwrap_or(h.final_hidden);
                 // Gather each text's last hidden row, then one (B, C)·(L, C)ᵀ product.
-                let mut rows = h.backend.alloc(b * c);
+                let mut rows = h.backend.alloc_as(b * c, h.backend.dtype(hidden));
                 for (row, x) in chunk.iter().enumerate() {
                     h.backend.copy_range(&mut rows, row * c, hidden, (row * t + x.len() - 1) * c, c);
                 }

@@ -25,7 +25,7 @@
 //! so the first chunk's logits are still in the workspace when step 3 starts with it. With a
 //! single chunk (N ≤ chunk_rows) that is three matmuls in all.
 
-use crate::backend::{policy_metric as pm, Backend, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
+use crate::backend::{policy_metric as pm, Backend, Dtype, Gemm, LogprobChunk, PolicyLossInputs, PolicyLossParams};
 use crate::{Error, Result};
 
 pub use crate::backend::{IsLevel, KlEstimator, LossType};
@@ -346,11 +346,11 @@ impl<B: Backend> DapoObjective<B> {
     /// The workspace for N rows of C channels and V logits: chunk·C hidden and d hidden rows,
     /// chunk·V logits, N log-probs, entropies and their gradients. Made once, then resized
     /// (allocating only past the largest shape seen).
-    fn workspace(&mut self, k: &B, n: usize, c: usize, v: usize) -> &mut Workspace<B> {
+    fn workspace(&mut self, k: &B, n: usize, c: usize, v: usize, hidden: Dtype) -> &mut Workspace<B> {
         let rows = self.cfg.chunk_rows.min(n);
         // Made empty, then sized below: the sizes have one home.
         let ws = self.ws.get_or_insert_with(|| Workspace {
-            hc: k.alloc(0),
+            hc: k.alloc_as(0, hidden),
             dhc: k.alloc(0),
             logits: k.alloc(0),
             logp: k.alloc(0),
@@ -369,6 +369,11 @@ impl<B: Backend> DapoObjective<B> {
             (&mut ws.dentropy, n),
         ] {
             k.resize(buf, len);
+        }
+        // The hidden chunk is copied out of the model's hidden state, so it is stored alike
+        // (bf16 in bf16 mixed precision without a policy GRN).
+        if k.dtype(&ws.hc) != hidden {
+            ws.hc = k.alloc_as(rows * c, hidden);
         }
         ws
     }
@@ -397,7 +402,7 @@ impl<B: Backend> DapoObjective<B> {
         let rows_per = self.cfg.chunk_rows.min(n);
         let top_q = self.cfg.top_entropy_quantile;
         let ObjectiveBatch { hidden, weight, targets, mask, advantages, logp_old, logp_ref, .. } = *batch;
-        let ws = self.workspace(k, n, c, v);
+        let ws = self.workspace(k, n, c, v, k.dtype(hidden));
 
         // 0. Cheap input checks through the loss op itself (logp := logp_old), before the
         //    expensive passes: all-zero mask, non-finite advantages / old / ref log-probs.
@@ -500,7 +505,7 @@ impl<B: Backend> DapoObjective<B> {
         }
         let inv_t = 1.0 / self.cfg.temperature;
         let rows_per = self.cfg.chunk_rows.min(n);
-        let ws = self.workspace(k, n, c, v);
+        let ws = self.workspace(k, n, c, v, k.dtype(hidden));
         for row0 in (0..n).step_by(rows_per) {
             let ch = load_chunk(k, ws, (hidden, weight), row0, rows_per, (n, c, v), inv_t);
             k.logprob_entropy_forward(&ws.logits, targets, &mut ws.logp, &mut ws.entropy, ch);

@@ -1,6 +1,6 @@
 //! Parity cases of the GPT-2 layer ops on a kernel device: causal attention forward/backward and KV-cache attention.
 
-use super::{case_seed, nans, randn, Report, Tol};
+use super::{case_seed, nans, nans_bf16, randn, rounded, upload_bf16, Report, Tol, BF16_OUT};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::device::Device;
 use crate::backend::kernel::KernelBackend;
@@ -123,4 +123,68 @@ fn cached_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
             }
         });
     }
+}
+
+/// The bf16 entry points: q/k/v, the output, dqkv and the caches stored as bf16; lse, the
+/// incoming gradient and every score, probability and sum in f32. The oracle runs on the same
+/// bf16 values (the backward on the rounded forward output, which is what the device reads)
+/// and its outputs are rounded: one bf16 ulp of the scale ([`BF16_OUT`]) plus the f32 cases'
+/// bounds; lse is f32 and keeps the f32 bound.
+pub(super) fn bf16_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
+    let cpu = CpuBackend::new(Some(1));
+    let out_tol = Tol::Scale { tol: 7.9e-3 + 3e-5, floor: 1e-3 };
+    for (case, &(b, t, nh, c)) in [(2usize, 7usize, 3usize, 48usize), (1, 70, 2, 32)].iter().enumerate() {
+        let shape = format!("B={b} T={t} NH={nh} C={c}");
+        let s = AttentionShape { b, t, nh, c };
+        rep.case("attention_forward_bf16", &shape, |rep| {
+            let mut rng = Rng::new(case_seed(seed, 2900 + case as u64));
+            let (qkv, d_qkv) = upload_bf16(k, &randn(&mut rng, 3 * b * t * c, 1.5));
+            let dout = randn(&mut rng, b * t * c, 1.0);
+            let (mut out, mut lse) = (vec![0.0f32; b * t * c], vec![0.0f32; b * nh * t]);
+            cpu.attention_forward(&mut out, &mut lse, &qkv, s);
+            let (mut d_out, mut d_lse) = (nans_bf16(k, b * t * c), k.upload(&nans(b * nh * t)));
+            k.attention_forward(&mut d_out, &mut d_lse, &d_qkv, s);
+            rep.cmp(
+                "attention_forward_bf16/out",
+                &shape,
+                &k.download(&d_out),
+                &rounded(&out),
+                BF16_OUT,
+                "one bf16 ulp",
+            );
+            rep.cmp("attention_forward_bf16/lse", &shape, &k.download(&d_lse), &lse, FWD, "f32, of the scale");
+
+            let (out16, d_fo) = upload_bf16(k, &out);
+            let mut dqkv = vec![0.0f32; 3 * b * t * c];
+            cpu.attention_backward(&mut dqkv, &dout, &qkv, &out16, &lse, s);
+            let (d_dout, d_fl) = (k.upload(&dout), k.upload(&lse));
+            let mut d_dqkv = nans_bf16(k, 3 * b * t * c);
+            k.attention_backward(&mut d_dqkv, &d_dout, &d_qkv, &d_fo, &d_fl, s);
+            let got = k.download(&d_dqkv);
+            rep.cmp("attention_backward_bf16/dqkv", &shape, &got, &rounded(&dqkv), out_tol, "one bf16 ulp + f32");
+        });
+    }
+    let (b, t_max, nh, c) = (2usize, 40usize, 2usize, 32usize);
+    let shape = format!("B={b} T_max={t_max} NH={nh} C={c} (prefill 35 + decode)");
+    rep.case("attention_cached_bf16", &shape, |rep| {
+        let mut rng = Rng::new(case_seed(seed, 2950));
+        let (mut kc, mut d_kc) = upload_bf16(k, &randn(&mut rng, b * t_max * c, 1.0));
+        let (mut vc, mut d_vc) = upload_bf16(k, &randn(&mut rng, b * t_max * c, 1.0));
+        let calls: [Vec<(u32, u32)>; 2] = [(0..35).map(|p| (1, p)).chain([(0, 0)]).collect(), vec![(1, 35), (0, 1)]];
+        for rows in &calls {
+            let r = rows.len();
+            let (qkv, d_qkv) = upload_bf16(k, &randn(&mut rng, r * 3 * c, 1.5));
+            let seq: Vec<u32> = rows.iter().map(|x| x.0).collect();
+            let pos: Vec<u32> = rows.iter().map(|x| x.1).collect();
+            let cs = CachedShape { rows: r, t_max, nh, c };
+            let mut out = vec![0.0f32; r * c];
+            cpu.attention_cached(&mut out, KvBufs { k: &mut kc, v: &mut vc }, &qkv, &seq, &pos, cs);
+            let (d_seq, d_pos) = (k.upload_ids(&seq), k.upload_ids(&pos));
+            let mut d_out = nans_bf16(k, r * c);
+            k.attention_cached(&mut d_out, KvBufs { k: &mut d_kc, v: &mut d_vc }, &d_qkv, &d_seq, &d_pos, cs);
+            rep.cmp("attention_cached_bf16/out", &shape, &k.download(&d_out), &rounded(&out), out_tol, "one bf16 ulp");
+            rep.cmp("attention_cached_bf16/k_cache", &shape, &k.download(&d_kc), &kc, Tol::Bits, "copied k");
+            rep.cmp("attention_cached_bf16/v_cache", &shape, &k.download(&d_vc), &vc, Tol::Bits, "copied v");
+        }
+    });
 }

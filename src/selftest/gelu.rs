@@ -2,7 +2,7 @@
 //! elementwise grid cap.
 
 use super::optim::BIG;
-use super::{case_seed, nans, randn, Report, Tol};
+use super::{case_seed, nans, nans_bf16, randn, rounded, upload_bf16, Report, Tol};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::device::Device;
 use crate::backend::kernel::KernelBackend;
@@ -49,6 +49,37 @@ pub(super) fn cases<D: Device>(kb: &KernelBackend<D>, seed: u64, rep: &mut Repor
             // 2e-5·max(|d|, 1). A sign error in the sech² term moves it by O(0.1).
             let tol = Tol::Each { tol: 2e-5, floor: 1.0, abs: 0.0 };
             rep.cmp("gelu_backward", &shape, &kb.download(&d_d), &want, tol, "per value, of max(|d|, 1)");
+        });
+    }
+}
+
+/// The bf16 entry points: bf16 input and output (GELU in place of the MLP's hidden layer),
+/// f32 arithmetic. Each output is compared with the oracle on the same bf16 inputs, rounded:
+/// the two f32 results differ as in the f32 cases (≤ 2e-6 of max(|out|, 1)), so after
+/// rounding they agree or are one bf16 ulp apart (2⁻⁷ of the value); the bound is one ulp
+/// of max(|out|, 1e-3) per value.
+pub(super) fn bf16_cases<D: Device>(kb: &KernelBackend<D>, seed: u64, rep: &mut Report) {
+    let cpu = CpuBackend::new(Some(1));
+    for (case, &n) in [37usize * 48 + 3, BIG].iter().enumerate() {
+        let shape = format!("N={n}");
+        let mut rng = Rng::new(case_seed(seed, 2700 + case as u64));
+        let (x, d_x) = upload_bf16(kb, &randn(&mut rng, n, 2.0));
+        let (dy, _) = upload_bf16(kb, &randn(&mut rng, n, 1.0));
+        let tol = Tol::Each { tol: 7.9e-3, floor: 1e-3, abs: 2e-6 };
+        rep.case("gelu_forward_bf16", &shape, |rep| {
+            let mut want = vec![0.0; n];
+            cpu.gelu_forward(&mut want, &x);
+            let mut d_out = nans_bf16(kb, n);
+            kb.gelu_forward(&mut d_out, &d_x);
+            rep.cmp("gelu_forward_bf16", &shape, &kb.download(&d_out), &rounded(&want), tol, "one bf16 ulp per value");
+        });
+        rep.case("gelu_backward_bf16", &shape, |rep| {
+            let mut want = dy.clone();
+            cpu.gelu_backward(&mut want, &x);
+            let (_, mut d_d) = upload_bf16(kb, &dy);
+            kb.gelu_backward(&mut d_d, &d_x);
+            let tol = Tol::Each { tol: 7.9e-3, floor: 1e-3, abs: 2e-5 };
+            rep.cmp("gelu_backward_bf16", &shape, &kb.download(&d_d), &rounded(&want), tol, "one bf16 ulp per value");
         });
     }
 }

@@ -1,6 +1,6 @@
 //! Parity cases of layer norm, forward and backward.
 
-use super::{case_seed, nans, randn, Report, Tol};
+use super::{case_seed, nans, nans_bf16, randn, rounded, Report, Tol, BF16_OUT};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::device::Device;
 use crate::backend::kernel::KernelBackend;
@@ -97,6 +97,41 @@ pub(super) fn cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report
             rep.cmp("layernorm_backward/dinp", &shape, &k_dinp, &dinp, scale, note);
             rep.cmp("layernorm_backward/dw", &shape, &k_dw, &dw, scale, note);
             rep.cmp("layernorm_backward/dbias", &shape, &k_db, &db, scale, note);
+        });
+    }
+}
+
+/// `layernorm_forward_bf16`: the f32 residual stream in, the output (a GEMM's input) stored as
+/// bf16, the statistics f32 (held to the f32 cases' bounds: the same arithmetic on the same
+/// input).
+pub(super) fn bf16_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
+    let cpu = CpuBackend::new(Some(1));
+    for (case, &(n, c, offset)) in [(7usize, 45usize, 0.0f32), (20, 300, 30.0)].iter().enumerate() {
+        let shape = format!("N={n} C={c} offset={offset}");
+        rep.case("layernorm_forward_bf16", &shape, |rep| {
+            let mut rng = Rng::new(case_seed(seed, 2800 + case as u64));
+            let inp: Vec<f32> = randn(&mut rng, n * c, 2.0).into_iter().map(|x| x + offset).collect();
+            let w: Vec<f32> = (0..c).map(|_| 1.0 + 0.3 * rng.normal()).collect();
+            let bias = randn(&mut rng, c, 0.5);
+            let s = LayerNormShape { n, c, eps: 1e-5 };
+            let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+            cpu.layernorm_forward(
+                &mut out,
+                LnStats { mean: &mut mean, rstd: &mut rstd },
+                &inp,
+                Affine { w: &w, b: &bias },
+                s,
+            );
+            let (d_inp, d_w, d_bias) = (k.upload(&inp), k.upload(&w), k.upload(&bias));
+            let (mut d_out, mut d_mean, mut d_rstd) = (nans_bf16(k, n * c), k.upload(&nans(n)), k.upload(&nans(n)));
+            let stats = LnStats { mean: &mut d_mean, rstd: &mut d_rstd };
+            k.layernorm_forward(&mut d_out, stats, &d_inp, Affine { w: &d_w, b: &d_bias }, s);
+            let note = "one bf16 ulp of the scale";
+            rep.cmp("layernorm_forward_bf16/out", &shape, &k.download(&d_out), &rounded(&out), BF16_OUT, note);
+            let tol = Tol::Each { tol: 1e-5, floor: 0.0, abs: 2e-6 * (offset as f64 + 2.0) };
+            rep.cmp("layernorm_forward_bf16/mean", &shape, &k.download(&d_mean), &mean, tol, "as in f32");
+            let tol = Tol::Each { tol: 1e-5, floor: 0.0, abs: 0.0 };
+            rep.cmp("layernorm_forward_bf16/rstd", &shape, &k.download(&d_rstd), &rstd, tol, "as in f32");
         });
     }
 }

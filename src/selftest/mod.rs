@@ -18,6 +18,7 @@
 
 mod advantage;
 mod attention;
+mod convert;
 mod cross_entropy;
 mod encoder;
 mod gelu;
@@ -33,7 +34,10 @@ mod sampling;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::backend::device::Device;
-use crate::backend::kernel::KernelBackend;
+use crate::backend::kernel::{DeviceBuf, KernelBackend};
+use crate::backend::precision::round_bf16;
+use crate::backend::prelude::MemoryOps;
+use crate::backend::Dtype;
 use crate::util::rng::Rng;
 
 /// One compared output: which op and tensor, on which shape, how far from the oracle.
@@ -226,6 +230,31 @@ impl Report {
     }
 }
 
+/// `host` rounded to bf16 (the values a bf16 buffer holds) and a bf16 buffer holding them, on
+/// a backend computing in bf16.
+fn upload_bf16<D: Device>(k: &KernelBackend<D>, host: &[f32]) -> (Vec<f32>, DeviceBuf<D>) {
+    let mut b = k.alloc_as(host.len(), Dtype::Bf16);
+    k.write(&mut b, host);
+    (host.iter().map(|&x| round_bf16(x)).collect(), b)
+}
+
+/// A bf16 buffer of NaN (every value must be written).
+fn nans_bf16<D: Device>(k: &KernelBackend<D>, n: usize) -> DeviceBuf<D> {
+    upload_bf16(k, &nans(n)).1
+}
+
+/// The oracle's f32 result as a bf16 output holds it.
+fn rounded(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| round_bf16(x)).collect()
+}
+
+/// The tolerance of a bf16 output against the oracle's rounded result, both computed in f32
+/// from the same bf16 inputs: they round the same f32 value unless the two f32 results (which
+/// differ by f32 rounding, ~1e-6 of the scale) straddle a rounding boundary, where they are
+/// one bf16 ulp apart: 2⁻⁷ of the value at most, so 2⁻⁷ of the tensor's scale plus the f32
+/// part. An indexing or formula mistake is O(1) of the scale.
+const BF16_OUT: Tol = Tol::Scale { tol: 7.9e-3, floor: 1e-3 };
+
 /// The rows of the families whose device results go through the GEMM (matmul, and the DAPO
 /// objective from hidden × lm_head), whose tolerances are TF32's: what changes when the
 /// matmul precision does.
@@ -233,6 +262,23 @@ pub fn run_gemm_families<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<Pari
     let mut r = Report::default();
     matmul::cases(k, seed, &mut r);
     objective::cases(k, seed, &mut r);
+    r.rows
+}
+
+/// The bf16 variants of every kernel that has one (`{op}_bf16`: conversion, GELU, layer
+/// norm's output, attention forward/backward/cached, the bias gradient) and the bf16 GEMM, on
+/// `k`, which must compute in bf16 ([`KernelBackend::emulated_bf16`], a GPU at `--dtype
+/// bf16`). Each bf16 input is a rounded random tensor; the oracle runs in f32 on the same
+/// rounded values and its result is rounded as the device's output is stored.
+pub fn run_bf16<D: Device>(k: &KernelBackend<D>, seed: u64) -> Vec<ParityRow> {
+    assert_eq!(k.precision().dtype, Dtype::Bf16, "run_bf16 needs a backend computing in bf16");
+    let mut r = Report::default();
+    convert::cases(k, seed, &mut r);
+    gelu::bf16_cases(k, seed, &mut r);
+    layernorm::bf16_cases(k, seed, &mut r);
+    attention::bf16_cases(k, seed, &mut r);
+    matmul::bias_backward_bf16_cases(k, seed, &mut r);
+    matmul::cases(k, seed, &mut r);
     r.rows
 }
 

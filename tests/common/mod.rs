@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod golden;
 pub mod gradcheck;
 pub mod objective;
 
@@ -36,8 +37,9 @@ impl Precision {
 
 /// One `#[test]` per body and backend, candle's `test_device!` way: `test_backends!(m: a, b)`
 /// makes modules `cpu`, `emu` (the kernels under the host emulator, f32 matmuls), `emu_tf32`
-/// (the same with TF32-rounded matmul operands, the GPU's precision) and `cuda` (GPU 0, which
-/// passes after printing why when there is no GPU), each with tests `a` and `b` that call
+/// (the same with TF32-rounded matmul operands, the GPU's default f32 precision), `cuda` (GPU
+/// 0 with TF32 matmuls) and `cuda_f32` (GPU 0 with `--matmul-precision f32`, held to the f32
+/// tolerances); the GPU ones pass after printing why when there is no GPU, each with tests `a` and `b` that call
 /// `m::a(backend, precision)`. `m` is a module in scope (or `crate` for the test file itself).
 #[macro_export]
 macro_rules! test_backends {
@@ -85,18 +87,46 @@ macro_rules! test_backends {
                 }
             )+
         }
+        mod cuda_f32 {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    // cuBLASLt's pedantic f32: a GPU held to the CPU oracle's tolerances.
+                    if let Some(k) = $crate::common::gpu_at(gepa_dapo_grn::backend::Precision::F32) {
+                        $m::$name(k, $crate::common::Precision::F32);
+                    }
+                }
+            )+
+        }
     };
 }
 
-/// GPU 0 as a backend, or `None` after saying why the GPU test is skipped (no GPU here).
-pub fn gpu() -> Option<CudaBackend> {
+/// The folder of the committed test data: `tests/data/` of this checkout, or `$GEPA_TEST_DATA`
+/// when set, so a test executable built here runs on a GPU host that has only the data
+/// (`tools/gpu_check.sh`).
+pub fn test_data() -> std::path::PathBuf {
+    std::env::var_os("GEPA_TEST_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"))
+}
+
+/// GPU 0 at `precision` as a backend, or `None` after saying why the GPU test is skipped.
+pub fn gpu_at(precision: gepa_dapo_grn::backend::Precision) -> Option<CudaBackend> {
     match CudaDevice::open(0) {
-        Ok(d) => Some(CudaBackend::new(d)),
+        Ok(d) => Some(CudaBackend::with_precision(d, precision)),
         Err(why) => {
             println!("skipped, no GPU: {why}");
             None
         }
     }
+}
+
+/// GPU 0 with TF32 matmuls (the GPU's default f32 precision) as a backend, or `None` after
+/// saying why the GPU test is skipped (no GPU here).
+pub fn gpu() -> Option<CudaBackend> {
+    gpu_at(gepa_dapo_grn::backend::Precision::TF32)
 }
 
 /// The first `n` tasks of the built-in addition task (seed 1), `task_id` "long" or "short" by

@@ -26,6 +26,7 @@ mod skinny;
 pub(crate) use policy_loss::vespo_phi;
 
 use crate::backend::ops::MemoryOps;
+use crate::backend::precision::Dtype;
 use std::sync::Arc;
 
 /// The CPU backend. Cloning shares the thread pool.
@@ -107,6 +108,10 @@ impl MemoryOps for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+    fn alloc_as(&self, len: usize, dtype: Dtype) -> Vec<f32> {
+        assert_eq!(dtype, Dtype::F32, "the CPU backend computes in f32 only");
         vec![0.0; len]
     }
     fn upload(&self, host: &[f32]) -> Vec<f32> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
-use super::device::{word_range, Device};
+use super::device::{word_range, Device, GemmTypes};
 use super::kernel::KernelBackend;
 use super::launch::{DevPtr, KernelArgs, Launch, Launcher};
 use super::Gemm;
@@ -230,8 +230,9 @@ impl Device for CudaDevice {
         b: &CudaSlice<f32>,
         bias: Option<&CudaSlice<f32>>,
         g: Gemm,
+        types: GemmTypes,
     ) -> Result<(), CudaError> {
-        self.blas.gemm(out, a, b, bias, g)
+        self.blas.gemm(out, a, b, bias, g, types)
     }
 
     fn synchronize(&self) -> Result<(), CudaError> {

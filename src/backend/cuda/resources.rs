@@ -384,18 +384,28 @@ pub const LAUNCHES: &[TypicalLaunch] = &[
     // forward_shared / dq_shared / dkv_shared); decoding: 256-thread store, one warp per
     // (row, head) with (hs + 32) floats.
     launch("attention_forward_f32", 256, 19_584),
+    launch("attention_forward_bf16", 256, 19_584),
     launch("attention_backward_dq_f32", 256, 21_760),
+    launch("attention_backward_dq_bf16", 256, 21_760),
     launch("attention_backward_dkv_f32", 256, 23_040),
+    launch("attention_backward_dkv_bf16", 256, 23_040),
     launch("attention_cache_store_f32", 256, 0),
+    launch("attention_cache_store_bf16", 256, 0),
     launch("attention_cached_f32", 32, 384),
+    launch("attention_cached_bf16", 32, 384),
     // cross_entropy.cu: one block per row, threads_for(V, 256).
     launch("cross_entropy_f32", 256, 0),
+    // convert.cu: elementwise, 8 values per thread.
+    launch("convert_f32_bf16", 256, 0),
+    launch("convert_bf16_f32", 256, 0),
     // encoder.cu, gelu.cu: elementwise, 256 threads.
     launch("encoder_forward_f32", 256, 0),
     launch("encoder_forward_at_f32", 256, 0),
     launch("encoder_backward_f32", 256, 0),
     launch("gelu_forward_f32", 256, 0),
+    launch("gelu_forward_bf16", 256, 0),
     launch("gelu_backward_f32", 256, 0),
+    launch("gelu_backward_bf16", 256, 0),
     // grn.cu: sequence-wide and row kernels threads_for(C, 256); scans and the parameter
     // gradient cover B·C (or C) with 128-thread blocks.
     launch("grn_forward_f32", 256, 0),
@@ -408,6 +418,7 @@ pub const LAUNCHES: &[TypicalLaunch] = &[
     launch("grn_step_norms_f32", 128, 0),
     // layernorm.cu: one block per row, threads_for(C, 256); the backward keeps 2·C floats.
     launch("layernorm_forward_f32", 256, 0),
+    launch("layernorm_forward_bf16", 256, 0),
     launch("layernorm_backward_f32", 256, 6_144),
     launch("layernorm_param_grad_f32", 128, 0),
     // logprob.cu: one block per row, threads_for(V, 256).
@@ -415,6 +426,7 @@ pub const LAUNCHES: &[TypicalLaunch] = &[
     launch("logprob_entropy_backward_f32", 256, 0),
     // optim.cu: bias gradient 8 row groups of 32 columns; elementwise 256; one final block of 1024.
     launch("bias_backward_f32", 256, 0),
+    launch("bias_backward_bf16", 256, 0),
     launch("adamw_f32", 256, 0),
     launch("global_norm_partial_f32", 256, 0),
     launch("global_norm_final_f32", 1024, 0),

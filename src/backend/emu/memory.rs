@@ -7,13 +7,16 @@
 
 use super::{EmuDevice, EmuError};
 use crate::backend::cpu::matmul;
-use crate::backend::device::{word_range, Device};
+use crate::backend::device::{word_range, Device, GemmTypes};
 use crate::backend::launch::DevPtr;
+use crate::backend::precision::{pack_bf16, unpack_bf16, Dtype, MatmulPrecision};
 use crate::backend::Gemm;
 
-/// One emulated allocation of 32-bit words.
+/// One emulated allocation of 32-bit words, 16-byte aligned like a device allocation (the
+/// kernels' 16-byte vector loads need it; cudaMalloc gives at least 256).
 pub struct EmuMem {
     ptr: *mut u32,
+    /// Words.
     len: usize,
 }
 
@@ -25,15 +28,17 @@ unsafe impl Sync for EmuMem {}
 
 impl EmuMem {
     fn new(words: usize) -> Self {
-        let v = vec![0u32; words.max(1)].into_boxed_slice();
-        let len = v.len();
+        let len = words.max(1);
+        // Whole 16-byte units: u128's alignment is 16 on x86-64 and aarch64.
+        let v = vec![0u128; len.div_ceil(4)].into_boxed_slice();
         EmuMem { ptr: Box::into_raw(v) as *mut u32, len }
     }
 
     /// The words (no launch runs concurrently: emulated launches are synchronous).
     pub fn words(&self) -> &[u32] {
-        // SAFETY: `ptr`/`len` describe the live allocation made in `new`; emulated launches
-        // have returned before any safe method can be called again.
+        // SAFETY: `ptr` points at the live allocation made in `new`, which holds at least
+        // `len` words; emulated launches have returned before any safe method can be called
+        // again.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
@@ -54,9 +59,10 @@ impl EmuMem {
 
 impl Drop for EmuMem {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` come from `Box::into_raw` of a `Box<[u32]>` of `len` words in
-        // `new`, and are freed only here.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
+        let units = self.len.div_ceil(4);
+        // SAFETY: `ptr` comes from `Box::into_raw` of a `Box<[u128]>` of `units` elements in
+        // `new`, and is freed only here.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr as *mut u128, units)) });
     }
 }
 
@@ -78,8 +84,7 @@ impl Device for EmuDevice {
     type Mem = EmuMem;
 
     fn describe(&self) -> String {
-        let gemm = if self.tf32 { "CPU matmul on TF32-rounded operands" } else { "CPU matmul" };
-        format!("emulated CUDA device (kernels/*.cu compiled for the host; {gemm})")
+        "emulated CUDA device (kernels/*.cu compiled for the host; GEMMs on the CPU matmul)".into()
     }
 
     fn alloc(&self, words: usize) -> Result<EmuMem, EmuError> {
@@ -126,20 +131,44 @@ impl Device for EmuDevice {
         Ok(())
     }
 
-    fn gemm(&self, out: &mut EmuMem, a: &EmuMem, b: &EmuMem, bias: Option<&EmuMem>, g: Gemm) -> Result<(), EmuError> {
+    fn gemm(
+        &self,
+        out: &mut EmuMem,
+        a: &EmuMem,
+        b: &EmuMem,
+        bias: Option<&EmuMem>,
+        g: Gemm,
+        types: GemmTypes,
+    ) -> Result<(), EmuError> {
         let (mn, mk, kn) = (g.m * g.n, g.m * g.k, g.k * g.n);
-        range("gemm out", 0, mn, out.len)?;
-        range("gemm a", 0, mk, a.len)?;
-        range("gemm b", 0, kn, b.len)?;
+        let words = |d: Dtype, n: usize| d.words(n);
+        range("gemm out", 0, words(types.out, mn), out.len)?;
+        range("gemm a", 0, words(types.inputs, mk), a.len)?;
+        range("gemm b", 0, words(types.inputs, kn), b.len)?;
         let bias = match bias {
             Some(x) => Some(&x.f32s()[range("gemm bias", 0, g.n, x.len)?]),
             None => None,
         };
-        if self.tf32 {
-            let (a, b) = (to_tf32(&a.f32s()[..mk]), to_tf32(&b.f32s()[..kn]));
-            matmul::matmul(&mut out.f32s_mut()[..mn], &a, &b, bias, g);
-        } else {
-            matmul::matmul(&mut out.f32s_mut()[..mn], &a.f32s()[..mk], &b.f32s()[..kn], bias, g);
+        // Tensor cores read bf16 exactly and TF32 after rounding; both accumulate in f32, which
+        // the CPU's f32 matmul stands in for (in its own summation order).
+        let operand = |m: &EmuMem, n: usize| -> Vec<f32> {
+            match (types.inputs, types.matmul) {
+                (Dtype::Bf16, _) => unpack_bf16(m.words(), n),
+                (Dtype::F32, MatmulPrecision::Tf32) => to_tf32(&m.f32s()[..n]),
+                (Dtype::F32, MatmulPrecision::F32) => m.f32s()[..n].to_vec(),
+            }
+        };
+        let (a, b) = (operand(a, mk), operand(b, kn));
+        match types.out {
+            Dtype::F32 => matmul::matmul(&mut out.f32s_mut()[..mn], &a, &b, bias, g),
+            Dtype::Bf16 => {
+                // The product (plus the old out) in f32, rounded once on the store, as a bf16
+                // epilogue does.
+                let mut acc = if g.accumulate { unpack_bf16(out.words(), mn) } else { vec![0.0; mn] };
+                matmul::matmul(&mut acc, &a, &b, bias, g);
+                let packed = pack_bf16(&acc);
+                out.words_mut()[..packed.len()].copy_from_slice(&packed);
+            }
         }
         Ok(())
     }

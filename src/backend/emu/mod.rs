@@ -77,13 +77,12 @@ impl std::fmt::Debug for EmuFunction {
 /// The emulated device: the host-compiled kernels and their launcher. Launches are
 /// synchronous and serialised process-wide (static `__shared__` storage is global state).
 ///
-/// Its GEMM is the CPU's f32 matmul, or, made with [`EmuDevice::with_tf32`], the same with both
-/// operands first rounded to TF32 (a 10-bit mantissa, as tensor cores read f32 data), so the
-/// error a GPU's TF32 matmuls add can be measured without a GPU.
+/// Its GEMM is the CPU's f32 matmul on the operands as tensor cores read them: f32 exactly
+/// (cuBLASLt's pedantic f32), rounded to TF32 (a 10-bit mantissa), or bf16 (exact, since they
+/// are stored as bf16), the result rounded to bf16 when it is stored as bf16; so the error a
+/// GPU's TF32 and bf16 matmuls add can be measured without a GPU.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct EmuDevice {
-    pub(crate) tf32: bool,
-}
+pub struct EmuDevice;
 
 extern "C" {
     /// kernels/emu/emulate.h: the thread order of the launches that follow.
@@ -116,14 +115,9 @@ impl EmuDevice {
         unsafe { gepa_emu_set_reverse_order(i32::from(reverse)) }
     }
 
-    /// The emulated device, with f32 matmuls.
+    /// The emulated device.
     pub fn new() -> Self {
-        EmuDevice { tf32: false }
-    }
-
-    /// The emulated device with TF32-rounded matmul operands.
-    pub fn with_tf32() -> Self {
-        EmuDevice { tf32: true }
+        EmuDevice
     }
 
     /// Names of every compiled kernel, in source order.

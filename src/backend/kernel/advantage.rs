@@ -56,7 +56,7 @@ impl<D: Device> AdvantageOps for KernelBackend<D> {
             rewards.len,
             out.len
         );
-        let (o, r, off) = (self.ptr_mut(out), self.ptr(rewards), self.ptr(offsets.ids()));
+        let (o, r, off) = (self.ptr32_mut(out), self.ptr32(rewards), self.ptr32(offsets.ids()));
         // SAFETY: out and rewards hold N f32 in separate allocations; offsets holds G+1
         // increasing values from 0 to N < 2³¹ (checked when it was built).
         let res = unsafe { group_advantage(&*self.dev, o, [r, off], (g, n), p) };

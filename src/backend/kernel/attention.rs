@@ -5,10 +5,11 @@
 //! Shapes: B sequences, T positions, C channels, NH heads of hs = C/NH channels; R rows and
 //! T_max cache slots per sequence for the cached op.
 
-use super::{DeviceBuf, KernelBackend};
+use super::{all_f32, same_dtype, DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
 use crate::backend::launch::{dim, run, threads_for, DevPtr, KernelArgs, Launch, Launcher};
 use crate::backend::ops::AttentionOps;
+use crate::backend::precision::Dtype;
 use crate::backend::shapes::{AttentionShape, CachedShape, KvBufs};
 
 /// Rows (warps) per block of the forward and backward kernels (`ATT_ROWS` in the source).
@@ -57,17 +58,18 @@ fn head_size(nh: usize, c: usize) -> usize {
     hs
 }
 
-/// `attention_forward_f32`: `out (B,T,C)` and `lse (B,NH,T)` from `qkv (B,T,3C)`. Nothing
-/// is launched when B·T = 0.
+/// `attention_forward_{dtype}`: `out (B,T,C)` and `lse (B,NH,T, f32)` from `qkv (B,T,3C)`,
+/// out and qkv stored as `dtype`. Nothing is launched when B·T = 0.
 ///
 /// # Panics
 /// If NH does not divide C or hs = C/NH is outside 1..=[`MAX_HEAD_SIZE`].
 ///
 /// # Safety
-/// `qkv` must address B·T·3C f32, `out` B·T·C and `lse` B·NH·T; the outputs must not
-/// overlap each other or `qkv`.
+/// `qkv` must address B·T·3C values of `dtype`, `out` B·T·C of them and `lse` B·NH·T f32;
+/// the outputs must not overlap each other or `qkv`.
 unsafe fn attention_forward<L: Launcher>(
     dev: &L,
+    dtype: Dtype,
     out: DevPtr,
     lse: DevPtr,
     qkv: DevPtr,
@@ -84,11 +86,12 @@ unsafe fn attention_forward<L: Launcher>(
     // SAFETY: block (x, h, b) reads head h of sequence b of qkv and writes out and lse rows
     // (b, h, i) for its own query rows i < T only: in bounds of the sizes above, disjoint
     // across blocks.
-    unsafe { run(dev, "attention_forward_f32", row_blocks(b, t, nh, forward_shared(hs)), &mut args) }
+    unsafe { run(dev, &format!("attention_forward_{dtype}"), row_blocks(b, t, nh, forward_shared(hs)), &mut args) }
 }
 
-/// `attention_backward_dq_f32` then `attention_backward_dkv_f32`: overwrites every value of
-/// `dqkv (B,T,3C)` from `dout (B,T,C)` and the forward's `qkv`, `out`, `lse`. The first
+/// `attention_backward_dq_{dtype}` then `attention_backward_dkv_{dtype}`: overwrites every
+/// value of `dqkv (B,T,3C)` from `dout (B,T,C, f32)` and the forward's `qkv`, `out`, `lse`
+/// (dqkv, qkv and out stored as `dtype`). The first
 /// launch writes the q third and D_i = dout_i·out_i into `dsum (B,NH,T)`, the second (which
 /// reads `dsum`) the k and v thirds. Nothing is launched when B·T = 0.
 ///
@@ -96,11 +99,12 @@ unsafe fn attention_forward<L: Launcher>(
 /// As [`attention_forward`].
 ///
 /// # Safety
-/// `dqkv` and `qkv` must address B·T·3C f32, `dout` and `out` B·T·C, `lse` and `dsum`
-/// (a workspace, overwritten) B·NH·T; `dqkv` and `dsum` must not overlap each other or the
-/// inputs.
+/// `dqkv` and `qkv` must address B·T·3C values of `dtype`, `out` B·T·C of them, `dout` B·T·C
+/// f32, `lse` and `dsum` (a workspace, overwritten) B·NH·T f32; `dqkv` and `dsum` must not
+/// overlap each other or the inputs.
 unsafe fn attention_backward<L: Launcher>(
     dev: &L,
+    dtype: Dtype,
     [dqkv, dsum]: [DevPtr; 2],
     [dout, qkv, out, lse]: [DevPtr; 4],
     s: AttentionShape,
@@ -115,12 +119,12 @@ unsafe fn attention_backward<L: Launcher>(
     args.arg(&dqkv).arg(&dsum).arg(&dout).arg(&qkv).arg(&out).arg(&lse).arg(&ti).arg(&nhi).arg(&ci).arg(&sc);
     // SAFETY: block (x, h, b) reads head h of sequence b of the inputs and writes the q part
     // of head h of its own query rows of dqkv and their dsum entries: in bounds, disjoint.
-    unsafe { run(dev, "attention_backward_dq_f32", row_blocks(b, t, nh, dq_shared(hs)), &mut args)? };
+    unsafe { run(dev, &format!("attention_backward_dq_{dtype}"), row_blocks(b, t, nh, dq_shared(hs)), &mut args)? };
     let mut args = KernelArgs::new();
     args.arg(&dqkv).arg(&dsum).arg(&dout).arg(&qkv).arg(&lse).arg(&ti).arg(&nhi).arg(&ci).arg(&sc);
     // SAFETY: as above, writing the k and v parts of head h of its own key rows; dsum was
     // written by the previous launch on the same stream, which completes first.
-    unsafe { run(dev, "attention_backward_dkv_f32", row_blocks(b, t, nh, dkv_shared(hs)), &mut args) }
+    unsafe { run(dev, &format!("attention_backward_dkv_{dtype}"), row_blocks(b, t, nh, dkv_shared(hs)), &mut args) }
 }
 
 /// The buffers of one KV-cache attention call.
@@ -140,7 +144,8 @@ struct CachedAttention {
     pub pos: DevPtr,
 }
 
-/// `attention_cache_store_f32` then `attention_cached_f32`: stores every row's k and v at
+/// `attention_cache_store_{dtype}` then `attention_cached_{dtype}` (out, the caches and qkv
+/// stored as `dtype`): stores every row's k and v at
 /// slot (seq[r], pos[r]) of the caches, then row r attends over slots 0..=pos[r] of its
 /// sequence. A row with seq ≥ B or pos ≥ T_max stores nothing and gets NaN outputs. Nothing
 /// is launched when R = 0.
@@ -154,6 +159,7 @@ struct CachedAttention {
 /// guarded in the kernels.)
 unsafe fn attention_cached<L: Launcher>(
     dev: &L,
+    dtype: Dtype,
     p: &CachedAttention,
     (r, b, t_max, nh, c): (usize, usize, usize, usize, usize),
 ) -> Result<(), L::Error> {
@@ -167,7 +173,8 @@ unsafe fn attention_cached<L: Launcher>(
     args.arg(&p.k_cache).arg(&p.v_cache).arg(&p.qkv).arg(&p.seq).arg(&p.pos).arg(&ri).arg(&bi).arg(&tmi).arg(&ci);
     // SAFETY: block r reads row r of qkv, seq, pos and writes the cache slot (seq[r], pos[r]),
     // checked in the kernel against B and T_max.
-    unsafe { run(dev, "attention_cache_store_f32", Launch::linear(ri as u32, threads_for(c, 256)), &mut args)? };
+    let store = format!("attention_cache_store_{dtype}");
+    unsafe { run(dev, &store, Launch::linear(ri as u32, threads_for(c, 256)), &mut args)? };
     let mut args = KernelArgs::new();
     args.arg(&p.out).arg(&p.k_cache).arg(&p.v_cache).arg(&p.qkv).arg(&p.seq).arg(&p.pos);
     args.arg(&ri).arg(&bi).arg(&tmi).arg(&nhi).arg(&ci).arg(&sc);
@@ -175,7 +182,7 @@ unsafe fn attention_cached<L: Launcher>(
     // SAFETY: block (r, h) reads slots 0..=pos[r] < T_max of sequence seq[r] < B (checked in
     // the kernel), written by the previous launch on the same stream, and writes head h of
     // out row r.
-    unsafe { run(dev, "attention_cached_f32", cfg, &mut args) }
+    unsafe { run(dev, &format!("attention_cached_{dtype}"), cfg, &mut args) }
 }
 
 impl<D: Device> AttentionOps for KernelBackend<D> {
@@ -189,10 +196,12 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
             lse.len,
             qkv.len
         );
+        let dtype = same_dtype("attention_forward", &[&*out, qkv]);
+        all_f32("attention_forward (lse)", &[&*lse]);
         let (o, l, x) = (self.ptr_mut(out), self.ptr_mut(lse), self.ptr(qkv));
-        // SAFETY: qkv holds B·T·3C, out B·T·C, lse B·NH·T f32 (checked above); out and lse are
-        // distinct allocations, not qkv.
-        let r = unsafe { attention_forward(&*self.dev, o, l, x, s) };
+        // SAFETY: qkv holds B·T·3C, out B·T·C values of `dtype`, lse B·NH·T f32 (checked
+        // above); out and lse are distinct allocations, not qkv.
+        let r = unsafe { attention_forward(&*self.dev, dtype, o, l, x, s) };
         self.ok("attention_forward", &shapes, r);
     }
 
@@ -213,12 +222,14 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
             "attention_backward ({shapes}): buffer sizes [dqkv, dout, qkv, out, lse] = {sizes:?} do not match"
         );
         // D_i = dout_i·out_i per (b, h, i), written by the dq pass and read by the dk/dv pass.
+        let dtype = same_dtype("attention_backward", &[&*dqkv, qkv, out]);
+        all_f32("attention_backward (dout, lse)", &[dout, lse]);
         let mut dsum = self.scratch("attention_backward", b * nh * t);
         let (dx, ds) = (self.ptr_mut(dqkv), self.ptr_mut(&mut dsum));
         let (g, x, o, l) = (self.ptr(dout), self.ptr(qkv), self.ptr(out), self.ptr(lse));
         // SAFETY: sizes checked above, dsum holds B·NH·T; dqkv and dsum are distinct
         // allocations from each other and from the inputs.
-        let r = unsafe { attention_backward(&*self.dev, [dx, ds], [g, x, o, l], s) };
+        let r = unsafe { attention_backward(&*self.dev, dtype, [dx, ds], [g, x, o, l], s) };
         self.ok("attention_backward", &shapes, r);
     }
 
@@ -256,6 +267,7 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
             k_cache.len,
             v_cache.len
         );
+        let dtype = same_dtype("attention_cached", &[&*out, &*k_cache, &*v_cache, qkv]);
         let p = CachedAttention {
             out: self.ptr_mut(out),
             k_cache: self.ptr_mut(k_cache),
@@ -266,7 +278,7 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
         };
         // SAFETY: sizes checked above (the caches hold B·T_max·C with B derived from them);
         // out and the caches are distinct allocations from each other and from the inputs.
-        let r = unsafe { attention_cached(&*self.dev, &p, (rows, b, t_max, nh, c)) };
+        let r = unsafe { attention_cached(&*self.dev, dtype, &p, (rows, b, t_max, nh, c)) };
         self.ok("attention_cached", &shapes, r);
     }
 }

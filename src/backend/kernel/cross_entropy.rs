@@ -55,8 +55,8 @@ impl<D: Device> CrossEntropyOps for KernelBackend<D> {
         let shapes = format!("N={n}, V={v}, backward={backward}");
         let sizes = [logits.len, losses.len, targets.len, weights.len];
         assert_eq!(sizes, [n * v, n, n, n], "cross_entropy ({shapes}): buffer sizes");
-        let outs = [self.ptr_mut(logits), self.ptr_mut(losses)];
-        let ins = [self.ptr(targets), self.ptr(weights)];
+        let outs = [self.ptr32_mut(logits), self.ptr32_mut(losses)];
+        let ins = [self.ptr32(targets), self.ptr32(weights)];
         // SAFETY: sizes checked above; logits and losses (written) are distinct allocations
         // (two &mut), not the inputs.
         let res = unsafe { cross_entropy(&*self.dev, outs, ins, s, backward) };

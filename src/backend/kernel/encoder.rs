@@ -103,7 +103,7 @@ impl<D: Device> EncoderOps for KernelBackend<D> {
             wte.len,
             wpe.len
         );
-        let (o, i, te, pe) = (self.ptr_mut(out), self.ptr(ids), self.ptr(wte), self.ptr(wpe));
+        let (o, i, te, pe) = (self.ptr32_mut(out), self.ptr32(ids), self.ptr32(wte), self.ptr32(wpe));
         // SAFETY: out holds B·T·C, ids B·T, wte V·C, wpe at least T·C values (checked above);
         // out is a separate allocation from the inputs. Ids ≥ V are not read through.
         let r = unsafe { encoder_forward(&*self.dev, o, [i, te, pe], s, v) };
@@ -129,7 +129,7 @@ impl<D: Device> EncoderOps for KernelBackend<D> {
             dout.len,
             ids.len
         );
-        let (te, pe, d, i) = (self.ptr_mut(dwte), self.ptr_mut(dwpe), self.ptr(dout), self.ptr(ids));
+        let (te, pe, d, i) = (self.ptr32_mut(dwte), self.ptr32_mut(dwpe), self.ptr32(dout), self.ptr32(ids));
         // SAFETY: sizes checked above; dwte and dwpe are distinct allocations from each other
         // and from the inputs.
         let r = unsafe { encoder_backward(&*self.dev, [te, pe], [d, i], s, v) };
@@ -159,7 +159,8 @@ impl<D: Device> EncoderOps for KernelBackend<D> {
             wte.len,
             wpe.len
         );
-        let (o, i, ps, te, pe) = (self.ptr_mut(out), self.ptr(ids), self.ptr(pos), self.ptr(wte), self.ptr(wpe));
+        let (o, i, ps, te, pe) =
+            (self.ptr32_mut(out), self.ptr32(ids), self.ptr32(pos), self.ptr32(wte), self.ptr32(wpe));
         // SAFETY: out holds R·C, ids and pos R, wte V·C, wpe P·C values (checked above); out is
         // a separate allocation; the kernel reads wte/wpe only at rows < V / < P.
         let r = unsafe { encoder_forward_at(&*self.dev, o, [i, ps, te, pe], s, (v, p)) };

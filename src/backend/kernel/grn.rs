@@ -288,12 +288,12 @@ impl<D: Device> GrnOps for KernelBackend<D> {
             "grn_causal_forward ({shapes}): buffer sizes"
         );
         let ptrs = GrnCausalForward {
-            out: self.ptr_mut(out),
-            g: self.ptr_mut(g),
-            mean: self.ptr_mut(mean),
-            x: self.ptr(x),
-            gamma: self.ptr(p.gamma),
-            beta: self.ptr(p.beta),
+            out: self.ptr32_mut(out),
+            g: self.ptr32_mut(g),
+            mean: self.ptr32_mut(mean),
+            x: self.ptr32(x),
+            gamma: self.ptr32(p.gamma),
+            beta: self.ptr32(p.beta),
         };
         // SAFETY: every buffer holds the extent its field names (checked above); the three
         // outputs are distinct allocations (three &mut), not the inputs.
@@ -322,15 +322,15 @@ impl<D: Device> GrnOps for KernelBackend<D> {
         }
         let mut work = self.scratch("grn_causal_backward", causal_backward_workspace(b, t, c));
         let ptrs = GrnCausalBackward {
-            dx: self.ptr_mut(dx),
-            dgamma: self.ptr_mut(dp.gamma),
-            dbeta: self.ptr_mut(dp.beta),
-            work: self.ptr_mut(&mut work),
-            dy: self.ptr(dy),
-            x: self.ptr(x),
-            gamma: self.ptr(gamma),
-            g: self.ptr(g),
-            mean: self.ptr(mean),
+            dx: self.ptr32_mut(dx),
+            dgamma: self.ptr32_mut(dp.gamma),
+            dbeta: self.ptr32_mut(dp.beta),
+            work: self.ptr32_mut(&mut work),
+            dy: self.ptr32(dy),
+            x: self.ptr32(x),
+            gamma: self.ptr32(gamma),
+            g: self.ptr32(g),
+            mean: self.ptr32(mean),
         };
         // SAFETY: sizes checked above, the workspace holds causal_backward_workspace(B, T, C)
         // f32; the four written buffers are distinct allocations, not the inputs.
@@ -359,13 +359,13 @@ impl<D: Device> GrnOps for KernelBackend<D> {
         }
         let mut work = self.scratch("grn_causal_step", rows * c + rows);
         let ptrs = GrnCausalStep {
-            out: self.ptr_mut(out),
-            sumsq: self.ptr_mut(sumsq),
-            work: self.ptr_mut(&mut work),
-            x: self.ptr(x),
-            seq: self.ptr(seq),
-            gamma: self.ptr(p.gamma),
-            beta: self.ptr(p.beta),
+            out: self.ptr32_mut(out),
+            sumsq: self.ptr32_mut(sumsq),
+            work: self.ptr32_mut(&mut work),
+            x: self.ptr32(x),
+            seq: self.ptr32(seq),
+            gamma: self.ptr32(p.gamma),
+            beta: self.ptr32(p.beta),
         };
         // SAFETY: sizes checked above, the workspace holds R·C + R f32; out, sumsq and the
         // workspace are distinct allocations, not the inputs.
@@ -391,14 +391,14 @@ impl<D: Device> GrnOps for KernelBackend<D> {
             "grn_sequence_forward ({shapes}): buffer sizes"
         );
         let ptrs = GrnForward {
-            out: self.ptr_mut(out),
-            g: self.ptr_mut(g),
-            mean: self.ptr_mut(mean),
-            n: self.ptr_mut(n),
-            x: self.ptr(x),
-            mask: self.ptr(mask),
-            gamma: self.ptr(p.gamma),
-            beta: self.ptr(p.beta),
+            out: self.ptr32_mut(out),
+            g: self.ptr32_mut(g),
+            mean: self.ptr32_mut(mean),
+            n: self.ptr32_mut(n),
+            x: self.ptr32(x),
+            mask: self.ptr32(mask),
+            gamma: self.ptr32(p.gamma),
+            beta: self.ptr32(p.beta),
         };
         // SAFETY: every buffer holds the extent its field names for (b, t, c) (checked above);
         // the outputs are distinct allocations from each other and from the inputs.
@@ -437,17 +437,17 @@ impl<D: Device> GrnOps for KernelBackend<D> {
         }
         let mut partial = self.scratch("grn_sequence_backward", 2 * b * c);
         let ptrs = GrnBackward {
-            dx: self.ptr_mut(dx),
-            dgamma: self.ptr_mut(dp.gamma),
-            dbeta: self.ptr_mut(dp.beta),
-            partial: self.ptr_mut(&mut partial),
-            dy: self.ptr(dy),
-            x: self.ptr(x),
-            mask: self.ptr(mask),
-            gamma: self.ptr(gamma),
-            g: self.ptr(g),
-            mean: self.ptr(mean),
-            n: self.ptr(n),
+            dx: self.ptr32_mut(dx),
+            dgamma: self.ptr32_mut(dp.gamma),
+            dbeta: self.ptr32_mut(dp.beta),
+            partial: self.ptr32_mut(&mut partial),
+            dy: self.ptr32(dy),
+            x: self.ptr32(x),
+            mask: self.ptr32(mask),
+            gamma: self.ptr32(gamma),
+            g: self.ptr32(g),
+            mean: self.ptr32(mean),
+            n: self.ptr32(n),
         };
         // SAFETY: sizes checked above; partial holds 2·B·C; outputs are distinct allocations.
         let res = unsafe { grn_backward(&*self.dev, &ptrs, s) };

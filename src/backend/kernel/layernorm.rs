@@ -2,10 +2,11 @@
 //! rows writing per-block parameter partials, summed by a second kernel. Shapes: N rows of C
 //! channels.
 
-use super::{DeviceBuf, KernelBackend};
+use super::{all_f32, DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
 use crate::backend::launch::{dim, run, threads_for, DevPtr, KernelArgs, Launch, Launcher};
 use crate::backend::ops::LayerNormOps;
+use crate::backend::precision::Dtype;
 use crate::backend::shapes::{Affine, LayerNormShape, LnStats};
 
 /// Threads per layer-norm row: enough to stride C, at most 256 (C = 768/1024 gives each thread
@@ -38,15 +39,16 @@ pub(crate) fn layernorm_backward_workspace(n: usize, c: usize) -> usize {
     layernorm_backward_blocks(n) * 2 * c
 }
 
-/// `layernorm_forward_f32`: `out (N,C) = (inp − mean)·rstd·w + bias`, and each row's `mean`,
-/// `rstd` (N). One block per row. Nothing is launched when N·C = 0.
+/// `layernorm_forward_{dtype}`: `out (N,C, dtype) = (inp − mean)·rstd·w + bias`, and each
+/// row's `mean`, `rstd` (N). One block per row. Nothing is launched when N·C = 0.
 ///
 /// # Safety
-/// `out` and `inp` must address N·C f32, `w` and `bias` C f32, `mean` and `rstd` N f32; the
+/// `out` must address N·C values of `dtype`, `inp` N·C f32, `w` and `bias` C f32, `mean` and `rstd` N f32; the
 /// written buffers (out, mean, rstd) must not overlap each other or the inputs.
 unsafe fn layernorm_forward<L: Launcher>(
     dev: &L,
     out: DevPtr,
+    dtype: Dtype,
     stats: LnStats<DevPtr>,
     inp: DevPtr,
     p: Affine<DevPtr>,
@@ -61,7 +63,8 @@ unsafe fn layernorm_forward<L: Launcher>(
     args.arg(&out).arg(&mean).arg(&rstd).arg(&inp).arg(&w).arg(&bias).arg(&ni).arg(&ci).arg(&eps);
     // SAFETY: block r reads row r of inp, w and bias, writes row r of out and mean/rstd[r];
     // the caller guarantees those extents and that the outputs do not alias.
-    unsafe { run(dev, "layernorm_forward_f32", Launch::linear(ni as u32, ln_block(c)), &mut args) }
+    let name = format!("layernorm_forward_{dtype}");
+    unsafe { run(dev, &name, Launch::linear(ni as u32, ln_block(c)), &mut args) }
 }
 
 /// `layernorm_backward_f32` then `layernorm_param_grad_f32`: **accumulates** into `dinp (N,C)`,
@@ -121,12 +124,14 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
         let shapes = format!("N={n}, C={c}");
         let sizes = [out.len, stats.mean.len, stats.rstd.len, inp.len, p.w.len, p.b.len];
         assert_eq!(sizes, [n * c, n, n, n * c, c, c], "layernorm_forward ({shapes}): buffer sizes");
+        all_f32("layernorm_forward (all but the output)", &[&*stats.mean, &*stats.rstd, inp, p.w, p.b]);
+        let dtype = out.dtype;
         let o = self.ptr_mut(out);
         let st = stats.map(|b| self.ptr_mut(b));
         let (x, pp) = (self.ptr(inp), p.map(|b| self.ptr(b)));
         // SAFETY: every buffer holds the extent the launcher asks for (checked above); the
         // outputs are distinct allocations (three &mut), not the inputs.
-        let res = unsafe { layernorm_forward(&*self.dev, o, st, x, pp, s) };
+        let res = unsafe { layernorm_forward(&*self.dev, o, dtype, st, x, pp, s) };
         self.ok("layernorm_forward", &shapes, res);
     }
 
@@ -151,6 +156,7 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
         if n * c == 0 {
             return;
         }
+        all_f32("layernorm_backward", &[&*dinp, &*dp.w, &*dp.b, dout, inp, w, stats.mean, stats.rstd]);
         let mut workspace = self.scratch("layernorm_backward", layernorm_backward_workspace(n, c));
         let outs = [self.ptr_mut(dinp), self.ptr_mut(&mut workspace)];
         let dpp = dp.map(|b| self.ptr_mut(b));

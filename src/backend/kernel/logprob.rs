@@ -80,7 +80,7 @@ impl<D: Device> LogprobOps for KernelBackend<D> {
         chunk: LogprobChunk,
     ) {
         check_logprob_chunk("logprob_entropy_forward", chunk, logits.len, targets.len, [logp.len, entropy.len]);
-        let (lp, h, x, t) = (self.ptr_mut(logp), self.ptr_mut(entropy), self.ptr(logits), self.ptr(targets));
+        let (lp, h, x, t) = (self.ptr32_mut(logp), self.ptr32_mut(entropy), self.ptr32(logits), self.ptr32(targets));
         // SAFETY: logits holds rows·V f32, targets/logp/entropy at least row0 + rows values
         // (checked above); logp and entropy are distinct allocations, not the inputs.
         let r = unsafe { logprob_entropy_forward(&*self.dev, lp, h, x, t, chunk) };
@@ -96,7 +96,7 @@ impl<D: Device> LogprobOps for KernelBackend<D> {
         chunk: LogprobChunk,
     ) {
         check_logprob_chunk("logprob_entropy_backward", chunk, logits.len, targets.len, [dlogp.len, dentropy.len]);
-        let (x, t, gl, gh) = (self.ptr_mut(logits), self.ptr(targets), self.ptr(dlogp), self.ptr(dentropy));
+        let (x, t, gl, gh) = (self.ptr32_mut(logits), self.ptr32(targets), self.ptr32(dlogp), self.ptr32(dentropy));
         // SAFETY: sizes checked above; logits (written) is a distinct allocation from the inputs.
         let r = unsafe { logprob_entropy_backward(&*self.dev, x, t, gl, gh, chunk) };
         self.ok("logprob_entropy_backward", format_args!("{chunk:?}"), r);

@@ -2,24 +2,26 @@
 //! emulation) and the linear layer's bias gradient (`kernels/matmul.cu`).
 
 use super::{DeviceBuf, KernelBackend};
-use crate::backend::device::Device;
+use crate::backend::device::{Device, GemmTypes};
 use crate::backend::launch::{dim, run, DevPtr, KernelArgs, Launch, Launcher};
 use crate::backend::ops::{MatmulOps, MemoryOps};
+use crate::backend::precision::Dtype;
 use crate::backend::shapes::Gemm;
 
 /// Rows per column strip of `bias_backward_f32` (its `BIAS_ROW_GROUPS`): blocks of 32 × 8.
 const BIAS_ROW_GROUPS: u32 = 8;
 
-/// `bias_backward_f32`: `dbias (cols) += Σ_rows dout (rows, cols)`. One block per 32 columns
+/// `bias_backward_{dtype}`: `dbias (cols, f32) += Σ_rows dout (rows, cols, dtype)`. One block per 32 columns
 /// (⌈cols/32⌉ blocks of 32 × 8 threads; a warp reads 32 consecutive values of a row), each
 /// column summed deterministically without atomics.
 ///
 /// # Safety
-/// `dbias` holds `cols` f32 (not overlapping `dout`), `dout` rows·cols f32.
+/// `dbias` holds `cols` f32 (not overlapping `dout`), `dout` rows·cols values of `dtype`.
 unsafe fn bias_backward<L: Launcher>(
     dev: &L,
     dbias: DevPtr,
     dout: DevPtr,
+    dtype: Dtype,
     rows: usize,
     cols: usize,
 ) -> Result<(), L::Error> {
@@ -32,7 +34,8 @@ unsafe fn bias_backward<L: Launcher>(
     args.arg(&dbias).arg(&dout).arg(&ri).arg(&ci);
     // SAFETY: block b reads dout[:, 32b .. 32b + 32) (columns < cols) and updates the same
     // range of dbias; the caller guarantees the extents.
-    unsafe { run(dev, "bias_backward_f32", Launch::linear(blocks, 32 * BIAS_ROW_GROUPS), &mut args) }
+    let name = format!("bias_backward_{dtype}");
+    unsafe { run(dev, &name, Launch::linear(blocks, 32 * BIAS_ROW_GROUPS), &mut args) }
 }
 
 impl<D: Device> MatmulOps for KernelBackend<D> {
@@ -54,7 +57,24 @@ impl<D: Device> MatmulOps for KernelBackend<D> {
             self.write(out, &host);
             return;
         }
-        let r = self.dev.gemm(out.mem_mut(), a.mem(), b.mem(), bias.map(|x| x.mem()), g);
+        if let Some(x) = bias {
+            assert_eq!(x.dtype, Dtype::F32, "matmul ({shapes}): the bias is f32");
+        }
+        let p = self.precision;
+        let bf16 = p.dtype == Dtype::Bf16 || a.dtype == Dtype::Bf16 || b.dtype == Dtype::Bf16;
+        let types = GemmTypes { inputs: if bf16 { Dtype::Bf16 } else { Dtype::F32 }, out: out.dtype, matmul: p.matmul };
+        // A bf16 product takes both operands as bf16: an f32 one (a GRN's output, a gradient
+        // the loss wrote in f32) is rounded into a workspace first, as autocast casts it.
+        let cast = |x: &DeviceBuf<D>, what: &str| {
+            (bf16 && x.dtype == Dtype::F32).then(|| {
+                let mut s = self.scratch_as(what, x.len, Dtype::Bf16);
+                self.convert(&mut s, x);
+                s
+            })
+        };
+        let (ca, cb) = (cast(a, "matmul operand a"), cast(b, "matmul operand b"));
+        let (a, b) = (ca.as_deref().unwrap_or(a), cb.as_deref().unwrap_or(b));
+        let r = self.dev.gemm(out.mem_mut(), a.mem(), b.mem(), bias.map(|x| x.mem()), g, types);
         self.ok("matmul", &shapes, r);
     }
 
@@ -66,9 +86,10 @@ impl<D: Device> MatmulOps for KernelBackend<D> {
             dbias.len,
             dout.len
         );
+        assert_eq!(dbias.dtype, Dtype::F32, "bias_backward ({shapes}): the bias gradient is f32");
         let (db, d) = (self.ptr_mut(dbias), self.ptr(dout));
         // SAFETY: dbias holds cols f32 and dout rows·cols (checked above), separate allocations.
-        let r = unsafe { bias_backward(&*self.dev, db, d, rows, cols) };
+        let r = unsafe { bias_backward(&*self.dev, db, d, dout.dtype, rows, cols) };
         self.ok("bias_backward", &shapes, r);
     }
 }

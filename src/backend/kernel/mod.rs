@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 mod advantage;
 mod attention;
+mod convert;
 mod cross_entropy;
 mod encoder;
 mod gelu;
@@ -35,17 +36,24 @@ use super::device::Device;
 use super::emu::EmuDevice;
 use super::launch::DevPtr;
 use super::ops::{MemoryOps, MemoryUse};
+use super::precision::{pack_bf16, unpack_bf16, Dtype, Precision};
 
 /// The op set on a kernel-running device. Cloning shares the device.
 pub struct KernelBackend<D: Device> {
     dev: Arc<D>,
     meter: Arc<Meter>,
     scratch: Arc<ScratchPool<D>>,
+    precision: Precision,
 }
 
 impl<D: Device> Clone for KernelBackend<D> {
     fn clone(&self) -> Self {
-        KernelBackend { dev: self.dev.clone(), meter: self.meter.clone(), scratch: self.scratch.clone() }
+        KernelBackend {
+            dev: self.dev.clone(),
+            meter: self.meter.clone(),
+            scratch: self.scratch.clone(),
+            precision: self.precision,
+        }
     }
 }
 
@@ -112,29 +120,61 @@ impl<D: Device> Drop for Scratch<'_, D> {
     }
 }
 
+/// The one storage type of the buffers an op reads and writes as activations, or a panic
+/// naming the op (its kernels come in `{op}_f32` and `{op}_bf16`, never mixed).
+fn same_dtype<D: Device>(op: &str, bufs: &[&DeviceBuf<D>]) -> Dtype {
+    let d = bufs[0].dtype;
+    assert!(
+        bufs.iter().all(|b| b.dtype == d),
+        "{op}: buffers of mixed types {:?}",
+        bufs.iter().map(|b| b.dtype.name()).collect::<Vec<_>>()
+    );
+    d
+}
+
+/// Panics naming the op unless every buffer is f32: the op's kernels exist in f32 only (the
+/// statistics, losses, optimizer state and sampling stay f32 in bf16 mixed precision).
+fn all_f32<D: Device>(op: &str, bufs: &[&DeviceBuf<D>]) {
+    assert!(
+        bufs.iter().all(|b| b.dtype == Dtype::F32),
+        "{op}: takes f32 buffers, got {:?}",
+        bufs.iter().map(|b| b.dtype.name()).collect::<Vec<_>>()
+    );
+}
+
 /// The emulated device as a backend: what CI runs the CUDA code path on.
 pub type EmuBackend = KernelBackend<EmuDevice>;
 
 impl EmuBackend {
-    /// The emulator as a backend.
+    /// The emulator as a backend, in f32 with true f32 matmuls (the CPU oracle's arithmetic).
     pub fn emulated() -> Self {
         KernelBackend::new(EmuDevice::new())
     }
 
-    /// The emulator with TF32-rounded matmul operands: the GPU's matmul precision on the host.
+    /// The emulator with TF32-rounded matmul operands: the GPU's f32 matmul precision on the
+    /// host.
     pub fn emulated_tf32() -> Self {
-        KernelBackend::new(EmuDevice::with_tf32())
+        KernelBackend::with_precision(EmuDevice::new(), Precision::TF32)
+    }
+
+    /// The emulator in bf16 mixed precision: bf16 activations and weight copies, bf16 GEMM
+    /// operands with f32 accumulation, as on a GPU.
+    pub fn emulated_bf16() -> Self {
+        KernelBackend::with_precision(EmuDevice::new(), Precision::BF16)
     }
 }
 
-/// A buffer of `len` 32-bit values (f32 or u32) in device memory, in an allocation of `cap`
-/// ≥ `len` words ([`MemoryOps::resize`] moves `len` within it). Ops see `len` only.
+/// A buffer of `len` values (f32 or u32 in a word each, or bf16 two to a word) in device
+/// memory, in an allocation of `cap` ≥ its words ([`MemoryOps::resize`] moves `len` within
+/// it). Ops see `len` only.
 pub struct DeviceBuf<D: Device> {
     /// `None` only inside [`MemoryOps::resize`], between freeing an outgrown empty allocation
     /// and making its replacement (so the two never sit side by side).
     mem: Option<D::Mem>,
     len: usize,
+    /// Words allocated.
     cap: usize,
+    dtype: Dtype,
     meter: Arc<Meter>,
 }
 
@@ -167,7 +207,20 @@ impl<D: Device> DeviceBuf<D> {
 
     /// Number of values the allocation holds (≥ [`DeviceBuf::len`]).
     pub fn capacity(&self) -> usize {
-        self.cap
+        match self.dtype {
+            Dtype::F32 => self.cap,
+            Dtype::Bf16 => 2 * self.cap,
+        }
+    }
+
+    /// How the values are stored.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Words holding the first `len` values.
+    fn words(&self) -> usize {
+        self.dtype.words(self.len)
     }
     /// True when it holds no values.
     pub fn is_empty(&self) -> bool {
@@ -176,9 +229,19 @@ impl<D: Device> DeviceBuf<D> {
 }
 
 impl<D: Device> KernelBackend<D> {
-    /// A backend on `dev`.
+    /// A backend on `dev` in f32 with true f32 matmuls.
     pub fn new(dev: D) -> Self {
-        KernelBackend { dev: Arc::new(dev), meter: Arc::default(), scratch: Arc::default() }
+        Self::with_precision(dev, Precision::F32)
+    }
+
+    /// A backend on `dev` computing at `precision`.
+    pub fn with_precision(dev: D, precision: Precision) -> Self {
+        KernelBackend { dev: Arc::new(dev), meter: Arc::default(), scratch: Arc::default(), precision }
+    }
+
+    /// The same device (memory meter and workspaces shared) computing at `precision`.
+    pub fn at_precision(&self, precision: Precision) -> Self {
+        KernelBackend { precision, ..self.clone() }
     }
 
     /// The device.
@@ -191,10 +254,11 @@ impl<D: Device> KernelBackend<D> {
         r.unwrap_or_else(|e| panic!("{op} ({shapes}) failed on {}: {e}", self.dev.describe()))
     }
 
-    fn buf(&self, op: &str, len: usize) -> DeviceBuf<D> {
-        let mem = self.ok(op, format_args!("{len} values"), self.dev.alloc(len));
-        self.meter.add(DeviceBuf::<D>::bytes(len));
-        DeviceBuf { mem: Some(mem), len, cap: len, meter: self.meter.clone() }
+    fn buf(&self, op: &str, len: usize, dtype: Dtype) -> DeviceBuf<D> {
+        let words = dtype.words(len);
+        let mem = self.ok(op, format_args!("{len} {dtype} values"), self.dev.alloc(words));
+        self.meter.add(DeviceBuf::<D>::bytes(words));
+        DeviceBuf { mem: Some(mem), len, cap: words, dtype, meter: self.meter.clone() }
     }
 
     /// A zero-filled workspace of `len` words for `op`, lent from the backend's pool: the
@@ -202,10 +266,16 @@ impl<D: Device> KernelBackend<D> {
     /// one that is too small, so the pool does not pile up outgrown buffers). Zeroed because
     /// the ops were written against fresh (zero-filled) allocations.
     pub(crate) fn scratch(&self, op: &str, len: usize) -> Scratch<'_, D> {
+        self.scratch_as(op, len, Dtype::F32)
+    }
+
+    /// [`KernelBackend::scratch`] for `len` values stored as `dtype`.
+    pub(crate) fn scratch_as(&self, op: &str, len: usize, dtype: Dtype) -> Scratch<'_, D> {
         let pool = &*self.scratch;
+        let words = dtype.words(len);
         let taken = {
             let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
-            let fits = (0..free.len()).filter(|&i| free[i].cap >= len).min_by_key(|&i| free[i].cap);
+            let fits = (0..free.len()).filter(|&i| free[i].cap >= words).min_by_key(|&i| free[i].cap);
             match fits {
                 Some(i) => Some(free.swap_remove(i)),
                 None => {
@@ -218,12 +288,12 @@ impl<D: Device> KernelBackend<D> {
         };
         let buf = match taken {
             Some(mut b) => {
-                b.len = len;
-                let r = self.dev.zero(b.mem_mut(), 0, len);
+                (b.len, b.dtype) = (len, dtype);
+                let r = self.dev.zero(b.mem_mut(), 0, words);
                 self.ok(op, format_args!("workspace of {len} values"), r);
                 b
             }
-            None => self.buf(op, len),
+            None => self.buf(op, len, dtype),
         };
         Scratch { buf: Some(buf), pool }
     }
@@ -239,22 +309,59 @@ impl<D: Device> KernelBackend<D> {
         self.dev.ptr(b.mem())
     }
 
+    /// [`KernelBackend::ptr`] for the ops whose kernels take f32 (and u32) buffers only: a bf16
+    /// buffer there is a caller's bug, caught before it is read as f32.
+    fn ptr32(&self, b: &DeviceBuf<D>) -> DevPtr {
+        assert_eq!(b.dtype, Dtype::F32, "an f32-only op was handed a {} buffer of {} values", b.dtype, b.len);
+        self.ptr(b)
+    }
+
+    /// [`KernelBackend::ptr_mut`] for f32-only ops (see [`KernelBackend::ptr32`]).
+    fn ptr32_mut(&self, b: &mut DeviceBuf<D>) -> DevPtr {
+        assert_eq!(b.dtype, Dtype::F32, "an f32-only op was handed a {} buffer of {} values", b.dtype, b.len);
+        self.ptr_mut(b)
+    }
+
     fn ptr_mut(&self, b: &mut DeviceBuf<D>) -> DevPtr {
         self.dev.ptr_mut(b.mem_mut())
     }
 
     /// A buffer holding the bits of `words` (f32 bits or u32/i32 values).
     pub fn upload_words(&self, words: &[u32]) -> DeviceBuf<D> {
-        let mut b = self.buf("upload", words.len());
+        let mut b = self.buf("upload", words.len(), Dtype::F32);
         self.ok("upload", format_args!("{} values", words.len()), self.dev.htod(b.mem_mut(), 0, words));
         b
     }
 
-    /// The buffer's values as raw 32-bit words.
+    /// The words holding the buffer's values (f32 bits, ids, or bf16 pairs).
     pub fn download_words(&self, b: &DeviceBuf<D>) -> Vec<u32> {
-        let mut out = vec![0u32; b.len];
+        let mut out = vec![0u32; b.words()];
         self.ok("download", format_args!("{} values", b.len), self.dev.dtoh(b.mem(), 0, &mut out));
         out
+    }
+
+    /// `values` as `dtype` words.
+    fn encode(dtype: Dtype, values: &[f32]) -> Vec<u32> {
+        match dtype {
+            Dtype::F32 => bytemuck::cast_slice(values).to_vec(),
+            Dtype::Bf16 => pack_bf16(values),
+        }
+    }
+
+    /// Values `offset .. offset + len` of a bf16 buffer through the host: the fallback for
+    /// copies whose ends split a word (two bf16 values share one).
+    fn copy_bf16_on_host(
+        &self,
+        dst: &mut DeviceBuf<D>,
+        dst_offset: usize,
+        src: &DeviceBuf<D>,
+        src_offset: usize,
+        len: usize,
+    ) {
+        let from = unpack_bf16(&self.download_words(src), src.len);
+        let mut to = unpack_bf16(&self.download_words(dst), dst.len);
+        to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
+        self.write(dst, &to);
     }
 }
 
@@ -267,18 +374,37 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
     }
 
     fn alloc(&self, len: usize) -> DeviceBuf<D> {
-        self.buf("alloc", len)
+        self.buf("alloc", len, Dtype::F32)
+    }
+    fn alloc_as(&self, len: usize, dtype: Dtype) -> DeviceBuf<D> {
+        assert!(
+            dtype == Dtype::F32 || self.precision.dtype == dtype,
+            "alloc_as: a {dtype} buffer on a backend computing in {}",
+            self.precision.dtype
+        );
+        self.buf("alloc", len, dtype)
+    }
+    fn dtype(&self, buf: &DeviceBuf<D>) -> Dtype {
+        buf.dtype
+    }
+    fn precision(&self) -> Precision {
+        self.precision
     }
     fn upload(&self, host: &[f32]) -> DeviceBuf<D> {
         self.upload_words(bytemuck::cast_slice(host))
     }
     fn write(&self, buf: &mut DeviceBuf<D>, host: &[f32]) {
         assert_eq!(buf.len, host.len(), "write: buffer holds {} values, host slice {}", buf.len, host.len());
-        let r = self.dev.htod(buf.mem_mut(), 0, bytemuck::cast_slice(host));
+        let words = Self::encode(buf.dtype, host);
+        let r = self.dev.htod(buf.mem_mut(), 0, &words);
         self.ok("write", format_args!("{} values", host.len()), r);
     }
     fn download(&self, buf: &DeviceBuf<D>) -> Vec<f32> {
-        self.download_words(buf).into_iter().map(f32::from_bits).collect()
+        let words = self.download_words(buf);
+        match buf.dtype {
+            Dtype::F32 => words.into_iter().map(f32::from_bits).collect(),
+            Dtype::Bf16 => unpack_bf16(&words, buf.len),
+        }
     }
     fn len(&self, buf: &DeviceBuf<D>) -> usize {
         buf.len
@@ -292,13 +418,17 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
         self.ok("write_ids", format_args!("{} ids", ids.len()), r);
     }
     fn zero(&self, buf: &mut DeviceBuf<D>) {
-        let n = buf.len;
+        let n = buf.words();
         let r = self.dev.zero(buf.mem_mut(), 0, n);
         self.ok("zero", format_args!("{} values", buf.len), r);
     }
     fn copy(&self, dst: &mut DeviceBuf<D>, src: &DeviceBuf<D>) {
         assert_eq!(dst.len, src.len, "copy: destination holds {} values, source {}", dst.len, src.len);
-        self.copy_range(dst, 0, src, 0, src.len);
+        if dst.dtype == src.dtype {
+            self.copy_range(dst, 0, src, 0, src.len);
+        } else {
+            self.convert(dst, src);
+        }
     }
 
     fn ids_len(&self, ids: &DeviceBuf<D>) -> usize {
@@ -306,7 +436,8 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
     }
 
     fn resize(&self, buf: &mut DeviceBuf<D>, len: usize) {
-        if len > buf.cap {
+        let words = buf.dtype.words(len);
+        if words > buf.cap {
             // Outgrown: a new, zero-filled allocation. With values to keep, they are copied
             // over before the old allocation is freed; without, it is freed first, so the two
             // never sit side by side (a pass's logits emptied by a reshape, then regrown).
@@ -314,18 +445,28 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
             if keep == 0 {
                 drop(buf.mem.take());
                 self.meter.now.fetch_sub(DeviceBuf::<D>::bytes(buf.cap), Ordering::Relaxed);
-                let mem = self.ok("resize", format_args!("0 to {len} values"), self.dev.alloc(len));
-                self.meter.add(DeviceBuf::<D>::bytes(len));
-                (buf.mem, buf.len, buf.cap) = (Some(mem), len, len);
+                let mem = self.ok("resize", format_args!("0 to {len} values"), self.dev.alloc(words));
+                self.meter.add(DeviceBuf::<D>::bytes(words));
+                (buf.mem, buf.len, buf.cap) = (Some(mem), len, words);
             } else {
-                let mut grown = self.buf("resize", len);
+                let mut grown = self.buf("resize", len, buf.dtype);
                 self.copy_range(&mut grown, 0, buf, 0, keep);
                 *buf = grown;
             }
         } else {
             if len > buf.len {
                 let old = buf.len;
-                let r = self.dev.zero(buf.mem_mut(), old, len - old);
+                // A bf16 buffer of odd length shares its last word with the first new value:
+                // clear that half on the host, then whole words on the device.
+                let first = buf.dtype.words(old);
+                if buf.dtype == Dtype::Bf16 && old % 2 == 1 {
+                    let mut w = [0u32];
+                    let r = self.dev.dtoh(buf.mem(), old / 2, &mut w);
+                    self.ok("resize", format_args!("{old} to {len} values"), r);
+                    let r = self.dev.htod(buf.mem_mut(), old / 2, &[w[0] & 0xffff]);
+                    self.ok("resize", format_args!("{old} to {len} values"), r);
+                }
+                let r = self.dev.zero(buf.mem_mut(), first, words - first);
                 self.ok("resize", format_args!("{old} to {len} values"), r);
             }
             buf.len = len;
@@ -350,10 +491,27 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
     fn copy_range(&self, dst: &mut DeviceBuf<D>, dst_offset: usize, src: &DeviceBuf<D>, src_offset: usize, len: usize) {
         let shapes = format!("dst {dst_offset}..+{len} of {}, src {src_offset}..+{len} of {}", dst.len, src.len);
         assert!(dst_offset + len <= dst.len && src_offset + len <= src.len, "copy_range ({shapes}): out of bounds");
-        if len > 0 {
-            let r = self.dev.dtod(dst.mem_mut(), dst_offset, src.mem(), src_offset, len);
-            self.ok("copy_range", &shapes, r);
+        assert_eq!(dst.dtype, src.dtype, "copy_range ({shapes}): {} into {}", src.dtype, dst.dtype);
+        if len == 0 {
+            return;
         }
+        if dst.dtype == Dtype::Bf16 {
+            // Whole words on the device when both ranges start on a word (rows of even width,
+            // every GPT-2 shape); a range that splits a word goes through the host.
+            let whole = len / 2;
+            if dst_offset % 2 == 1 || src_offset % 2 == 1 || (len % 2 == 1 && dst_offset + len < dst.len) {
+                self.copy_bf16_on_host(dst, dst_offset, src, src_offset, len);
+                return;
+            }
+            // An odd tail that ends the destination may copy the source word whole: the half
+            // past the end is padding.
+            let words = whole + len % 2;
+            let r = self.dev.dtod(dst.mem_mut(), dst_offset / 2, src.mem(), src_offset / 2, words);
+            self.ok("copy_range", &shapes, r);
+            return;
+        }
+        let r = self.dev.dtod(dst.mem_mut(), dst_offset, src.mem(), src_offset, len);
+        self.ok("copy_range", &shapes, r);
     }
 
     fn synchronize(&self) {

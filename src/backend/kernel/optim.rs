@@ -117,7 +117,7 @@ impl<D: Device> OptimOps for KernelBackend<D> {
             m.len,
             v.len
         );
-        let ptrs = [self.ptr_mut(param), self.ptr(grad), self.ptr_mut(m), self.ptr_mut(v)];
+        let ptrs = [self.ptr32_mut(param), self.ptr32(grad), self.ptr32_mut(m), self.ptr32_mut(v)];
         // SAFETY: four distinct allocations of N f32 each (checked above).
         let r = unsafe { adamw(&*self.dev, ptrs, n, &h) };
         self.ok("adamw", &shapes, r);
@@ -132,8 +132,8 @@ impl<D: Device> OptimOps for KernelBackend<D> {
         let shapes = format!("{} buffers, {} values", bufs.len(), bufs.iter().map(|b| b.len).sum::<usize>());
         let mut partial = self.scratch("global_norm", slots);
         let mut out = self.scratch("global_norm", 1);
-        let list: Vec<_> = bufs.iter().map(|b| (self.ptr(b), b.len)).collect();
-        let (o, p) = (self.ptr_mut(&mut out), self.ptr_mut(&mut partial));
+        let list: Vec<_> = bufs.iter().map(|b| (self.ptr32(b), b.len)).collect();
+        let (o, p) = (self.ptr32_mut(&mut out), self.ptr32_mut(&mut partial));
         // SAFETY: each buffer holds its own length; partial holds exactly the partial slots the
         // launches write, out one f32; both are workspaces lent to this call alone.
         let r = unsafe { global_norm(&*self.dev, o, p, &list) };
@@ -143,7 +143,7 @@ impl<D: Device> OptimOps for KernelBackend<D> {
 
     fn scale(&self, buf: &mut DeviceBuf<D>, alpha: f32) {
         let n = buf.len;
-        let x = self.ptr_mut(buf);
+        let x = self.ptr32_mut(buf);
         // SAFETY: buf holds N f32.
         let r = unsafe { scale(&*self.dev, x, n, alpha) };
         self.ok("scale", format_args!("N={n}"), r);

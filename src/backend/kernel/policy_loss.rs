@@ -135,16 +135,16 @@ impl<D: Device> PolicyLossOps for KernelBackend<D> {
         assert!(ok, "policy_loss ({shapes}): buffer sizes do not match");
         let mut workspace = self.scratch("policy_loss", WORKSPACE_PER_SEQ * s.max(1));
         let bufs = PolicyLossBufs {
-            dlogp: self.ptr_mut(dlogp),
-            dentropy: self.ptr_mut(dentropy),
-            metrics: self.ptr_mut(metrics),
-            workspace: self.ptr_mut(&mut workspace),
-            logp: self.ptr(logp),
-            logp_old: self.ptr(logp_old),
-            logp_ref: logp_ref.map(|r| self.ptr(r)),
-            advantages: self.ptr(advantages),
-            entropy: self.ptr(entropy),
-            mask: self.ptr(mask),
+            dlogp: self.ptr32_mut(dlogp),
+            dentropy: self.ptr32_mut(dentropy),
+            metrics: self.ptr32_mut(metrics),
+            workspace: self.ptr32_mut(&mut workspace),
+            logp: self.ptr32(logp),
+            logp_old: self.ptr32(logp_old),
+            logp_ref: logp_ref.map(|r| self.ptr32(r)),
+            advantages: self.ptr32(advantages),
+            entropy: self.ptr32(entropy),
+            mask: self.ptr32(mask),
         };
         // SAFETY: sizes checked above, the workspace holds WORKSPACE_PER_SEQ·S f32, and the
         // three outputs are distinct allocations from each other and from the inputs.

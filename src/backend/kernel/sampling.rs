@@ -102,7 +102,7 @@ impl<D: Device> KernelBackend<D> {
         let mut out = self.scratch("sample", rows * OUT_WORDS);
         let launch =
             SampleLaunch { rows, v, inv_t, greedy, top_k: p.top_k, top_p: p.top_p, seed: p.seed, step: p.step };
-        let (o, x, c) = (self.ptr_mut(&mut out), self.ptr(logits), self.ptr(&d_counters));
+        let (o, x, c) = (self.ptr32_mut(&mut out), self.ptr32(logits), self.ptr32(&d_counters));
         // SAFETY: logits holds at least rows·V f32 (checked above), d_counters 2·rows u32 and
         // out OUT_WORDS·rows u32, both workspaces lent to this call alone, distinct from the logits.
         let r = unsafe { sample(&*self.dev, o, x, c, &launch) };

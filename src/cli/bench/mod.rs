@@ -20,7 +20,20 @@
 mod kernels;
 mod model;
 
-use super::device::{resolve, DeviceChoice, Resolved};
+use super::device::{resolve, DeviceChoice, PrecisionArgs, Resolved};
+use crate::backend::prelude::*;
+use crate::backend::{Dtype, MatmulPrecision, Precision};
+
+/// Dense peak TFLOP/s of an H100/H200 SXM at each precision (NVIDIA's datasheet; the H200 has
+/// the H100's SMs and clocks, with more and faster memory: 141 GB at 4.8 TB/s): the default
+/// denominator of MFU.
+pub fn peak_tflops(p: Precision) -> f64 {
+    match (p.dtype, p.matmul) {
+        (Dtype::Bf16, _) => 989.4,
+        (Dtype::F32, MatmulPrecision::Tf32) => 494.7,
+        (Dtype::F32, MatmulPrecision::F32) => 66.9,
+    }
+}
 use crate::error::Result;
 use kernels::kernel_bench;
 use model::{model_bench, Workloads};
@@ -47,6 +60,8 @@ pub struct BenchArgs {
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Model shape: tiny, small, gpt2 (124M) or gpt2-medium.
     #[arg(long, default_value = "gpt2")]
     model: String,
@@ -76,15 +91,22 @@ pub struct BenchArgs {
     /// default; a GPU always samples).
     #[arg(long)]
     decode_sample: bool,
+    /// Emulator: run the training step and one RL step at full size (`--model`, default GPT-2
+    /// 124M, B×T from --batch-size/--seq-len, default 1×128) instead of the tiny shapes, once,
+    /// for the peak device memory its meter counts in f32 or bf16 (`--dtype`); no kernel
+    /// table. Slow: minutes at 124M
+    #[arg(long)]
+    full_size: bool,
     /// GPU: skip the GPT-2 workloads and print only the kernel table.
     #[arg(long)]
     kernels_only: bool,
     /// Sequences per forward/backward pass of the RL step's update (0: the whole batch).
     #[arg(long)]
     rl_micro_batch: Option<usize>,
-    /// The device's peak dense TF32 throughput in TFLOP/s, for MFU (H100 SXM: 494.7).
-    #[arg(long, default_value_t = 494.7)]
-    peak_tflops: f64,
+    /// The device's peak dense throughput in TFLOP/s at the run's precision, for MFU (default:
+    /// H100/H200 SXM's 989.4 for bf16, 494.7 for TF32, 66.9 for f32)
+    #[arg(long)]
+    peak_tflops: Option<f64>,
 }
 
 /// The median of `xs` (of an even count, the upper middle value); `xs` must not be empty.
@@ -96,15 +118,20 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// Runs `dapo bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     // `auto` without a usable GPU resolves to the CPU (and says why).
-    match resolve(a.device, a.threads)? {
+    match resolve(a.device, a.threads, a.precision.choice())? {
         Resolved::Cpu(k) => model_bench(k, &Workloads::cpu(&a), a.skip_rl),
         Resolved::Cuda(k) => {
+            outln!("precision: {}", k.precision().describe());
             if !a.kernels_only {
                 model_bench(k.clone(), &Workloads::gpu(&a), a.skip_rl)?;
             }
             kernel_bench(&k, &a, false)
         }
         Resolved::Emu(k) => {
+            outln!("precision: {}", k.precision().describe());
+            if a.full_size {
+                return model_bench(k, &Workloads::emulated_full_size(&a), a.skip_rl);
+            }
             if !a.kernels_only {
                 model_bench(k.clone(), &Workloads::small(), a.skip_rl)?;
             }

@@ -86,7 +86,7 @@ impl Workloads {
             rl: (64, 8, 128, 16),
             rl_warmup: 1,
             micro_batch: a.rl_micro_batch.unwrap_or(128),
-            peak_flops: Some(a.peak_tflops * 1e12),
+            peak_flops: Some(a.peak_tflops.unwrap_or_else(|| super::peak_tflops(a.precision.choice().on_gpu())) * 1e12),
             iters: a.iters.unwrap_or(5).max(1),
             decode_iters: a.iters.unwrap_or(2).max(1),
             warmup: 2,
@@ -95,7 +95,32 @@ impl Workloads {
         .or_small(a.small)
     }
 
-    /// The tiny shapes (`--small`, and always on the emulator).
+    /// `--full-size` on the emulator: the training step and one RL step of `--model` (GPT-2
+    /// 124M by default) at B×T = `--batch-size`×`--seq-len` (default 1×128) and an RL step of
+    /// 4 prompts × 4 completions × 32 tokens, once each, for the peak device bytes the
+    /// emulator's meter counts: what a GPU holds for those shapes (buffers, not the CUDA
+    /// context or cuBLASLt's workspace). No decode; slow (minutes at 124M).
+    pub(super) fn emulated_full_size(a: &BenchArgs) -> Self {
+        Workloads {
+            model: a.model.clone(),
+            vocab: 50257,
+            b: a.batch_size.unwrap_or(1),
+            t: a.seq_len.unwrap_or(128),
+            fwd_bwd: false,
+            decode: (1, 1, 1),
+            decode_greedy: true,
+            rl: (4, 4, 32, 16),
+            rl_warmup: 0,
+            micro_batch: a.rl_micro_batch.unwrap_or(0),
+            peak_flops: None,
+            iters: 1,
+            decode_iters: 1,
+            warmup: 0,
+            only: if a.only.is_empty() { vec![Part::Train, Part::RlStep] } else { a.only.clone() },
+        }
+    }
+
+    /// The tiny shapes (`--small`, and on the emulator unless `--full-size`).
     pub(super) fn small() -> Self {
         Workloads {
             model: "tiny".into(),
