@@ -24,16 +24,25 @@ nothing downloaded) is timed on three jobs:
 
 Why: the ratios of our trainer to the stack a Python RL trainer gets for free, same GPU and shapes.
 
-Precision: our kernels keep f32 storage and run GEMMs in TF32, so this script sets
-torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True on f32 weights
-(no autocast, no bf16).
+Precision (--dtype, matching `dapo bench --dtype`):
+  f32   (default) f32 weights and activations with TF32 GEMMs: this script sets
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True, no
+        autocast. The counterpart of `dapo bench --dtype f32 --matmul-precision tf32`.
+  bf16  mixed precision as a PyTorch trainer runs it: f32 master weights and AdamW state,
+        forward passes (model, loss, log-probs, generate) under
+        torch.autocast(device_type, dtype=torch.bfloat16), backward outside it (autograd
+        follows the forward's dtypes). Ops autocast keeps in f32 (softmax, log_softmax,
+        cross_entropy, layer norm) stay f32; the f32 GEMMs left run in TF32. The counterpart of
+        `dapo bench --dtype bf16`. With --check on bf16 the log-prob comparisons use
+        CHECK_TOL_BF16 (a bf16 GEMM's rounding), the loss checks keep CHECK_TOL.
 
 MFU (llm.c's gpt2_estimate_mfu convention; nanoGPT's 12*L*C*T also counts the masked causal half):
   flops_per_token = 6 * N + 6 * n_layer * T * C
   MFU = flops_per_token * tokens_per_s / (peak_tflops * 1e12)
 with N = all parameters counted once (the tied wte / lm_head matrix once, wpe included:
-124,439,808 for GPT-2 124M). The default peak is 494.7 TFLOP/s, H100 SXM dense TF32 (989 is the
-sparse TF32 figure, or the dense BF16 one); pass --peak-tflops for other parts.
+124,439,808 for GPT-2 124M). The default peak follows --dtype: 494.7 TFLOP/s for f32 (H100/H200
+SXM dense TF32) and 989.4 for bf16 (their dense BF16; 989 is also the sparse TF32 figure); pass
+--peak-tflops for other parts.
 
 Method: CUDA events after warm-up, median of the timed runs; RL phases by synchronize +
 perf_counter (generate syncs with the host anyway). Peak memory: torch.cuda.max_memory_allocated
@@ -47,13 +56,16 @@ update (same weights); and the clipped DAPO loss equals a float64 token-by-token
 the same tensors (both the RL step's tensors and synthetic ones where the clip bites) within 1e-5.
 
 Usage:
-  python3 bench/torch_gpt2_gpu.py                          # H100: all three sections
+  python3 bench/torch_gpt2_gpu.py                          # H100/H200: all three sections, TF32
+  python3 bench/torch_gpt2_gpu.py --dtype bf16             # the same under bf16 autocast
   python3 bench/torch_gpt2_gpu.py --only rl --json out.json
   python3 bench/torch_gpt2_gpu.py --attn sdpa              # SDPA attention instead of eager
   python3 bench/torch_gpt2_gpu.py --device cpu --small --check
+  python3 bench/torch_gpt2_gpu.py --device cpu --small --check --dtype bf16
 """
 
 import argparse
+import contextlib
 import copy
 import datetime
 import gc
@@ -72,7 +84,9 @@ from bench_common import device_name
 
 EPS_LOW, EPS_HIGH, KL_BETA = 0.2, 0.28, 0.04
 PEAK_TF32_H100_SXM = 494.7
+PEAK_BF16_H100_SXM = 989.4
 CHECK_TOL = 1e-5
+CHECK_TOL_BF16 = 1e-1  # log-probs from bf16 GEMMs of different shapes (logits_to_keep vs full)
 SMALL_CFG = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=512, n_positions=128)
 SMALL_SHAPES = dict(train_b=2, train_t=32, decode_b=4, decode_new=8, prompt_len=4,
                     rl_prompts=2, rl_group=2, rl_new=8)
@@ -96,6 +110,13 @@ def build_model(a, dev):
 def n_params(model):
     # model.parameters() yields the tied wte / lm_head tensor once.
     return sum(p.numel() for p in model.parameters())
+
+
+def amp(a, dev):
+    """The forward passes' precision context: bf16 autocast for --dtype bf16, else nothing."""
+    if a.dtype == "bf16":
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def sync(dev):
@@ -165,9 +186,10 @@ def bench_train(a, dev):
     losses = []
 
     def step():
-        logits = model(ids, use_cache=False).logits
-        # Our own labels (not HF's labels=, which shifts and drops one token per row): all B*T.
-        loss = F.cross_entropy(logits.view(-1, cfg.vocab_size), labels.view(-1))
+        with amp(a, dev):
+            logits = model(ids, use_cache=False).logits
+            # Our own labels (not HF's labels=, which shifts and drops one token per row): all B*T.
+            loss = F.cross_entropy(logits.view(-1, cfg.vocab_size), labels.view(-1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -192,7 +214,7 @@ def bench_train(a, dev):
           f"(min_ms={min(times) * 1e3:.2f} max_ms={max(times) * 1e3:.2f} n={len(times)})")
     print(f"#      MFU = (6*N + 6*n_layer*T*C) * tokens/s / peak = (6*{n} + 6*{cfg.n_layer}*{t}*{cfg.n_embd})"
           f" * {tok_s:.0f} / {a.peak_tflops}e12  ({flops_tok / 1e9:.4f} GFLOP/token)")
-    return dict(b=b, t=t, median_ms=med * 1e3, times_ms=[x * 1e3 for x in times], tokens_per_s=tok_s,
+    return dict(dtype=a.dtype, b=b, t=t, median_ms=med * 1e3, times_ms=[x * 1e3 for x in times], tokens_per_s=tok_s,
                 n_params=n, flops_per_token=flops_tok, peak_tflops=a.peak_tflops, mfu=mfu, peak_mib=mem)
 
 
@@ -206,7 +228,7 @@ def bench_decode(a, dev):
     outs = []
 
     def call():
-        with torch.no_grad():
+        with torch.no_grad(), amp(a, dev):
             outs.append(generate(model, prompts, new))
 
     times = measure(call, a.decode_warmup, a.decode_iters, dev, after_warmup=lambda: (outs.clear(), reset_mem(dev)))
@@ -220,7 +242,7 @@ def bench_decode(a, dev):
     tok_s = b * new / med
     print(f"torch  decode   B={b} prompt={p} new={new}  median_s={med:.3f}  tokens/s={tok_s:.0f}  "
           f"peak_MiB={fmt_mib(mem)}  (min_s={min(times):.3f} max_s={max(times):.3f} n={len(times)})")
-    return dict(b=b, prompt_len=p, new=new, median_s=med, times_s=times, tokens_per_s=tok_s, peak_mib=mem)
+    return dict(dtype=a.dtype, b=b, prompt_len=p, new=new, median_s=med, times_s=times, tokens_per_s=tok_s, peak_mib=mem)
 
 
 # ---------------------------------------------------------------- rl
@@ -275,12 +297,12 @@ def rl_step(a, dev, policy, ref, opt, prompts, mb, log, check):
     t = {}
 
     sync(dev); t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), amp(a, dev):
         seqs = generate(policy, prompts, new)
     sync(dev); t["generate_s"] = time.perf_counter() - t0
 
     def reference(m):
-        with torch.no_grad():
+        with torch.no_grad(), amp(a, dev):
             return torch.cat([completion_logp(ref, seqs[i:i + m], new, temp) for i in range(0, rows, m)])
 
     t0 = time.perf_counter()
@@ -296,8 +318,9 @@ def rl_step(a, dev, policy, ref, opt, prompts, mb, log, check):
         kept.clear()
         total = 0.0
         for i in range(0, rows, m):
-            logp = completion_logp(policy, seqs[i:i + m], new, temp)
-            loss = dapo_loss_sum(logp, logp.detach(), ref_logp[i:i + m], adv[i:i + m]) / n_tokens
+            with amp(a, dev):
+                logp = completion_logp(policy, seqs[i:i + m], new, temp)
+                loss = dapo_loss_sum(logp, logp.detach(), ref_logp[i:i + m], adv[i:i + m]) / n_tokens
             loss.backward()
             total += loss.detach()
             if check:
@@ -315,15 +338,19 @@ def rl_step(a, dev, policy, ref, opt, prompts, mb, log, check):
         p, cfg = prompts.shape[1], policy.config
         assert seqs.shape == (rows, p + new) and torch.equal(seqs[:, :p], prompts), "rl generate shape"
         logp = torch.cat(kept)
-        with torch.no_grad():
+        tol = CHECK_TOL_BF16 if a.dtype == "bf16" else CHECK_TOL
+        with torch.no_grad(), amp(a, dev):
             full_logits = ref(seqs, use_cache=False).logits
         full = torch.log_softmax(full_logits[:, p - 1:-1].float(), -1).gather(-1, seqs[:, p:, None])[..., 0]
-        assert torch.allclose(ref_logp, full, atol=CHECK_TOL), "logits_to_keep log-probs differ from full logits"
-        assert torch.allclose(ref_logp, logp, atol=CHECK_TOL), "reference != policy log-probs before the update"
+        err_full = (ref_logp - full).abs().max().item()
+        err_pol = (ref_logp - logp).abs().max().item()
+        assert err_full <= tol, f"logits_to_keep log-probs differ from full logits by {err_full:.3g} > {tol}"
+        assert err_pol <= tol, f"reference != policy log-probs before the update ({err_pol:.3g} > {tol})"
         want = dapo_loss_f64(logp, logp, ref_logp, adv)
         assert abs(want - t["loss"]) < CHECK_TOL, f"dapo loss {t['loss']} vs f64 {want}"
-        print(f"check rl: {rows}x{new} completions, logits_to_keep == full logits, ref == policy, "
-              f"loss {t['loss']:.6f} == f64 {want:.6f}  ok (V={cfg.vocab_size})")
+        print(f"check rl: {rows}x{new} completions, logits_to_keep == full logits (max diff {err_full:.2g}), "
+              f"ref == policy ({err_pol:.2g}), loss {t['loss']:.6f} == f64 {want:.6f}  ok "
+              f"(V={cfg.vocab_size}, tol {tol:g})")
     return t, mb
 
 
@@ -368,7 +395,7 @@ def bench_rl(a, dev):
           f"total_s={total:.3f}  peak_MiB={fmt_mib(mem)}  micro_batch={mb}/{rows}  (n={len(runs)})")
     for line in log:
         print(f"#      {line}")
-    return dict(prompts=a.rl_prompts, group=a.rl_group, new=a.rl_new, prompt_len=a.prompt_len, micro_batch=mb,
+    return dict(dtype=a.dtype, prompts=a.rl_prompts, group=a.rl_group, new=a.rl_new, prompt_len=a.prompt_len, micro_batch=mb,
                 rows=rows, oom_log=log, peak_mib=mem, total_s=total, runs=runs, **med)
 
 
@@ -385,8 +412,11 @@ def parse_args():
     ap.add_argument("--check", action="store_true", help="assert correctness along the way (use with --small)")
     ap.add_argument("--only", choices=list(SECTIONS), help="run one section (default: all)")
     ap.add_argument("--attn", choices=("eager", "sdpa"), default="eager")
-    ap.add_argument("--peak-tflops", type=float, default=PEAK_TF32_H100_SXM,
-                    help="MFU denominator (default 494.7: H100 SXM dense TF32)")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                    help="f32: f32 with TF32 GEMMs (default); bf16: forward passes under bf16 autocast")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="MFU denominator (default: 494.7 for f32, H100/H200 SXM dense TF32; "
+                         "989.4 for bf16, their dense BF16)")
     ap.add_argument("--train-b", type=int, default=16)
     ap.add_argument("--train-t", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=3, help="train warm-up steps")
@@ -406,6 +436,8 @@ def parse_args():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     a = ap.parse_args()
+    if a.peak_tflops is None:
+        a.peak_tflops = PEAK_BF16_H100_SXM if a.dtype == "bf16" else PEAK_TF32_H100_SXM
     if a.small:  # tiny shapes replace the defaults (explicit flags are not kept: --small is for smoke runs)
         for k, v in SMALL_SHAPES.items():
             setattr(a, k, v)
@@ -427,7 +459,8 @@ def main():
     print(f"# torch_gpt2_gpu  {date}")
     print(f"# torch {torch.__version__}  transformers {transformers.__version__}  cuda {torch.version.cuda}  "
           f"device {dev}: {device_name(dev)}")
-    print(f"# model {'small ' + str(SMALL_CFG) if a.small else 'gpt2 124M'}  f32 weights, TF32 matmul, dropout 0, "
+    prec = "TF32 matmul" if a.dtype == "f32" else "bf16 autocast (f32 master weights, TF32 for f32 GEMMs)"
+    print(f"# model {'small ' + str(SMALL_CFG) if a.small else 'gpt2 124M'}  f32 weights, {prec}, dropout 0, "
           f"attn {a.attn}, seed {a.seed}  timer {'CUDA events' if dev.type == 'cuda' else 'time.perf_counter'}, "
           f"median after warm-up")
     results = {}
@@ -440,6 +473,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump(dict(date=date, torch=torch.__version__, transformers=transformers.__version__,
                            cuda=torch.version.cuda, device=str(dev), device_name=device_name(dev), attn=a.attn,
+                           dtype=a.dtype,
                            small=a.small, args=vars(a), results=results), f, indent=2)
         print(f"# wrote {a.json}")
 

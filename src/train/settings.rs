@@ -6,8 +6,9 @@
 //! Settings files may use this crate's names (`group_size`, `objective.eps_high`, …) or TRL's
 //! `GRPOConfig` / `TrainingArguments` names (`num_generations`, `epsilon_high`, `beta`,
 //! `max_completion_length`, `per_device_train_batch_size`, …), so a TRL user's YAML runs;
-//! [`translate_trl_names`] maps them, and names that have no meaning here (`bf16`,
-//! `report_to`, …) are dropped with a note rather than refused.
+//! [`translate_trl_names`] maps them, and names that have no meaning here (`report_to`, …, and
+//! `bf16` / `tf32`, which are the `--dtype` / `--matmul-precision` flags here) are dropped with
+//! a note rather than refused.
 
 use std::path::{Path, PathBuf};
 
@@ -430,7 +431,13 @@ pub fn translate_trl_names(v: Value) -> std::result::Result<(Value, Vec<String>)
         if let Some((_, path)) = TRL_RENAMES.iter().find(|(name, _)| *name == k) {
             put(&mut out, &mut given, &k, path, x)?;
         } else if TRL_IGNORED.contains(&k.as_str()) {
-            notes.push(format!("`{k}` has no effect here (ignored)"));
+            // Precision is a device flag here, as `--device` is, not a saved setting.
+            let flag = match k.as_str() {
+                "bf16" | "fp16" => " (precision is the --dtype flag: bf16 on a GPU unless --dtype f32)",
+                "tf32" => " (the --matmul-precision flag: tf32 on a GPU unless --matmul-precision f32)",
+                _ => "",
+            };
+            notes.push(format!("`{k}` has no effect here (ignored){flag}"));
         } else {
             // A native name (`group_size`, or a table such as `[objective]` beside TRL names
             // that filled parts of it): each leaf may be set once.
