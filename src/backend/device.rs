@@ -29,11 +29,6 @@ pub struct GemmTypes {
     pub matmul: MatmulPrecision,
 }
 
-impl GemmTypes {
-    /// f32 operands and result, true f32 products.
-    pub const F32: GemmTypes = GemmTypes { inputs: Dtype::F32, out: Dtype::F32, matmul: MatmulPrecision::F32 };
-}
-
 /// A device that holds memory and runs the `kernels/*.cu` kernels.
 pub trait Device: Launcher + Send + Sync + 'static {
     /// A device allocation of 32-bit words.

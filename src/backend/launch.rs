@@ -172,6 +172,31 @@ pub(crate) unsafe fn run<L: Launcher>(
     unsafe { dev.launch(&f, cfg, args) }
 }
 
+/// Launches `name(out, inp, n)`, an elementwise kernel over `n` values that takes `per_thread`
+/// consecutive values per thread (a 16-byte pack) in a grid-stride loop; nothing when n = 0.
+/// GELU's and the conversions' launchers.
+///
+/// # Safety
+/// As [`Launcher::launch`]: `out` and `inp` must address the `n` values the kernel reads and
+/// writes, without overlapping (unless the kernel works in place on `out`).
+pub(crate) unsafe fn run_elementwise<L: Launcher>(
+    dev: &L,
+    name: &str,
+    out: DevPtr,
+    inp: DevPtr,
+    n: usize,
+    per_thread: usize,
+) -> Result<(), L::Error> {
+    if n == 0 {
+        return Ok(());
+    }
+    let nn = count(n);
+    let mut args = KernelArgs::new();
+    args.arg(&out).arg(&inp).arg(&nn);
+    // SAFETY: forwarded from the caller.
+    unsafe { run(dev, name, Launch::elementwise(n.div_ceil(per_thread)), &mut args) }
+}
+
 /// A shape as the kernels' `int`.
 ///
 /// # Panics

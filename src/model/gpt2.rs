@@ -111,6 +111,12 @@ impl<K: Backend> Gpt2<K> {
             }
         }
         let params = host.iter().map(|h| backend.upload(h)).collect();
+        Ok(Self::with_params(backend, config, specs, params))
+    }
+
+    /// A model of these master weights, with its compute copies made and nothing else yet
+    /// (no gradients, no activations).
+    fn with_params(backend: K, config: Gpt2Config, specs: Vec<ParamSpec>, params: Vec<K::Buf>) -> Self {
         let mut m = Gpt2 {
             backend,
             config,
@@ -123,7 +129,7 @@ impl<K: Backend> Gpt2<K> {
             spare_cache: None,
         };
         m.sync_compute_weights();
-        Ok(m)
+        m
     }
 
     /// A copy of the weights on the same backend, copied where they live (device to device on
@@ -139,19 +145,7 @@ impl<K: Backend> Gpt2<K> {
                 q
             })
             .collect();
-        let mut m = Gpt2 {
-            backend: k.clone(),
-            config: self.config.clone(),
-            specs: self.specs.clone(),
-            params,
-            compute: Vec::new(),
-            stale: true,
-            grads: None,
-            acts: None,
-            spare_cache: None,
-        };
-        m.sync_compute_weights();
-        m
+        Self::with_params(k.clone(), self.config.clone(), self.specs.clone(), params)
     }
 
     /// Makes the GEMM weights' bf16 compute copies from the f32 masters (in bf16 mixed

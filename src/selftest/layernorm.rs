@@ -8,6 +8,14 @@ use crate::backend::prelude::*;
 use crate::backend::{Affine, LayerNormShape, LnStats};
 use crate::util::rng::Rng;
 
+/// A case's input (N, C) with rows offset by `offset`, and weights around 1 and biases around 0
+/// (C each).
+fn inputs(rng: &mut Rng, n: usize, c: usize, offset: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let inp = randn(rng, n * c, 2.0).into_iter().map(|x| x + offset).collect();
+    let w = (0..c).map(|_| 1.0 + 0.3 * rng.normal()).collect();
+    (inp, w, randn(rng, c, 0.5))
+}
+
 pub(super) fn cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report) {
     let cpu = CpuBackend::new(Some(1));
     // (N, C, row offset): C below one warp's multiple (45), above the 256-thread block (300:
@@ -19,9 +27,7 @@ pub(super) fn cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut Report
         let shape = format!("N={n} C={c} offset={offset}");
         rep.case("layernorm_forward", &shape, |rep| {
             let mut rng = Rng::new(case_seed(seed, 1100 + case as u64));
-            let inp: Vec<f32> = randn(&mut rng, n * c, 2.0).into_iter().map(|x| x + offset).collect();
-            let w: Vec<f32> = (0..c).map(|_| 1.0 + 0.3 * rng.normal()).collect();
-            let bias = randn(&mut rng, c, 0.5);
+            let (inp, w, bias) = inputs(&mut rng, n, c, offset);
             let eps = 1e-5f32;
 
             // Oracle forward.
@@ -110,9 +116,7 @@ pub(super) fn bf16_cases<D: Device>(k: &KernelBackend<D>, seed: u64, rep: &mut R
         let shape = format!("N={n} C={c} offset={offset}");
         rep.case("layernorm_forward_bf16", &shape, |rep| {
             let mut rng = Rng::new(case_seed(seed, 2800 + case as u64));
-            let inp: Vec<f32> = randn(&mut rng, n * c, 2.0).into_iter().map(|x| x + offset).collect();
-            let w: Vec<f32> = (0..c).map(|_| 1.0 + 0.3 * rng.normal()).collect();
-            let bias = randn(&mut rng, c, 0.5);
+            let (inp, w, bias) = inputs(&mut rng, n, c, offset);
             let s = LayerNormShape { n, c, eps: 1e-5 };
             let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
             cpu.layernorm_forward(

@@ -141,10 +141,9 @@ impl Device for EmuDevice {
         types: GemmTypes,
     ) -> Result<(), EmuError> {
         let (mn, mk, kn) = (g.m * g.n, g.m * g.k, g.k * g.n);
-        let words = |d: Dtype, n: usize| d.words(n);
-        range("gemm out", 0, words(types.out, mn), out.len)?;
-        range("gemm a", 0, words(types.inputs, mk), a.len)?;
-        range("gemm b", 0, words(types.inputs, kn), b.len)?;
+        range("gemm out", 0, types.out.words(mn), out.len)?;
+        range("gemm a", 0, types.inputs.words(mk), a.len)?;
+        range("gemm b", 0, types.inputs.words(kn), b.len)?;
         let bias = match bias {
             Some(x) => Some(&x.f32s()[range("gemm bias", 0, g.n, x.len)?]),
             None => None,

@@ -5,7 +5,7 @@
 //! Shapes: B sequences, T positions, C channels, NH heads of hs = C/NH channels; R rows and
 //! T_max cache slots per sequence for the cached op.
 
-use super::{all_f32, same_dtype, DeviceBuf, KernelBackend};
+use super::{same_dtype, DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
 use crate::backend::launch::{dim, run, threads_for, DevPtr, KernelArgs, Launch, Launcher};
 use crate::backend::ops::AttentionOps;
@@ -197,8 +197,7 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
             qkv.len
         );
         let dtype = same_dtype("attention_forward", &[&*out, qkv]);
-        all_f32("attention_forward (lse)", &[&*lse]);
-        let (o, l, x) = (self.ptr_mut(out), self.ptr_mut(lse), self.ptr(qkv));
+        let (o, l, x) = (self.ptr_mut(out), self.ptr32_mut(lse), self.ptr(qkv));
         // SAFETY: qkv holds B·T·3C, out B·T·C values of `dtype`, lse B·NH·T f32 (checked
         // above); out and lse are distinct allocations, not qkv.
         let r = unsafe { attention_forward(&*self.dev, dtype, o, l, x, s) };
@@ -223,10 +222,9 @@ impl<D: Device> AttentionOps for KernelBackend<D> {
         );
         // D_i = dout_i·out_i per (b, h, i), written by the dq pass and read by the dk/dv pass.
         let dtype = same_dtype("attention_backward", &[&*dqkv, qkv, out]);
-        all_f32("attention_backward (dout, lse)", &[dout, lse]);
         let mut dsum = self.scratch("attention_backward", b * nh * t);
-        let (dx, ds) = (self.ptr_mut(dqkv), self.ptr_mut(&mut dsum));
-        let (g, x, o, l) = (self.ptr(dout), self.ptr(qkv), self.ptr(out), self.ptr(lse));
+        let (dx, ds) = (self.ptr_mut(dqkv), self.ptr32_mut(&mut dsum));
+        let (g, x, o, l) = (self.ptr32(dout), self.ptr(qkv), self.ptr(out), self.ptr32(lse));
         // SAFETY: sizes checked above, dsum holds B·NH·T; dqkv and dsum are distinct
         // allocations from each other and from the inputs.
         let r = unsafe { attention_backward(&*self.dev, dtype, [dx, ds], [g, x, o, l], s) };

@@ -3,7 +3,7 @@
 
 use super::{DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
-use crate::backend::launch::{count, run, DevPtr, KernelArgs, Launch, Launcher};
+use crate::backend::launch::{run_elementwise, DevPtr, Launcher};
 use crate::backend::precision::Dtype;
 
 /// `convert_{from}_{to}`: `out[i] = inp[i]` converted, i < n. One thread per 8 values.
@@ -18,15 +18,8 @@ unsafe fn convert<L: Launcher>(
     from: Dtype,
     n: usize,
 ) -> Result<(), L::Error> {
-    if n == 0 {
-        return Ok(());
-    }
-    let nn = count(n);
-    let mut args = KernelArgs::new();
-    args.arg(&out).arg(&inp).arg(&nn);
-    let name = format!("convert_{from}_{to}");
     // SAFETY: thread g converts values 8g .. 8g + 8 (and one tail value), all < n.
-    unsafe { run(dev, &name, Launch::elementwise(n.div_ceil(8)), &mut args) }
+    unsafe { run_elementwise(dev, &format!("convert_{from}_{to}"), out, inp, n, 8) }
 }
 
 impl<D: Device> KernelBackend<D> {

@@ -3,7 +3,7 @@
 
 use super::{same_dtype, DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
-use crate::backend::launch::{count, run, DevPtr, KernelArgs, Launch, Launcher};
+use crate::backend::launch::{run_elementwise, DevPtr, Launcher};
 use crate::backend::ops::GeluOps;
 use crate::backend::precision::Dtype;
 
@@ -20,16 +20,8 @@ unsafe fn gelu<L: Launcher>(
     inp: DevPtr,
     n: usize,
 ) -> Result<(), L::Error> {
-    if n == 0 {
-        return Ok(());
-    }
-    let nn = count(n);
-    let mut args = KernelArgs::new();
-    args.arg(&out).arg(&inp).arg(&nn);
-    let name = format!("{kernel}_{dtype}");
-    let cfg = Launch::elementwise(n.div_ceil(16 / dtype.size()));
     // SAFETY: element i reads inp[i] (and d[i] for the backward) and writes out[i], i < n.
-    unsafe { run(dev, &name, cfg, &mut args) }
+    unsafe { run_elementwise(dev, &format!("{kernel}_{dtype}"), out, inp, n, 16 / dtype.size()) }
 }
 
 impl<D: Device> KernelBackend<D> {

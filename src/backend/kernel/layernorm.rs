@@ -2,7 +2,7 @@
 //! rows writing per-block parameter partials, summed by a second kernel. Shapes: N rows of C
 //! channels.
 
-use super::{all_f32, DeviceBuf, KernelBackend};
+use super::{DeviceBuf, KernelBackend};
 use crate::backend::device::Device;
 use crate::backend::launch::{dim, run, threads_for, DevPtr, KernelArgs, Launch, Launcher};
 use crate::backend::ops::LayerNormOps;
@@ -124,11 +124,11 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
         let shapes = format!("N={n}, C={c}");
         let sizes = [out.len, stats.mean.len, stats.rstd.len, inp.len, p.w.len, p.b.len];
         assert_eq!(sizes, [n * c, n, n, n * c, c, c], "layernorm_forward ({shapes}): buffer sizes");
-        all_f32("layernorm_forward (all but the output)", &[&*stats.mean, &*stats.rstd, inp, p.w, p.b]);
+        // Only the output may be bf16: input, parameters and statistics are f32.
         let dtype = out.dtype;
         let o = self.ptr_mut(out);
-        let st = stats.map(|b| self.ptr_mut(b));
-        let (x, pp) = (self.ptr(inp), p.map(|b| self.ptr(b)));
+        let st = stats.map(|b| self.ptr32_mut(b));
+        let (x, pp) = (self.ptr32(inp), p.map(|b| self.ptr32(b)));
         // SAFETY: every buffer holds the extent the launcher asks for (checked above); the
         // outputs are distinct allocations (three &mut), not the inputs.
         let res = unsafe { layernorm_forward(&*self.dev, o, dtype, st, x, pp, s) };
@@ -156,12 +156,11 @@ impl<D: Device> LayerNormOps for KernelBackend<D> {
         if n * c == 0 {
             return;
         }
-        all_f32("layernorm_backward", &[&*dinp, &*dp.w, &*dp.b, dout, inp, w, stats.mean, stats.rstd]);
         let mut workspace = self.scratch("layernorm_backward", layernorm_backward_workspace(n, c));
-        let outs = [self.ptr_mut(dinp), self.ptr_mut(&mut workspace)];
-        let dpp = dp.map(|b| self.ptr_mut(b));
-        let ins = [self.ptr(dout), self.ptr(inp), self.ptr(w)];
-        let st = stats.map(|b| self.ptr(b));
+        let outs = [self.ptr32_mut(dinp), self.ptr32_mut(&mut workspace)];
+        let dpp = dp.map(|b| self.ptr32_mut(b));
+        let ins = [self.ptr32(dout), self.ptr32(inp), self.ptr32(w)];
+        let st = stats.map(|b| self.ptr32(b));
         // SAFETY: sizes checked above, the workspace holds layernorm_backward_workspace(N, C)
         // f32; the four written buffers are distinct allocations, not the inputs.
         let res = unsafe { layernorm_backward(&*self.dev, outs, dpp, ins, st, (n, c)) };

@@ -86,8 +86,8 @@ impl<D: Device> MatmulOps for KernelBackend<D> {
             dbias.len,
             dout.len
         );
-        assert_eq!(dbias.dtype, Dtype::F32, "bias_backward ({shapes}): the bias gradient is f32");
-        let (db, d) = (self.ptr_mut(dbias), self.ptr(dout));
+        // The bias gradient is f32 (a master gradient); the rows may be bf16.
+        let (db, d) = (self.ptr32_mut(dbias), self.ptr(dout));
         // SAFETY: dbias holds cols f32 and dout rows·cols (checked above), separate allocations.
         let r = unsafe { bias_backward(&*self.dev, db, d, dout.dtype, rows, cols) };
         self.ok("bias_backward", &shapes, r);

@@ -132,16 +132,6 @@ fn same_dtype<D: Device>(op: &str, bufs: &[&DeviceBuf<D>]) -> Dtype {
     d
 }
 
-/// Panics naming the op unless every buffer is f32: the op's kernels exist in f32 only (the
-/// statistics, losses, optimizer state and sampling stay f32 in bf16 mixed precision).
-fn all_f32<D: Device>(op: &str, bufs: &[&DeviceBuf<D>]) {
-    assert!(
-        bufs.iter().all(|b| b.dtype == Dtype::F32),
-        "{op}: takes f32 buffers, got {:?}",
-        bufs.iter().map(|b| b.dtype.name()).collect::<Vec<_>>()
-    );
-}
-
 /// The emulated device as a backend: what CI runs the CUDA code path on.
 pub type EmuBackend = KernelBackend<EmuDevice>;
 
@@ -309,8 +299,9 @@ impl<D: Device> KernelBackend<D> {
         self.dev.ptr(b.mem())
     }
 
-    /// [`KernelBackend::ptr`] for the ops whose kernels take f32 (and u32) buffers only: a bf16
-    /// buffer there is a caller's bug, caught before it is read as f32.
+    /// [`KernelBackend::ptr`] for the kernel arguments that are f32 (or u32) whatever the
+    /// precision (statistics, losses, optimizer state, and every buffer of the ops that have no
+    /// bf16 kernels): a bf16 buffer there is a caller's bug, caught before it is read as f32.
     fn ptr32(&self, b: &DeviceBuf<D>) -> DevPtr {
         assert_eq!(b.dtype, Dtype::F32, "an f32-only op was handed a {} buffer of {} values", b.dtype, b.len);
         self.ptr(b)
