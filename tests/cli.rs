@@ -251,6 +251,33 @@ fn bench_on_the_emulator_prints_the_gpt2_workloads_and_every_kernel() {
     }
 }
 
+/// `dapo bench --device emu --full-size` measures the training step's peak device memory at
+/// the precision the flags ask for (here the tiny model, so it is quick): bf16 mixed precision
+/// and f32 storage with TF32 products reach the emulator through the same flags as a GPU run.
+#[test]
+fn bench_full_size_on_the_emulator_reports_memory_at_each_precision() {
+    let mut peaks = vec![];
+    for (flags, says) in [
+        (&["--dtype", "f32"][..], "precision: f32\n"),
+        (&["--matmul-precision", "tf32"][..], "precision: f32 (tf32 matmuls)"),
+        (&["--dtype", "bf16"][..], "precision: bf16 mixed precision"),
+    ] {
+        let mut args = vec!["bench", "--device", "emu", "--full-size", "--model", "tiny", "--only", "train"];
+        args.extend(flags);
+        let out = dapo(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(says), "{args:?} does not say {says:?}:\n{stdout}");
+        let train = stdout.lines().find(|l| l.starts_with("dapo   train")).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(train.contains("B=1 T=128"), "{train}");
+        peaks.push(field(train, "peak_MiB="));
+    }
+    // The tiny model's weights, gradients and AdamW state alone are ~50 MiB; f32 storage is the
+    // same whatever the products' precision.
+    assert!(peaks.iter().all(|&p| p >= 40.0), "{peaks:?}");
+    assert_eq!(peaks[0], peaks[1], "{peaks:?}");
+}
+
 #[test]
 fn bad_device_values_are_usage_errors() {
     for args in [&["selftest", "--device", "cuda:x"][..], &["bench", "--device", "cuda:x"], &["sft", "--device", "gpu"]]
